@@ -1,0 +1,457 @@
+"""Load FER2013 from any of its real layouts into train / val / test arrays, with honest splits and a cache.
+
+Accepted layouts (detected from what the path holds):
+
+* the original ``fer2013.csv`` (columns ``emotion``, ``pixels``, ``Usage``), or a folder holding it:
+  train = ``Training``, val = ``PublicTest``, test = ``PrivateTest``;
+* the folder layout of the popular re-packaging: ``train/<class>/*.jpg|png``, ``test/<class>/...`` and an optional
+  ``val/``: without ``val/``, validation is a stratified, seeded fraction carved from ``train/``.
+
+Labels always follow the csv's order (:data:`fer_lib.labels.EMOTIONS`), never alphabetical folder order, and
+validation is never taken from test. Decoded arrays are cached by a fingerprint of the source, so a second load is
+fast and a changed source is decoded again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from fer_lib.labels import EMOTIONS, IMAGE_SIZE, NUM_CLASSES
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+CSV_USAGE_TO_SPLIT: dict[str, str] = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
+CSV_COLUMNS: tuple[str, ...] = ("emotion", "pixels", "Usage")
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".pgm")
+PIXELS_PER_IMAGE = IMAGE_SIZE * IMAGE_SIZE
+CACHE_FORMAT_VERSION = "1"
+FER2013_SOURCE_HINT = (
+    "FER2013 is available for research use from the Kaggle challenge 'Challenges in Representation Learning: "
+    "Facial Expression Recognition Challenge' (fer2013.csv) or its folder re-packaging 'FER-2013' "
+    "(train/<class>/*.jpg, test/<class>/*.jpg)."
+)
+ACCEPTED_LAYOUTS = (
+    "accepted layouts: (1) fer2013.csv with columns emotion, pixels, Usage, or a folder holding it; "
+    "(2) a folder with train/<class>/*.jpg|png and test/<class>/... (optional val/), class folders named "
+    + ", ".join(EMOTIONS)
+)
+
+
+class FerDataError(ValueError):
+    """Input data that does not match an accepted FER2013 layout; the message names the file, row or folder."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """One split: uint8 images (n, 48, 48, 1), int64 labels in csv order, and an id per image (file or csv row)."""
+
+    name: str
+    images: np.ndarray
+    labels: np.ndarray
+    ids: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def take(self, indices: np.ndarray) -> Split:
+        """A new split holding only the given positions (used for carving and subsetting)."""
+        return Split(self.name, self.images[indices], self.labels[indices], self.ids[indices])
+
+
+@dataclasses.dataclass(frozen=True)
+class FerDataset:
+    """Train / val / test splits plus where they came from, so every result can name its data."""
+
+    train: Split
+    val: Split
+    test: Split
+    source: str
+    layout: str  # "csv", "folders" or "synthetic"
+    val_origin: str  # how validation was obtained, e.g. "carved 10% of train/ (stratified, seed 0)"
+    fingerprint: str
+    is_synthetic: bool = False
+
+    def split(self, name: str) -> Split:
+        if name not in SPLITS:
+            raise KeyError(f"unknown split {name!r}; expected one of {', '.join(SPLITS)}")
+        return getattr(self, name)
+
+    @property
+    def splits(self) -> dict[str, Split]:
+        return {name: self.split(name) for name in SPLITS}
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSummary:
+    """Counts per class per split and each split's majority-class accuracy (the baseline a model must beat)."""
+
+    counts: pd.DataFrame  # index: EMOTIONS + "total"; columns: splits
+    majority: pd.DataFrame  # index: splits; columns: majority_class, majority_accuracy
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Public entry points
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def load_fer2013(
+    path: str | os.PathLike[str],
+    *,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    resize: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
+    use_cache: bool = True,
+) -> FerDataset:
+    """Load FER2013 from ``path`` (csv file, folder holding it, or folder layout) into a :class:`FerDataset`.
+
+    ``val_fraction`` and ``seed`` only matter when the source has no validation split of its own. ``resize`` lets
+    images that are not 48x48 be resized instead of rejected. Decoded arrays are cached under ``cache_dir`` (default
+    ``$FER_STUDY_CACHE`` or ``~/.cache/fer-study``) keyed by a fingerprint of the source files.
+    """
+    if not 0.0 < float(val_fraction) < 1.0:
+        raise FerDataError(f"val_fraction must be strictly between 0 and 1, got {val_fraction!r}")
+    source = Path(path).expanduser()
+    layout, root = detect_layout(source)
+    fingerprint = source_fingerprint(layout, root, resize=resize)
+    raw = _read_cache(cache_dir, fingerprint) if use_cache else None
+    if raw is None:
+        raw = _read_csv(root, resize=resize) if layout == "csv" else _read_folders(root, resize=resize)
+        if use_cache:
+            _write_cache(cache_dir, fingerprint, raw)
+    return _assemble(raw, layout=layout, root=root, fingerprint=fingerprint, val_fraction=val_fraction, seed=seed)
+
+
+def detect_layout(path: Path) -> tuple[str, Path]:
+    """Return ``("csv", csv_file)`` or ``("folders", root)`` for ``path``, or raise a clear :class:`FerDataError`."""
+    if not path.exists():
+        raise FerDataError(f"FER2013 data not found at '{path}': the path does not exist. {ACCEPTED_LAYOUTS}. "
+                           f"{FER2013_SOURCE_HINT}")
+    if path.is_file():
+        if path.suffix.lower() == ".csv":
+            return "csv", path
+        raise FerDataError(f"'{path}' is a file but not a .csv; {ACCEPTED_LAYOUTS}")
+    csv_file = path / "fer2013.csv"
+    if csv_file.is_file():
+        return "csv", csv_file
+    if (path / "train").is_dir():
+        return "folders", path
+    raise FerDataError(f"'{path}' holds neither fer2013.csv nor a train/ folder; {ACCEPTED_LAYOUTS}. "
+                       f"{FER2013_SOURCE_HINT}")
+
+
+def summarize(dataset: FerDataset) -> DataSummary:
+    """Counts per class per split, and the accuracy of always predicting each split's most frequent class."""
+    counts = pd.DataFrame(
+        {name: np.bincount(split.labels, minlength=NUM_CLASSES) for name, split in dataset.splits.items()},
+        index=pd.Index(EMOTIONS, name="class"),
+    )
+    counts.loc["total"] = counts.sum()
+    majority = pd.DataFrame(
+        [
+            {
+                "split": name,
+                "majority_class": EMOTIONS[int(np.bincount(split.labels, minlength=NUM_CLASSES).argmax())],
+                "majority_accuracy": majority_class_accuracy(split.labels),
+            }
+            for name, split in dataset.splits.items()
+        ]
+    ).set_index("split")
+    return DataSummary(counts=counts, majority=majority)
+
+
+def majority_class_accuracy(labels: np.ndarray) -> float:
+    """Accuracy of a model that always predicts the most frequent label: the floor any real result must clear."""
+    labels = np.asarray(labels)
+    if labels.size == 0:
+        raise FerDataError("majority_class_accuracy needs at least one label")
+    return float(np.bincount(labels, minlength=NUM_CLASSES).max() / labels.size)
+
+
+def subsample(dataset: FerDataset, n_train: int, *, seed: int = 0) -> FerDataset:
+    """A stratified, seeded subset of ``n_train`` training images (val and test untouched), for quick runs."""
+    if not isinstance(n_train, (int, np.integer)) or n_train < NUM_CLASSES:
+        raise FerDataError(f"subset must be an integer of at least {NUM_CLASSES}, got {n_train!r}")
+    if n_train >= len(dataset.train):
+        return dataset
+    keep, _ = _stratified_partition(dataset.train.labels, n_train, seed)
+    return dataclasses.replace(dataset, train=dataset.train.take(np.sort(keep)))
+
+
+def source_fingerprint(layout: str, root: Path, *, resize: bool = False) -> str:
+    """A hash of every source file's name, size and modification time (cheap, and changes when the data does)."""
+    digest = hashlib.sha256(f"{CACHE_FORMAT_VERSION}|{layout}|resize={resize}|{root.resolve()}".encode())
+    files = [root] if layout == "csv" else sorted(p for p in root.rglob("*") if p.is_file())
+    for file in files:
+        stat = file.stat()
+        digest.update(f"{file.relative_to(root) if file != root else file.name}|{stat.st_size}|{stat.st_mtime_ns}\n"
+                      .encode())
+    return digest.hexdigest()[:20]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The two readers: each returns {split: (images uint8 (n,48,48,1), labels int64 (n,), ids str (n,))}
+# --------------------------------------------------------------------------------------------------------------------
+
+RawSplits = dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+def _read_csv(csv_file: Path, *, resize: bool) -> RawSplits:
+    try:
+        frame = pd.read_csv(csv_file, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
+        raise FerDataError(f"{csv_file}: cannot be parsed as a csv file ({error})") from None
+    missing = [column for column in CSV_COLUMNS if column not in frame.columns]
+    if missing:
+        raise FerDataError(f"{csv_file}: missing column(s) {', '.join(missing)}; expected columns "
+                           f"{', '.join(CSV_COLUMNS)}, found {', '.join(map(str, frame.columns)) or 'none'}")
+    line_numbers = np.arange(len(frame)) + 2  # 1-based, after the header line
+
+    emotion = pd.to_numeric(frame["emotion"].str.strip(), errors="coerce")
+    bad = ~emotion.isin(range(NUM_CLASSES))
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise FerDataError(f"{csv_file}, line {line_numbers[row]}: emotion {frame['emotion'].iloc[row]!r} is not an "
+                           f"integer code 0-{NUM_CLASSES - 1} ({', '.join(f'{i} {e}' for i, e in enumerate(EMOTIONS))})")
+
+    usage = frame["Usage"].str.strip()
+    bad = ~usage.isin(CSV_USAGE_TO_SPLIT.keys())
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise FerDataError(f"{csv_file}, line {line_numbers[row]}: unknown Usage {frame['Usage'].iloc[row]!r}; "
+                           f"expected one of {', '.join(CSV_USAGE_TO_SPLIT)}")
+
+    pixels = frame["pixels"].str.strip()
+    malformed = ~pixels.str.fullmatch(r"\d+(?:\s+\d+)*")
+    if malformed.any():
+        row = int(np.flatnonzero(malformed.to_numpy())[0])
+        raise FerDataError(f"{csv_file}, line {line_numbers[row]}: pixels must be {PIXELS_PER_IMAGE} integers 0-255 "
+                           f"separated by spaces, got {_preview(frame['pixels'].iloc[row])}")
+    counts = pixels.str.count(r"\d+").to_numpy()
+    wrong = counts != PIXELS_PER_IMAGE
+    if wrong.any() and not resize:
+        row = int(np.flatnonzero(wrong)[0])
+        raise FerDataError(f"{csv_file}, line {line_numbers[row]}: pixels holds {counts[row]} values, expected "
+                           f"{PIXELS_PER_IMAGE} (a {IMAGE_SIZE}x{IMAGE_SIZE} image)")
+
+    images = np.empty((len(frame), IMAGE_SIZE, IMAGE_SIZE, 1), dtype=np.uint8)
+    for row, text in enumerate(pixels):
+        values = np.array(text.split(), dtype=np.int64)
+        if values.max() > 255:
+            raise FerDataError(f"{csv_file}, line {line_numbers[row]}: pixel value {values.max()} is outside 0-255")
+        if values.size != PIXELS_PER_IMAGE:  # only reached with resize=True: square images of another size
+            side = int(round(values.size ** 0.5))
+            if side * side != values.size:
+                raise FerDataError(f"{csv_file}, line {line_numbers[row]}: {values.size} pixel values do not form a "
+                                   f"square image, expected {PIXELS_PER_IMAGE}")
+            values = np.asarray(_resized(Image.fromarray(values.reshape(side, side).astype(np.uint8))))
+        images[row, :, :, 0] = values.reshape(IMAGE_SIZE, IMAGE_SIZE)
+
+    labels = emotion.to_numpy().astype(np.int64)
+    ids = np.array([f"{csv_file.name}:line{n}" for n in line_numbers])
+    raw: RawSplits = {}
+    for usage_name, split in CSV_USAGE_TO_SPLIT.items():
+        rows = np.flatnonzero((usage == usage_name).to_numpy())
+        raw[split] = (images[rows], labels[rows], ids[rows])
+    return raw
+
+
+def _read_folders(root: Path, *, resize: bool) -> RawSplits:
+    raw: RawSplits = {}
+    for split in SPLITS:
+        folder = root / split
+        if not folder.is_dir():
+            if split == "val":
+                continue
+            raise FerDataError(f"'{root}' has no {split}/ folder; {ACCEPTED_LAYOUTS}")
+        raw[split] = _read_split_folder(folder, resize=resize)
+    return raw
+
+
+def _read_split_folder(folder: Path, *, resize: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    codes = {name: code for code, name in enumerate(EMOTIONS)}
+    files: list[tuple[Path, int]] = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if not entry.is_dir():
+            raise FerDataError(f"unexpected file '{entry}' in {folder}: expected one sub-folder per class "
+                               f"({', '.join(EMOTIONS)})")
+        code = codes.get(entry.name.lower())
+        if code is None:
+            raise FerDataError(f"unknown class folder '{entry}': expected one of {', '.join(EMOTIONS)} "
+                               f"(case-insensitive)")
+        files.extend((file, code) for file in sorted(entry.iterdir()) if not file.name.startswith("."))
+    images = np.empty((len(files), IMAGE_SIZE, IMAGE_SIZE, 1), dtype=np.uint8)
+    for index, (file, _) in enumerate(files):
+        images[index, :, :, 0] = _decode_image(file, resize=resize)
+    labels = np.array([code for _, code in files], dtype=np.int64)
+    ids = np.array([str(file.relative_to(folder.parent)) for file, _ in files])
+    return images, labels, ids
+
+
+def _decode_image(file: Path, *, resize: bool) -> np.ndarray:
+    if file.suffix.lower() not in IMAGE_SUFFIXES:
+        raise FerDataError(f"'{file}' is not an image file: expected one of {', '.join(IMAGE_SUFFIXES)}")
+    try:
+        with Image.open(file) as image:
+            image = image.convert("L")
+            if image.size != (IMAGE_SIZE, IMAGE_SIZE):
+                if not resize:
+                    raise FerDataError(
+                        f"'{file}' is {image.size[0]}x{image.size[1]}, expected {IMAGE_SIZE}x{IMAGE_SIZE}; "
+                        f"pass resize=True to resize such images")
+                image = _resized(image)
+            return np.asarray(image, dtype=np.uint8)
+    except FerDataError:
+        raise
+    except (OSError, ValueError) as error:  # PIL raises UnidentifiedImageError (an OSError) or OSError when truncated
+        raise FerDataError(f"'{file}' is corrupt or unreadable as an image ({type(error).__name__}: {error})") from None
+
+
+def _resized(image: Image.Image) -> Image.Image:
+    return image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
+
+
+def _preview(text: str, limit: int = 40) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Splits, validation carving and the cache
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _assemble(raw: RawSplits, *, layout: str, root: Path, fingerprint: str, val_fraction: float,
+              seed: int) -> FerDataset:
+    splits = {name: Split(name, *arrays) for name, arrays in raw.items()}
+    for name in ("train", "test"):
+        if len(splits[name]) == 0:
+            where = {"csv": f"no rows with Usage {_usage_for(name)}", "folders": f"no images in {name}/"}[layout]
+            raise FerDataError(f"'{root}': the {name} split is empty ({where})")
+    if "val" in splits and len(splits["val"]) > 0:
+        val_origin = "PublicTest" if layout == "csv" else "val/"
+    else:
+        if layout == "csv":
+            raise FerDataError(f"'{root}': the val split is empty (no rows with Usage PublicTest)")
+        n_val = int(round(len(splits["train"]) * val_fraction))
+        val_idx, train_idx = _stratified_partition(splits["train"].labels, n_val, seed)
+        full_train = splits["train"]
+        splits["train"] = full_train.take(np.sort(train_idx))
+        splits["val"] = dataclasses.replace(full_train.take(np.sort(val_idx)), name="val")
+        val_origin = f"carved {val_fraction:.0%} of train/ (stratified, seed {seed})"
+    return FerDataset(train=splits["train"], val=splits["val"], test=splits["test"], source=str(root), layout=layout,
+                      val_origin=val_origin, fingerprint=fingerprint)
+
+
+def _usage_for(split: str) -> str:
+    return next(usage for usage, name in CSV_USAGE_TO_SPLIT.items() if name == split)
+
+
+def _stratified_partition(labels: np.ndarray, n_first: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of a stratified, seeded draw of ``n_first`` items, and of the rest."""
+    from sklearn.model_selection import train_test_split
+
+    indices = np.arange(labels.shape[0])
+    counts = np.bincount(labels, minlength=NUM_CLASSES)
+    stratify = labels if counts[counts > 0].min() >= 2 and n_first >= np.count_nonzero(counts) else None
+    first, rest = train_test_split(indices, train_size=n_first, random_state=seed, stratify=stratify)
+    return first, rest
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("FER_STUDY_CACHE", Path.home() / ".cache" / "fer-study"))
+
+
+def _cache_file(cache_dir: str | os.PathLike[str] | None, fingerprint: str) -> Path:
+    return Path(cache_dir if cache_dir is not None else default_cache_dir()) / f"fer2013-{fingerprint}.npz"
+
+
+def _read_cache(cache_dir: str | os.PathLike[str] | None, fingerprint: str) -> RawSplits | None:
+    file = _cache_file(cache_dir, fingerprint)
+    if not file.is_file():
+        return None
+    try:
+        with np.load(file, allow_pickle=False) as stored:
+            return {split: (stored[f"{split}_images"], stored[f"{split}_labels"], stored[f"{split}_ids"])
+                    for split in _cached_splits(stored.files)}
+    except (OSError, ValueError, KeyError):  # a damaged cache is rebuilt, never trusted
+        return None
+
+
+def _cached_splits(names: list[str]) -> Iterator[str]:
+    return (split for split in SPLITS if f"{split}_images" in names)
+
+
+def _write_cache(cache_dir: str | os.PathLike[str] | None, fingerprint: str, raw: RawSplits) -> None:
+    file = _cache_file(cache_dir, fingerprint)
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {}
+        for split, (images, labels, ids) in raw.items():
+            arrays.update({f"{split}_images": images, f"{split}_labels": labels, f"{split}_ids": ids})
+        with tempfile.NamedTemporaryFile(dir=file.parent, suffix=".npz.tmp", delete=False) as handle:
+            np.savez(handle, **arrays)
+        os.replace(handle.name, file)
+    except OSError:  # a read-only or full cache location only costs speed
+        pass
+
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Synthetic data and data discovery
+# --------------------------------------------------------------------------------------------------------------------
+
+SYNTHETIC_NOTICE = (
+    "SYNTHETIC DATA: these results come from fer_lib's generated cartoon faces, not from FER2013, and say nothing "
+    "about real facial expression recognition. To use real data, download FER2013 (" + FER2013_SOURCE_HINT + ") and "
+    "pass --data DIR, set FER2013_DIR, or place it in data/fer2013."
+)
+
+
+def load_synthetic(n_train: int = 2000, n_val: int = 500, n_test: int = 500, *, seed: int = 0,
+                   class_balance: str | list[float] = "balanced") -> FerDataset:
+    """A :class:`FerDataset` of synthetic faces (see :mod:`fer_lib.synthetic`), marked as synthetic everywhere."""
+    from fer_lib.synthetic import make_synthetic_faces
+
+    splits = {}
+    for offset, (name, n) in enumerate((("train", n_train), ("val", n_val), ("test", n_test))):
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise FerDataError(f"synthetic_{name} must be a positive integer, got {n!r}")
+        images, labels = make_synthetic_faces(int(n), seed=seed * 1000 + offset, class_balance=class_balance)
+        splits[name] = Split(name, images, labels, np.array([f"synthetic-{name}-{i}" for i in range(n)]))
+    fingerprint = hashlib.sha256(f"synthetic|{n_train}|{n_val}|{n_test}|{seed}|{class_balance}".encode()).hexdigest()
+    return FerDataset(**splits, source=f"synthetic (fer_lib.synthetic, seed {seed}, balance {class_balance})",
+                      layout="synthetic", val_origin="generated separately (synthetic)",
+                      fingerprint=fingerprint[:20], is_synthetic=True)
+
+
+def discover_data(explicit: str | os.PathLike[str] | None = None, *,
+                  project_root: str | os.PathLike[str] = ".") -> tuple[Path | None, str]:
+    """Where FER2013 is: ``explicit`` (must exist), else ``$FER2013_DIR``, else ``data/fer2013``; None if nowhere.
+
+    Returns the path (or None, meaning: run on synthetic data) and a sentence saying how it was chosen.
+    """
+    if explicit is not None and str(explicit) != "":
+        path = Path(explicit).expanduser()
+        if not path.exists():
+            raise FerDataError(f"data folder '{path}' does not exist. {ACCEPTED_LAYOUTS}. {FER2013_SOURCE_HINT}")
+        return path, f"given explicitly: {path}"
+    from_env = os.environ.get("FER2013_DIR")
+    if from_env:
+        path = Path(from_env).expanduser()
+        if not path.exists():
+            raise FerDataError(f"FER2013_DIR points to '{path}', which does not exist. {FER2013_SOURCE_HINT}")
+        return path, f"from FER2013_DIR: {path}"
+    default = Path(project_root) / "data" / "fer2013"
+    if default.exists():
+        return default, f"found in {default}"
+    return None, "no FER2013 found (--data, FER2013_DIR, data/fer2013): using the synthetic demo data"

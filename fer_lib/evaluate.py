@@ -1,0 +1,133 @@
+"""Evaluate a model with scikit-learn metrics, next to the majority-class baseline, and flag collapsed models.
+
+The headline accuracy of FER2013 models only means something beside the accuracy of always answering "happy"
+(about 0.25): a model whose predictions collapse onto one class is reported as collapsed, not as a result.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+from sklearn import metrics as skm
+
+from fer_lib.data import Split, majority_class_accuracy
+from fer_lib.labels import EMOTIONS, NUM_CLASSES
+
+COLLAPSE_SHARE = 0.9  # one class takes at least this share of all predictions ...
+COLLAPSE_MARGIN = 0.02  # ... or accuracy is within this margin of the majority-class accuracy
+
+
+def predict_proba(model: keras.Model, images: np.ndarray, *, tta: bool = False, batch_size: int = 256) -> np.ndarray:
+    """Class probabilities (n, 7); with ``tta`` the average over the image and its horizontal mirror."""
+    images = np.asarray(images)
+    probabilities = np.asarray(model.predict(images, batch_size=batch_size, verbose=0), dtype=np.float64)
+    if tta:
+        mirrored = np.ascontiguousarray(images[:, :, ::-1])
+        probabilities = (probabilities + np.asarray(model.predict(mirrored, batch_size=batch_size, verbose=0),
+                                                    dtype=np.float64)) / 2.0
+    return probabilities
+
+
+def evaluate_predictions(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, Any]:
+    """All metrics of one split from true labels and predicted probabilities (plain JSON-ready types)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if probabilities.ndim != 2 or probabilities.shape != (labels.shape[0], NUM_CLASSES):
+        raise ValueError(f"probabilities must have shape ({labels.shape[0]}, {NUM_CLASSES}), got {probabilities.shape}")
+    predicted = probabilities.argmax(axis=1)
+    classes = list(range(NUM_CLASSES))
+    precision, recall, f1, support = skm.precision_recall_fscore_support(labels, predicted, labels=classes,
+                                                                         zero_division=0)
+    counts = skm.confusion_matrix(labels, predicted, labels=classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        normalised = np.nan_to_num(counts / counts.sum(axis=1, keepdims=True))
+    prediction_shares = np.bincount(predicted, minlength=NUM_CLASSES) / max(1, predicted.size)
+    result: dict[str, Any] = {
+        "n": int(labels.size),
+        "accuracy": float(skm.accuracy_score(labels, predicted)),
+        "macro_f1": float(skm.f1_score(labels, predicted, labels=classes, average="macro", zero_division=0)),
+        "weighted_f1": float(skm.f1_score(labels, predicted, labels=classes, average="weighted", zero_division=0)),
+        "top2_accuracy": float(skm.top_k_accuracy_score(labels, probabilities, k=2, labels=classes)),
+        "majority_class_accuracy": majority_class_accuracy(labels),
+        "majority_class": EMOTIONS[int(np.bincount(labels, minlength=NUM_CLASSES).argmax())],
+        "per_class": {
+            name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                   "support": int(support[i]), "predicted_share": float(prediction_shares[i])}
+            for i, name in enumerate(EMOTIONS)
+        },
+        "confusion_matrix": counts.tolist(),
+        "confusion_matrix_normalised": normalised.round(6).tolist(),
+        "class_names": list(EMOTIONS),
+    }
+    result["collapse_warning"] = collapse_warning(result)
+    return result
+
+
+def collapse_warning(metrics: Mapping[str, Any]) -> str | None:
+    """A sentence saying why a result is no better than predicting one class, or None for a real result."""
+    shares = {name: values["predicted_share"] for name, values in metrics["per_class"].items()}
+    top_class = max(shares, key=shares.get)
+    if shares[top_class] >= COLLAPSE_SHARE:
+        return (f"collapsed: {shares[top_class]:.0%} of predictions are '{top_class}'; accuracy "
+                f"{metrics['accuracy']:.3f} vs majority-class baseline {metrics['majority_class_accuracy']:.3f}")
+    if metrics["accuracy"] <= metrics["majority_class_accuracy"] + COLLAPSE_MARGIN:
+        return (f"no better than the majority-class baseline: accuracy {metrics['accuracy']:.3f} vs "
+                f"{metrics['majority_class_accuracy']:.3f} for always predicting '{metrics['majority_class']}'")
+    return None
+
+
+def evaluate_model(model: keras.Model, split: Split, *, tta: bool = False,
+                   batch_size: int = 256) -> tuple[dict[str, Any], np.ndarray]:
+    """Predict on a split; return its metrics (naming the split and whether TTA was used) and the probabilities."""
+    if len(split) == 0:
+        raise ValueError(f"cannot evaluate on the empty split {split.name!r}")
+    probabilities = predict_proba(model, split.images, tta=tta, batch_size=batch_size)
+    return {"split": split.name, "tta": tta, **evaluate_predictions(split.labels, probabilities)}, probabilities
+
+
+def save_json(data: Mapping[str, Any], path: str | Path) -> Path:
+    """Write metrics (or any JSON-ready mapping) with stable formatting."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+    return path
+
+
+def load_json(path: str | Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
+
+
+def save_predictions(path: str | Path, split: Split, probabilities: np.ndarray) -> Path:
+    """Keep per-image ids, true labels and probabilities, so widgets can show which images fall in which cell."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, ids=split.ids, labels=split.labels, probabilities=probabilities.astype(np.float32))
+    return path
+
+
+def load_predictions(path: str | Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as stored:
+        return {name: stored[name] for name in stored.files}
+
+
+def ensemble_probabilities(probabilities: Sequence[np.ndarray]) -> np.ndarray:
+    """Average the class probabilities of several models (all on the same images, in the same order)."""
+    shapes = {np.shape(p) for p in probabilities}
+    if not probabilities or len(shapes) != 1:
+        raise ValueError(f"ensemble needs at least one probability array, all of one shape; got shapes {sorted(shapes)}")
+    return np.mean(np.stack(probabilities), axis=0)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
