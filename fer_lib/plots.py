@@ -1,0 +1,354 @@
+"""The study's figures: data exploration, training curves (the paper's Fig. 4), confusion matrices (Fig. 5), F1.
+
+Every function returns a :class:`matplotlib.figure.Figure` built without pyplot (so nothing is shown twice nor kept
+alive by pyplot's figure manager; in a notebook the returned figure displays itself) and, where one panel or a fixed
+set of panels is drawn, takes ``ax`` / ``axes`` to draw into an existing figure. ``synthetic=True`` stamps the figure
+with :func:`mark_synthetic`. Accuracy plots always show the majority-class baseline when it is known.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from fer_lib.augment import AugmentConfig, augment_preview
+from fer_lib.data import FerDataset, Split
+from fer_lib.labels import EMOTIONS, NUM_CLASSES
+from fer_lib.report import epochs_of
+
+SYNTHETIC_GID = "fer-synthetic-mark"
+SPLIT_COLORS: dict[str, str] = {"train": "#1f77b4", "val": "#ff7f0e", "test": "#2ca02c"}
+MODEL_COLORS: tuple[str, ...] = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b")
+BASELINE_STYLE: dict[str, Any] = {"color": "0.35", "linestyle": "--", "linewidth": 1.2}
+DEFAULT_DPI = 110
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _axes_or_new(ax: Axes | None, width: float, height: float) -> tuple[Figure, Axes]:
+    if ax is not None:
+        return ax.get_figure(root=True), ax
+    fig = _new_figure(width, height)
+    return fig, fig.add_subplot()
+
+
+def _axes_row(axes: Sequence[Axes] | None, n: int, width: float, height: float) -> tuple[Figure, list[Axes]]:
+    if axes is not None:
+        axes = list(np.ravel(axes))
+        if len(axes) != n:
+            raise ValueError(f"expected {n} axes, got {len(axes)}")
+        return axes[0].get_figure(root=True), axes
+    fig = _new_figure(width, height)
+    return fig, list(np.atleast_1d(fig.subplots(1, n)))
+
+
+def _model_color(index: int) -> str:
+    return MODEL_COLORS[index % len(MODEL_COLORS)]
+
+
+def _baseline_line(ax: Axes, value: float | None, label: str = "majority-class baseline") -> None:
+    if value is None or not np.isfinite(value):
+        return
+    ax.axhline(value, **BASELINE_STYLE, label=f"{label} ({value:.3f})")
+
+
+def _finish(fig: Figure, synthetic: bool) -> Figure:
+    return mark_synthetic(fig) if synthetic else fig
+
+
+def mark_synthetic(fig: Figure, text: str = "SYNTHETIC DATA") -> Figure:
+    """Stamp a figure as made from synthetic data: a large diagonal watermark and a red suptitle (idempotent).
+
+    An existing suptitle is kept after the notice; call this after setting the figure's own suptitle.
+    """
+    if is_marked_synthetic(fig):
+        return fig
+    size = min(40.0, 6.5 * float(fig.get_figwidth()))  # fits the figure's width, diagonally
+    fig.text(0.5, 0.5, text, gid=SYNTHETIC_GID, fontsize=size, color="red", alpha=0.13, rotation=25,
+             ha="center", va="center", fontweight="bold", zorder=1000)
+    previous = fig.get_suptitle()
+    notice = f"{text} (not FER2013)"
+    fig.suptitle(f"{notice}: {previous}" if previous else notice, color="#c00000", fontweight="bold")
+    return fig
+
+
+def is_marked_synthetic(fig: Figure) -> bool:
+    return any(artist.get_gid() == SYNTHETIC_GID for artist in fig.texts)
+
+
+def save_figure(fig: Figure, path: str | Path, *, dpi: int = DEFAULT_DPI) -> Path:
+    """Write ``fig`` as PNG to ``path`` (parents created); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, format="png", facecolor="white")
+    return path
+
+
+def save_figure_in(fig: Figure, folder: str | Path | None, filename: str, *, dpi: int = DEFAULT_DPI) -> Path | None:
+    """:func:`save_figure` into ``folder``; does nothing (returns None) when ``folder`` is None."""
+    return None if folder is None else save_figure(fig, Path(folder) / filename, dpi=dpi)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Data exploration
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def plot_class_distribution(summary: Any, *, axes: Sequence[Axes] | None = None, synthetic: bool = False) -> Figure:
+    """Images per class, one panel per split (from :func:`fer_lib.data.summarize`), majority-class count marked."""
+    counts: pd.DataFrame = summary.counts.drop(index="total", errors="ignore")
+    majority: pd.DataFrame = summary.majority
+    splits = list(counts.columns)
+    fig, axes = _axes_row(axes, len(splits), 4.2 * len(splits), 3.6)
+    for ax, split in zip(axes, splits):
+        values = counts[split].reindex(EMOTIONS).fillna(0).astype(int)
+        total = int(values.sum())
+        ax.bar(values.index, values.to_numpy(), color=SPLIT_COLORS.get(split, "0.5"))
+        for x, value in enumerate(values):
+            ax.annotate(f"{value / max(total, 1):.0%}", (x, value), ha="center", va="bottom", fontsize=7,
+                        xytext=(0, 1), textcoords="offset points")
+        if split in majority.index:
+            share = float(majority.loc[split, "majority_accuracy"])
+            cls = majority.loc[split, "majority_class"]
+            ax.axhline(share * total, color="crimson", linestyle="--", linewidth=1.2,
+                       label=f"majority '{cls}': {share:.1%}")
+            ax.legend(loc="upper right", fontsize=8)
+        ax.set_title(f"{split} (n={total})")
+        ax.set_xlabel("class")
+        ax.set_ylabel("images")
+        ax.set_ylim(0, max(1, values.max()) * 1.2)
+        ax.tick_params(axis="x", rotation=45)
+    return _finish(fig, synthetic)
+
+
+def plot_sample_grid(split: Split, per_class: int = 6, seed: int = 0, *, synthetic: bool = False) -> Figure:
+    """``per_class`` random images of each class (rows: classes in csv order), drawn with a seeded generator."""
+    rng = np.random.default_rng(seed)
+    fig = _new_figure(1.1 * per_class + 0.8, 1.15 * NUM_CLASSES)
+    grid = np.atleast_2d(fig.subplots(NUM_CLASSES, per_class, squeeze=False))
+    for code, name in enumerate(EMOTIONS):
+        members = np.flatnonzero(split.labels == code)
+        chosen = rng.choice(members, size=min(per_class, members.size), replace=False) if members.size else []
+        for col in range(per_class):
+            ax = grid[code, col]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if col < len(chosen):
+                ax.imshow(split.images[chosen[col]].squeeze(), cmap="gray", vmin=0, vmax=255)
+            if col == 0:
+                ax.set_ylabel(f"{name}\n({members.size})", rotation=0, ha="right", va="center", fontsize=9)
+    fig.suptitle(f"{split.name}: {per_class} random images per class (seed {seed})")
+    return _finish(fig, synthetic)
+
+
+def plot_pixel_stats(dataset: FerDataset | Split, *, synthetic: bool | None = None) -> Figure:
+    """Pixel intensity histogram per split (top) and the mean image of each class in train (bottom)."""
+    splits = dataset.splits if isinstance(dataset, FerDataset) else {dataset.name: dataset}
+    reference = splits.get("train", next(iter(splits.values())))
+    fig = _new_figure(12, 4.6)
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1.4, 1])
+    hist_ax = top.add_subplot()
+    bins = np.arange(0, 257, 4)
+    for name, split in splits.items():
+        hist_ax.hist(split.images.ravel(), bins=bins, density=True, histtype="step", linewidth=1.5,
+                     color=SPLIT_COLORS.get(name), label=f"{name} (mean {split.images.mean():.1f}, "
+                                                          f"std {split.images.std():.1f})")
+    hist_ax.set_xlim(0, 255)
+    hist_ax.set_xlabel("pixel intensity")
+    hist_ax.set_ylabel("density")
+    hist_ax.set_title("Pixel intensity distribution per split")
+    hist_ax.legend(fontsize=8)
+    mean_axes = bottom.subplots(1, NUM_CLASSES)
+    for code, (ax, name) in enumerate(zip(mean_axes, EMOTIONS)):
+        members = reference.images[reference.labels == code]
+        if len(members):
+            ax.imshow(members.astype(np.float64).mean(axis=0).squeeze(), cmap="gray", vmin=0, vmax=255)
+        ax.set_title(f"{name} (n={len(members)})", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    bottom.suptitle(f"Mean image per class ({reference.name})", fontsize=10)
+    if synthetic is None:
+        synthetic = bool(getattr(dataset, "is_synthetic", False))
+    return _finish(fig, synthetic)
+
+
+def plot_augmentation_preview(images: np.ndarray, config: AugmentConfig | Mapping[str, Any] | None = None,
+                              variants: int = 6, seed: int = 0, *, labels: Sequence[str] | None = None,
+                              synthetic: bool = False) -> Figure:
+    """Each image (rows, optionally ``labels``) next to ``variants`` random augmentations (uint8 images in)."""
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[..., None]
+    augmented = augment_preview(images, config, variants=variants, seed=seed)
+    n = images.shape[0]
+    fig = _new_figure(1.15 * (variants + 1), 1.2 * n + 0.4)
+    grid = np.atleast_2d(fig.subplots(n, variants + 1, squeeze=False))
+    for row in range(n):
+        for col in range(variants + 1):
+            ax = grid[row, col]
+            picture = images[row] / 255.0 if col == 0 else augmented[row, col - 1]
+            ax.imshow(np.asarray(picture).squeeze(), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title("original" if col == 0 else f"#{col}", fontsize=9)
+            if col == 0 and labels is not None:
+                ax.set_ylabel(str(labels[row]), fontsize=9)
+    fig.suptitle(f"Augmentation preview (seed {seed})")
+    return _finish(fig, synthetic)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Training curves and evaluation
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def plot_history(history_df: pd.DataFrame, majority_baseline: float | None = None, title: str = "Training curves",
+                 *, axes: Sequence[Axes] | None = None, best_epoch: int | None = None,
+                 synthetic: bool = False) -> Figure:
+    """Loss (left) and accuracy (right), train solid and val dashed; majority baseline dashed grey on accuracy."""
+    fig, (loss_ax, acc_ax) = _axes_row(axes, 2, 11, 4)
+    epochs = epochs_of(history_df)
+    for ax, metric, name in ((loss_ax, "loss", "Loss"), (acc_ax, "accuracy", "Accuracy")):
+        if metric in history_df:
+            ax.plot(epochs, history_df[metric], marker="o", markersize=3, label=f"train {metric}")
+        if f"val_{metric}" in history_df:
+            ax.plot(epochs, history_df[f"val_{metric}"], marker="o", markersize=3, linestyle="--",
+                    label=f"val {metric}")
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="0.6", linestyle=":", linewidth=1, label=f"best epoch ({best_epoch})")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.set_title(name)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    _baseline_line(acc_ax, majority_baseline)
+    acc_ax.set_ylim(0, 1)
+    for ax in (loss_ax, acc_ax):
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    return _finish(fig, synthetic)
+
+
+def plot_confusion_matrix(matrix: Sequence[Sequence[float]] | np.ndarray, normalised: bool,
+                          title: str = "Confusion matrix", *, ax: Axes | None = None, cbar: bool = True,
+                          synthetic: bool = False) -> Figure:
+    """Seaborn heatmap, rows = true class, columns = predicted class (csv order); counts or row-normalised."""
+    matrix = np.asarray(matrix, dtype=float)
+    if matrix.shape != (NUM_CLASSES, NUM_CLASSES):
+        raise ValueError(f"confusion matrix must be {NUM_CLASSES}x{NUM_CLASSES}, got {matrix.shape}")
+    fig, ax = _axes_or_new(ax, 6.2, 5.2)
+    sns.heatmap(matrix, ax=ax, annot=True, fmt=".2f" if normalised else ".0f", cmap="Blues", square=True,
+                vmin=0, vmax=1 if normalised else None, cbar=cbar, xticklabels=EMOTIONS, yticklabels=EMOTIONS,
+                annot_kws={"fontsize": 8}, cbar_kws={"label": "share of true class" if normalised else "images"})
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    ax.tick_params(axis="x", rotation=45)
+    ax.tick_params(axis="y", rotation=0)
+    return _finish(fig, synthetic)
+
+
+def plot_confusion_matrices(metrics_by_model: Mapping[str, Mapping[str, Any]], normalised: bool = True,
+                            split: str = "test", *, axes: Sequence[Axes] | None = None,
+                            synthetic: bool = False) -> Figure:
+    """The paper's Fig. 5: one confusion matrix per model side by side (``metrics`` of one split per model)."""
+    models = list(metrics_by_model)
+    fig, axes = _axes_row(axes, len(models), 6.0 * len(models), 5.2)
+    key = "confusion_matrix_normalised" if normalised else "confusion_matrix"
+    for ax, model in zip(axes, models):
+        metrics = metrics_by_model[model]
+        plot_confusion_matrix(metrics[key], normalised,
+                              f"{model} ({split}, accuracy {metrics['accuracy']:.3f})", ax=ax)
+    fig.suptitle(f"Confusion matrices on {split}{' (row-normalised)' if normalised else ' (counts)'}")
+    return _finish(fig, synthetic)
+
+
+def plot_compare_histories(histories: Mapping[str, pd.DataFrame], majority_baseline: float | None = None, *,
+                           axes: Sequence[Axes] | None = None, title: str = "Training curves of the models",
+                           synthetic: bool = False) -> Figure:
+    """The paper's Fig. 4: loss and accuracy of every model overlaid (colour = model; solid train, dashed val)."""
+    fig, (loss_ax, acc_ax) = _axes_row(axes, 2, 12, 4.4)
+    for index, (model, history) in enumerate(histories.items()):
+        epochs = epochs_of(history)
+        color = _model_color(index)
+        for ax, metric in ((loss_ax, "loss"), (acc_ax, "accuracy")):
+            if metric in history:
+                ax.plot(epochs, history[metric], color=color, marker="o", markersize=3, label=f"{model} train")
+            if f"val_{metric}" in history:
+                ax.plot(epochs, history[f"val_{metric}"], color=color, marker="s", markersize=3, linestyle="--",
+                        label=f"{model} val")
+    _baseline_line(acc_ax, majority_baseline)
+    acc_ax.set_ylim(0, 1)
+    for ax, metric in ((loss_ax, "loss"), (acc_ax, "accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.set_title(metric.capitalize())
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    return _finish(fig, synthetic)
+
+
+def plot_per_class_f1(metrics_by_model: Mapping[str, Mapping[str, Any]], *, ax: Axes | None = None,
+                      title: str = "Per-class F1 on test", synthetic: bool = False) -> Figure:
+    """Grouped bars: F1 of each class (csv order), one bar per model; ``metrics`` of one split per model."""
+    fig, ax = _axes_or_new(ax, 10, 4)
+    models = list(metrics_by_model)
+    width = 0.8 / max(1, len(models))
+    x = np.arange(NUM_CLASSES)
+    for index, model in enumerate(models):
+        per_class = metrics_by_model[model]["per_class"]
+        values = [per_class[name]["f1"] for name in EMOTIONS]
+        offset = (index - (len(models) - 1) / 2) * width
+        ax.bar(x + offset, values, width=width, color=_model_color(index),
+               label=f"{model} (macro-F1 {metrics_by_model[model]['macro_f1']:.3f})")
+    ax.set_xticks(x, EMOTIONS)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("class")
+    ax.set_ylabel("F1")
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    return _finish(fig, synthetic)
+
+
+def plot_test_accuracy(summaries: Mapping[str, Mapping[str, Any]], *, ax: Axes | None = None,
+                       synthetic: bool = False) -> Figure:
+    """Test accuracy without and with TTA per model, beside the test majority-class baseline."""
+    fig, ax = _axes_or_new(ax, 1.8 + 2.2 * len(summaries), 4)
+    models = list(summaries)
+    x = np.arange(len(models))
+    width = 0.38
+    plain = [summaries[m]["test"]["accuracy"] for m in models]
+    tta = [summaries[m]["test_tta"]["accuracy"] if "test_tta" in summaries[m] else np.nan for m in models]
+    bars = ax.bar(x - width / 2, plain, width, color="#4c72b0", label="test")
+    ax.bar_label(bars, fmt="%.3f", fontsize=8)
+    if not np.all(np.isnan(tta)):
+        bars = ax.bar(x + width / 2, tta, width, color="#55a868", label="test + flip TTA")
+        ax.bar_label(bars, fmt="%.3f", fontsize=8)
+    baseline = summaries[models[0]]["test"]["majority_class_accuracy"] if models else None
+    _baseline_line(ax, baseline)
+    ax.set_xticks(x, models)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.set_title("Test accuracy")
+    ax.legend(fontsize=8)
+    return _finish(fig, synthetic)

@@ -1,0 +1,137 @@
+"""fer_lib.augment: the paper's augmentation as one XLA-compilable layer, same behaviour on TF and JAX.
+
+Marked ``backend``: ``make test`` runs these on the TensorFlow backend and again under ``KERAS_BACKEND=jax``.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from fer_lib.augment import PAPER_AUGMENTATION, AugmentConfig, RandomAffine, augment_preview, build_augmentation
+
+pytestmark = pytest.mark.backend
+
+
+def square_images(n: int = 8) -> np.ndarray:
+    images = np.zeros((n, 48, 48, 1), dtype="float32")
+    images[:, 10:22, 6:18] = 255.0  # an off-centre bright square: asymmetric, so a flip is visible
+    return images
+
+
+def run(stage: keras.Model, images: np.ndarray, training: bool) -> np.ndarray:
+    return np.asarray(keras.ops.convert_to_numpy(stage(images, training=training)))
+
+
+def test_rescales_to_unit_range_and_is_identity_at_inference() -> None:
+    images = square_images()
+    stage = build_augmentation(PAPER_AUGMENTATION, seed=0)
+    np.testing.assert_allclose(run(stage, images, training=False), images / 255.0, atol=1e-6)
+    augmented = run(stage, images, training=True)
+    assert augmented.min() >= 0.0 and augmented.max() <= 1.0 + 1e-6
+    assert not np.allclose(augmented, images / 255.0)
+
+
+def test_identity_config_changes_nothing_in_training() -> None:
+    images = square_images()
+    np.testing.assert_allclose(run(build_augmentation(AugmentConfig()), images, training=True), images / 255.0,
+                               atol=1e-6)
+
+
+def test_horizontal_flip_mirrors_exactly_about_half_the_images() -> None:
+    images = square_images(64)
+    out = run(build_augmentation(AugmentConfig(horizontal_flip=True), seed=1), images, training=True)
+    mirrored = np.array([np.allclose(o, i[:, ::-1] / 255.0, atol=1e-5) for o, i in zip(out, images)])
+    unchanged = np.array([np.allclose(o, i / 255.0, atol=1e-5) for o, i in zip(out, images)])
+    assert (mirrored | unchanged).all()
+    assert 16 <= mirrored.sum() <= 48
+
+
+def test_width_shift_moves_content_horizontally_within_range() -> None:
+    images = square_images(32)
+    out = run(build_augmentation(AugmentConfig(width_shift=0.2), seed=2), images, training=True)
+    columns = np.arange(48)
+
+    def centre_x(image: np.ndarray) -> float:
+        mass = image[..., 0].sum(axis=0)
+        return float((mass * columns).sum() / mass.sum())
+
+    shifts = np.array([centre_x(o) - centre_x(i) for o, i in zip(out, images / 255.0)])
+    assert np.abs(shifts).max() <= 0.2 * 48 + 1.0
+    assert np.abs(shifts).max() > 2.0  # something did move
+    rows = np.arange(48)
+    vertical = [float((o[..., 0].sum(axis=1) * rows).sum() / o[..., 0].sum()) for o in out]
+    assert np.allclose(vertical, 15.5, atol=0.6)  # ... and only horizontally
+
+
+def test_rotation_and_zoom_keep_the_object_roughly_intact() -> None:
+    images = square_images(16)
+    config = AugmentConfig(rotation=15, zoom=0.1, shear=10)
+    out = run(build_augmentation(config, seed=3), images, training=True)
+    mass_ratio = out.sum(axis=(1, 2, 3)) / (images / 255.0).sum(axis=(1, 2, 3))
+    assert np.all((mass_ratio > 0.6) & (mass_ratio < 1.6))
+
+
+def test_seeded_layers_are_reproducible() -> None:
+    images = square_images()
+    first = run(build_augmentation(PAPER_AUGMENTATION, seed=5), images, training=True)
+    second = run(build_augmentation(PAPER_AUGMENTATION, seed=5), images, training=True)
+    np.testing.assert_allclose(first, second, atol=1e-6)
+
+
+def test_preview_returns_variants_and_new_seeds_draw_new_augmentations() -> None:
+    images = square_images(2)[..., 0]  # (n, h, w) is accepted too
+    preview = augment_preview(images, PAPER_AUGMENTATION, variants=3, seed=0)
+    assert preview.shape == (2, 3, 48, 48, 1)
+    assert not np.allclose(preview[0, 0], preview[0, 1])
+    assert not np.allclose(preview, augment_preview(images, PAPER_AUGMENTATION, variants=3, seed=1))
+    with pytest.raises(ValueError, match="variants must be a positive integer"):
+        augment_preview(images, variants=0)
+
+
+def test_layer_survives_serialisation() -> None:
+    layer = RandomAffine(rotation=5, horizontal_flip=True, seed=1)
+    clone = RandomAffine.from_config(layer.get_config())
+    assert clone.config == layer.config
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"rotation": -1}, "rotation must be a non-negative number, got -1"),
+        ({"width_shift": 1.5}, "width_shift must be below 1"),
+        ({"zoom": "lots"}, "zoom must be a non-negative number, got 'lots'"),
+        ({"horizontal_flip": "yes"}, "horizontal_flip must be true or false"),
+        ({"fill_mode": "mirror"}, "fill_mode must be one of nearest, reflect, constant, wrap"),
+        ({"rotate": 10}, "unknown augmentation parameter\\(s\\) rotate; valid: rotation, width_shift"),
+    ],
+)
+def test_bad_augmentation_parameters(values: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        AugmentConfig.from_mapping(values)
+
+
+def test_jit_compiles_on_jax_with_augmentation_inside_the_model() -> None:
+    """On JAX the compiled model, augmentation included, runs with jit (Keras's own layers would switch it off)."""
+    if keras.backend.backend() != "jax":
+        pytest.skip("runs under KERAS_BACKEND=jax (make test runs the backend-marked tests there too)")
+    from fer_lib.models import build_model
+
+    def compiled_jit(model: keras.Model) -> bool:
+        model.compile(optimizer="adam", loss="categorical_crossentropy", jit_compile="auto")
+        x = square_images(8)
+        y = np.eye(7, dtype="float32")[np.arange(8) % 7]
+        model.train_on_batch(x, y)  # runs the (jitted or eager) train step once
+        return bool(model.jit_compile)
+
+    ours = build_model("basic_cnn", augmentation=PAPER_AUGMENTATION, filters=[8], dense_units=[8])
+    assert any(isinstance(layer, RandomAffine) for layer in ours.get_layer("preprocess").layers)
+    assert compiled_jit(ours)
+
+    # The check can fail: Keras's RandomRotation makes the same model run eagerly.
+    inputs = keras.Input((48, 48, 1))
+    x = keras.layers.RandomRotation(0.1)(inputs)
+    x = keras.layers.Flatten()(x)
+    outputs = keras.layers.Dense(7, activation="softmax")(x)
+    assert not compiled_jit(keras.Model(inputs, outputs))
