@@ -298,3 +298,33 @@ def synthetic_notice_markdown(how: str, synthetic: bool) -> str:
         return (f"<div style='border:3px solid #c00;padding:8px;background:#fee'><b style='color:#c00;font-size:130%'>"
                 f"⚠ SYNTHETIC DATA — not FER2013</b><br>{how}</div>")
     return f"**Data:** {how}"
+
+
+def ensemble_summary(results: RunResults, split: str = "test") -> dict[str, Any] | None:
+    """Metrics of the averaged probabilities of all the run's models on ``split`` (``test`` or ``test_tta``).
+
+    None when fewer than two models have predictions for that split. The models' predictions must cover the same
+    images in the same order (they do within one run); a mismatch is an error rather than a silently wrong number.
+    """
+    import numpy as np
+
+    from fer_lib.evaluate import ensemble_probabilities, evaluate_predictions, load_predictions
+
+    files = [runs.model_dir(results.run_dir, model) / f"predictions_{split}.npz" for model in results.models]
+    files = [file for file in files if file.is_file()]
+    if len(files) < 2:
+        return None
+    predictions = [load_predictions(file) for file in files]
+    for file, other in zip(files[1:], predictions[1:]):
+        if not np.array_equal(other["ids"], predictions[0]["ids"]):
+            raise ValueError(f"{file} covers other images than {files[0]}: cannot ensemble them")
+    probabilities = ensemble_probabilities([p["probabilities"] for p in predictions])
+    metrics = evaluate_predictions(predictions[0]["labels"], probabilities)
+    return {"split": split, "models": [file.parent.name for file in files], **metrics}
+
+
+def ensemble_table(ensembles: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per ensemble summary: accuracy and macro-F1 beside the majority-class baseline."""
+    return pd.DataFrame([{"split": e["split"], "models": " + ".join(e["models"]), "accuracy": e["accuracy"],
+                          "macro_f1": e["macro_f1"], "majority_baseline": e["majority_class_accuracy"],
+                          "collapsed": e["collapse_warning"] is not None} for e in ensembles]).set_index("split")

@@ -13,7 +13,11 @@ Layout of ``outputs/<YYYYmmdd-HHMMSS>-<name>/``::
 from __future__ import annotations
 
 import datetime as _dt
+import json
+import os
+import platform
 import re
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -93,3 +97,123 @@ def latest_run(outputs_dir: str | Path | None = None, *, require_models: bool = 
             return run
     raise FileNotFoundError(f"no run folder{' with a trained model' if require_models else ''} under '{outputs}': "
                             f"run `fer-study run` or the 02_train notebook first")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Manifests and listing runs (used by `fer-study run` / `fer-study list`; no Keras import here, so listing is fast)
+# --------------------------------------------------------------------------------------------------------------------
+
+NOTEBOOKS_DIR = "notebooks"
+FIGURES_DIR = "figures"
+REPORT_FILE = "report.html"
+METRICS_FILE = "metrics.json"
+STATUSES: tuple[str, ...] = ("running", "complete", "failed", "interrupted", "stopped")
+
+
+def notebooks_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / NOTEBOOKS_DIR
+
+
+def figures_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / FIGURES_DIR
+
+
+def write_manifest(run_dir: str | Path, manifest: Mapping[str, Any]) -> Path:
+    """Write manifest.json atomically (a reader never sees half a file, even while the run is going on)."""
+    path = Path(run_dir) / MANIFEST_FILE
+    text = json.dumps(dict(manifest), indent=2, default=str) + "\n"
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".json.tmp", delete=False) as handle:
+        handle.write(text)
+    os.replace(handle.name, path)
+    return path
+
+
+def read_manifest(run_dir: str | Path) -> dict[str, Any]:
+    """The run's manifest.json, or an empty dict when it has none (e.g. a run made by the 02_train notebook alone)."""
+    path = Path(run_dir) / MANIFEST_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        return {"status": "unreadable manifest"}
+
+
+def update_manifest(run_dir: str | Path, **changes: Any) -> dict[str, Any]:
+    """Read, change the given top-level keys, and write back; returns the new manifest."""
+    manifest = read_manifest(run_dir)
+    manifest.update(changes)
+    write_manifest(run_dir, manifest)
+    return manifest
+
+
+def is_run_dir(path: str | Path) -> bool:
+    path = Path(path)
+    return path.is_dir() and ((path / PARAMS_FILE).is_file() or (path / MANIFEST_FILE).is_file())
+
+
+def list_runs(outputs_dir: str | Path | None = None) -> list[Path]:
+    """Every run folder under ``outputs_dir`` (default ``outputs/``), oldest first (names start with a timestamp)."""
+    outputs = Path(outputs_dir) if outputs_dir is not None else default_outputs_dir()
+    if not outputs.is_dir():
+        return []
+    return sorted((p for p in outputs.iterdir() if is_run_dir(p)), key=lambda p: p.name)
+
+
+def model_headline(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The few numbers a table of runs shows for one model's metrics.json (cf. fer_lib.study.headline)."""
+    test = metrics.get("test") or {}
+    row: dict[str, Any] = {
+        "model": metrics.get("model"),
+        "test_accuracy": test.get("accuracy"),
+        "test_macro_f1": test.get("macro_f1"),
+        "majority_baseline": test.get("majority_class_accuracy"),
+        "collapsed": bool(test.get("collapse_warning")) if test else None,
+        "epochs": metrics.get("epochs_run"),
+    }
+    if "test_tta" in metrics:
+        row["test_accuracy_tta"] = (metrics["test_tta"] or {}).get("accuracy")
+    return row
+
+
+def run_summary(run_dir: str | Path) -> dict[str, Any]:
+    """One run at a glance: id, status, whether its data was synthetic, and each finished model's headline."""
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    try:
+        params = read_params(run_dir)
+    except (FileNotFoundError, yaml.YAMLError):
+        params = {}
+    models: list[dict[str, Any]] = []
+    for name in run_models(run_dir):
+        try:
+            metrics = json.loads((model_dir(run_dir, name) / METRICS_FILE).read_text())
+        except ValueError:
+            models.append({"model": name, "error": "unreadable metrics.json"})
+            continue
+        models.append({**model_headline(metrics), "model": name, "synthetic": metrics.get("synthetic")})
+    data = manifest.get("data") or {}
+    synthetic = data.get("synthetic")
+    if synthetic is None and models:
+        synthetic = any(bool(m.get("synthetic")) for m in models)
+    if synthetic is None and params:
+        synthetic = bool(params.get("synthetic")) or None
+    status = manifest.get("status") or ("complete" if models else "unknown")
+    if status == "running" and _process_gone(manifest):
+        status = "stopped"  # the runner died without recording it (killed hard, machine restarted)
+    return {"id": run_dir.name, "path": str(run_dir), "status": status, "synthetic": synthetic,
+            "name": params.get("name"), "started": manifest.get("started"), "models": models}
+
+
+def _process_gone(manifest: Mapping[str, Any]) -> bool:
+    """True when the manifest's runner process ran on this machine and no longer exists."""
+    pid = manifest.get("pid")
+    if not isinstance(pid, int) or manifest.get("host") != platform.node():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False

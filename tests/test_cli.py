@@ -1,0 +1,445 @@
+"""The ``fer-study`` command: user errors, the runner's bookkeeping (with stand-in notebooks), ``list``, and one real
+end-to-end run of ``params/smoke.yaml`` (marked slow + notebooks).
+
+The stand-in notebooks are three tiny notebooks with the real ones' parameter names that record what they were given
+and write the files a finished model leaves; they make the runner's tests take seconds instead of minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from fer_lib import __version__, cli, runs
+from fer_lib.data import SYNTHETIC_NOTICE
+from fer_lib.labels import EMOTIONS
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SMOKE = REPO_ROOT / "params" / "smoke.yaml"
+FER_STUDY = Path(sys.executable).with_name("fer-study")
+TINY = ["-p", "synthetic_train=20", "-p", "synthetic_val=10", "-p", "synthetic_test=10"]
+
+
+def run_cli(args: Sequence[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """``fer-study ARGS`` in this process: exit code, stdout, stderr."""
+    try:
+        code = cli.main(list(args))
+    except SystemExit as stop:  # argparse's own usage errors
+        code = stop.code if isinstance(stop.code, int) else 1
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_no_run_folder(out: Path) -> None:
+    assert not out.exists() or not any(out.iterdir()), f"a run folder was created: {list(out.iterdir())}"
+
+
+def assert_one_line_error(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
+    assert lines[0].startswith("fer-study: error: ")
+    return lines[0]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Stand-in notebooks and a stand-in project (so data discovery cannot see the real repository's data/)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _notebook(parameters: str, *cells: str) -> nbformat.NotebookNode:
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    first = nbformat.v4.new_code_cell(parameters)
+    first.metadata["tags"] = ["parameters"]
+    notebook.cells = [first, *(nbformat.v4.new_code_cell(cell) for cell in cells)]
+    return notebook
+
+
+RECORD = ("import json, pathlib\n"
+          "given = {{k: v for k, v in dict(globals()).items() if k in {names!r}}}\n"
+          "pathlib.Path(run_dir, {file!r}).write_text(json.dumps(given))")
+
+FAKE_TRAIN = """\
+import json, pathlib
+folder = pathlib.Path(run_dir, 'models', model)
+folder.mkdir(parents=True)
+if epochs == 99:
+    raise ValueError('stand-in training failed on purpose')
+test = {'accuracy': 0.5, 'macro_f1': 0.4, 'majority_class_accuracy': 0.25, 'collapse_warning': None}
+(folder / 'metrics.json').write_text(json.dumps({'model': model, 'synthetic': synthetic, 'epochs_run': epochs,
+                                                 'test': test}))
+(folder / 'train_config.json').write_text(json.dumps({'data': {'fingerprint': 'stand-in'}}))"""
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A stand-in project: notebooks/ with the three stand-in notebooks; no data/ unless a test adds it."""
+    root = tmp_path / "project"
+    notebooks = root / "notebooks"
+    notebooks.mkdir(parents=True)
+    nbformat.write(_notebook("run_dir = None\nsynthetic = True\nseed = 0\ndata = None",
+                             RECORD.format(names=("run_dir", "synthetic", "seed", "data", "epochs"),
+                                           file="given_01.json")),
+                   notebooks / "01_explore_data.ipynb")
+    nbformat.write(_notebook("model = 'basic_cnn'\nrun_dir = None\nsynthetic = True\nepochs = 2",
+                             RECORD.format(names=("run_dir", "model", "epochs", "batch_size", "synthetic", "data"),
+                                           file="given_02_{}.json").replace("'given_02_{}.json'",
+                                                                            "f'given_02_{model}.json'"),
+                             FAKE_TRAIN),
+                   notebooks / "02_train.ipynb")
+    nbformat.write(_notebook("run_dir = None", RECORD.format(names=("run_dir", "epochs"), file="given_03.json"),
+                             "print('compared')"),
+                   notebooks / "03_compare.ipynb")
+    monkeypatch.setattr(cli, "DEFAULT_NOTEBOOKS_DIR", notebooks)
+    monkeypatch.delenv("FER2013_DIR", raising=False)
+    return root
+
+
+def tiny_fer2013_folders(root: Path) -> Path:
+    """A miniature FER2013 in the folder layout (2 train and 1 test image per class), read-only in spirit."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 2), ("test", 1)):
+        for emotion in EMOTIONS:
+            folder = root / split / emotion
+            folder.mkdir(parents=True)
+            for index in range(count):
+                Image.fromarray(rng.integers(0, 256, (48, 48), dtype=np.uint8)).save(folder / f"{index}.png")
+    return root
+
+
+def only_run(out: Path) -> Path:
+    folders = runs.list_runs(out)
+    assert len(folders) == 1, folders
+    return folders[0]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# User errors: exit code 2, one line, nothing written
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make_args", "expected"),
+    [
+        (lambda tmp: ["--params", str(_file(tmp, "typo.yaml", "epoch: 2\n"))],
+         r"unknown parameter(s) epoch; valid parameters: "),
+        (lambda tmp: ["-p", "epoch=2"], "unknown parameter(s) epoch; valid parameters: "),
+        (lambda tmp: ["--params", str(tmp / "missing.yaml")], "missing.yaml' does not exist"),
+        (lambda tmp: ["--data", str(tmp / "no-such-folder")], "no-such-folder' does not exist"),
+        (lambda tmp: ["--data", str(_folder(tmp, "empty"))], "holds neither fer2013.csv nor a train/ folder"),
+        (lambda tmp: ["-p", "epochs=-1"], "epochs must be an integer >= 1, got -1"),
+        (lambda tmp: ["-p", "val_fraction=1.5"], "val_fraction must be a number strictly between 0 and 1"),
+        (lambda tmp: ["-p", "models=[vgg16]"], "models must be a non-empty list of registered models"),
+        (lambda tmp: ["-p", "augmentation.rotaton=5"], "rotaton"),
+        (lambda tmp: ["-p", "model_options.basic_cnn.filter=[8]"],
+         "unknown option(s) filter in model_options.basic_cnn; valid: filters"),
+        (lambda tmp: ["-p", "epochs"], "must look like name=value"),
+        (lambda tmp: ["--params", str(SMOKE), "--data", str(_folder(tmp, "somewhere"))],
+         "synthetic data (synthetic: true) but also give data"),
+    ],
+    ids=["typo-in-file", "typo-override", "missing-params-file", "missing-data-folder", "data-folder-not-fer2013",
+         "negative-epochs", "val-fraction", "unknown-model", "nested-typo", "unknown-model-option",
+         "override-without-value", "synthetic-and-data"],
+)
+def test_user_errors_exit_2_with_one_line_and_no_run_folder(
+        make_args: Callable[[Path], list[str]], expected: str, project: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "outputs"
+    code, stdout, err = run_cli(["run", *make_args(tmp_path), "--out", str(out)], capsys)
+    assert code == 2
+    assert expected in assert_one_line_error(err)
+    assert_no_run_folder(out)
+
+
+def _file(folder: Path, name: str, text: str) -> Path:
+    (folder / name).write_text(text)
+    return folder / name
+
+
+def _folder(parent: Path, name: str) -> Path:
+    (parent / name).mkdir(exist_ok=True)
+    return parent / name
+
+
+def test_fer2013_dir_pointing_nowhere_is_a_user_error(project: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("FER2013_DIR", str(tmp_path / "gone"))
+    out = tmp_path / "outputs"
+    code, _, err = run_cli(["run", "--out", str(out)], capsys)
+    assert code == 2
+    assert "FER2013_DIR points to" in assert_one_line_error(err)
+    assert_no_run_folder(out)
+
+
+def test_missing_notebooks_are_reported_before_any_run_folder(project: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    (project / "notebooks" / "02_train.ipynb").unlink()
+    out = tmp_path / "outputs"
+    code, _, err = run_cli(["run", "-p", "synthetic=true", "--out", str(out)], capsys)
+    assert code == 2
+    assert "02_train.ipynb not found" in assert_one_line_error(err)
+    assert_no_run_folder(out)
+
+
+def test_console_script_user_error_is_one_clean_line(tmp_path: Path) -> None:
+    """The installed command, as a user runs it: exit code 2 and one line on stderr (no traceback, no TF noise)."""
+    assert FER_STUDY.is_file(), "fer-study is not installed in this environment: pip install -e '.[tf,jax,dev]'"
+    typo = _file(tmp_path, "typo.yaml", "name: x\nlearning_rte: 0.01\n")
+    out = tmp_path / "outputs"
+    done = subprocess.run([str(FER_STUDY), "run", "--params", str(typo), "--out", str(out)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    line = assert_one_line_error(done.stderr)
+    assert "learning_rte" in line and "learning_rate" in line and "typo.yaml" in line
+    assert done.stdout == ""
+    assert_no_run_folder(out)
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(["--version"], capsys)
+    assert code == 0 and out.strip() == f"fer-study {__version__}"
+
+
+def test_a_command_is_required(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli([], capsys)
+    assert code == 2 and "COMMAND" in err
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The runner, with stand-in notebooks
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_run_records_everything_and_identical_runs_never_overwrite(project: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "outputs"
+    args = ["run", "-p", "synthetic=false", *TINY, "-p", "epochs=3", "--name", "same", "--out", str(out)]
+    first = run_cli(args, capsys)
+    second = run_cli(args, capsys)
+    for code, stdout, err in (first, second):
+        assert code == 0, err
+        assert SYNTHETIC_NOTICE[:60] in " ".join(err.split())  # no FER2013 anywhere: loudly synthetic
+        assert "run complete" in stdout
+
+    folders = runs.list_runs(out)
+    assert len(folders) == 2 and folders[0] != folders[1]
+    assert all(folder.name.split("-", 2)[2].startswith("same") for folder in folders)
+    assert runs.read_params(folders[0]) == runs.read_params(folders[1])
+
+    run_dir = folders[0]
+    params = runs.read_params(run_dir)
+    assert params["synthetic"] is True and params["epochs"] == 3 and params["name"] == "same"
+    for name in ("01_explore_data.ipynb", "02_train-basic_cnn.ipynb", "02_train-resnet50v2.ipynb",
+                 "03_compare.ipynb"):
+        assert (run_dir / "notebooks" / name).is_file()
+    assert (run_dir / "report.html").read_text().count("compared") >= 1
+
+    # what each notebook was given
+    absolute = str(run_dir.resolve())
+    assert json.loads((run_dir / "given_01.json").read_text()) == {"run_dir": absolute, "synthetic": True,
+                                                                   "seed": 0, "data": None}
+    for model in ("basic_cnn", "resnet50v2"):
+        given = json.loads((run_dir / f"given_02_{model}.json").read_text())
+        assert given == {"run_dir": absolute, "model": model, "epochs": 3, "batch_size": 64, "synthetic": True,
+                         "data": None}
+    assert json.loads((run_dir / "given_03.json").read_text()) == {"run_dir": absolute}
+
+    manifest = runs.read_manifest(run_dir)
+    assert manifest["status"] == "complete" and manifest["error"] is None
+    assert manifest["started"] <= manifest["finished"] and manifest["seconds"] > 0
+    assert manifest["data"]["synthetic"] is True and manifest["data"]["notice"] == SYNTHETIC_NOTICE
+    assert len(manifest["data"]["fingerprint"]) == 20
+    assert manifest["backend"] in ("tensorflow", "jax", "torch", "numpy")
+    assert manifest["versions"]["keras"] and manifest["python"] == sys.version.split()[0]
+    assert manifest["device"]["summary"] and manifest["device"]["cpu_count"]
+    assert set(manifest["git"]) >= {"commit", "dirty"}
+    assert [(n["notebook"], n["model"], n["status"]) for n in manifest["notebooks"]] == [
+        ("01_explore_data", None, "complete"), ("02_train", "basic_cnn", "complete"),
+        ("02_train", "resnet50v2", "complete"), ("03_compare", None, "complete")]
+    assert all(n["seconds"] > 0 for n in manifest["notebooks"])
+    assert set(manifest["results"]) == {"basic_cnn", "resnet50v2"}
+    assert manifest["report"] == "report.html"
+
+    code, stdout, _ = run_cli(["list", "--out", str(out)], capsys)
+    assert code == 0
+    for folder in folders:
+        assert sum(folder.name in line and "complete" in line and "SYNTHETIC" in line
+                   for line in stdout.splitlines()) == 2  # one line per model
+
+
+def test_real_data_is_found_in_the_project_and_passed_as_an_absolute_path(project: Path, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    fer2013 = tiny_fer2013_folders(project / "data" / "fer2013")
+    out = tmp_path / "outputs"
+    code, stdout, err = run_cli(["run", "-p", "models=[basic_cnn]", "--out", str(out)], capsys)
+    assert code == 0, err
+    assert "SYNTHETIC" not in err
+    run_dir = only_run(out)
+    assert runs.read_params(run_dir)["data"] == str(fer2013.resolve())
+    assert runs.read_params(run_dir)["synthetic"] is False
+    data = runs.read_manifest(run_dir)["data"]
+    assert data["synthetic"] is False and data["layout"] == "folders" and data["source"] == str(fer2013.resolve())
+    assert len(data["fingerprint"]) == 20 and "notice" not in data
+    assert json.loads((run_dir / "given_01.json").read_text())["data"] == str(fer2013.resolve())
+
+
+def test_failing_notebook_names_notebook_and_cell_and_marks_the_run_failed(project: Path, tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "outputs"
+    code, stdout, err = run_cli(["run", "-p", "synthetic=true", *TINY, "-p", "epochs=99", "--out", str(out)], capsys)
+    assert code == 1
+    message = " ".join(err.split())
+    assert "notebook 02_train.ipynb (model basic_cnn) failed at cell [" in message
+    assert "ValueError: stand-in training failed on purpose" in message
+    run_dir = only_run(out)
+    partial = run_dir / "notebooks" / "02_train-basic_cnn.ipynb"
+    assert str(partial) in message and partial.is_file()
+    assert "stand-in training failed on purpose" in partial.read_text()  # the traceback is kept in the notebook
+    manifest = runs.read_manifest(run_dir)
+    assert manifest["status"] == "failed" and "02_train" in manifest["error"]
+    assert [n["status"] for n in manifest["notebooks"]] == ["complete", "failed", "pending", "pending"]
+    assert not (run_dir / "report.html").exists()
+
+    code, stdout, _ = run_cli(["list", "--out", str(out)], capsys)
+    assert code == 0 and run_dir.name in stdout and "failed" in stdout
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# fer-study list, on run folders built by hand
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _metrics(model: str, accuracy: float, macro_f1: float, collapse: str | None, synthetic: bool) -> dict[str, Any]:
+    test = {"accuracy": accuracy, "macro_f1": macro_f1, "majority_class_accuracy": 0.25, "collapse_warning": collapse}
+    return {"model": model, "synthetic": synthetic, "epochs_run": 30, "best_epoch": 20, "test": test,
+            "test_tta": {**test, "accuracy": accuracy + 0.01}}
+
+
+def hand_made_run(out: Path, folder: str, *, manifest: dict[str, Any] | None,
+                  models: dict[str, dict[str, Any]] | None = None, synthetic: bool = False) -> Path:
+    run_dir = out / folder
+    run_dir.mkdir(parents=True)
+    runs.write_params(run_dir, {"name": folder.split("-", 2)[2], "synthetic": synthetic})
+    if manifest is not None:
+        runs.write_manifest(run_dir, manifest)
+    for model, metrics in (models or {}).items():
+        runs.model_dir(run_dir, model).mkdir(parents=True)
+        (runs.model_dir(run_dir, model) / "metrics.json").write_text(json.dumps(metrics))
+    return run_dir
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_list_shows_status_data_and_each_models_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import platform
+
+    out = tmp_path / "outputs"
+    hand_made_run(out, "20250101-120000-paper", manifest={"status": "complete", "data": {"synthetic": False}},
+                  models={"basic_cnn": _metrics("basic_cnn", 0.6512, 0.6034, None, False),
+                          "resnet50v2": _metrics("resnet50v2", 0.2513, 0.0571, "collapsed: 100% 'happy'", False)})
+    hand_made_run(out, "20250102-090000-smoke", synthetic=True,
+                  manifest={"status": "failed", "data": {"synthetic": True}})
+    hand_made_run(out, "20250103-090000-notebook", manifest=None, synthetic=True,
+                  models={"basic_cnn": _metrics("basic_cnn", 0.4, 0.3, None, True)})
+    hand_made_run(out, "20250104-090000-killed", manifest={"status": "running", "data": {"synthetic": True},
+                                                            "host": platform.node(), "pid": _dead_pid()})
+    (out / "not-a-run").mkdir()
+
+    code, stdout, err = run_cli(["list", "--out", str(out)], capsys)
+    assert code == 0, err
+    lines = stdout.splitlines()
+    assert lines[0].split() == ["run", "status", "data", "model", "test_acc", "macro_f1", "collapsed"]
+
+    def row(run: str, model: str) -> list[str]:
+        matches = [line.split() for line in lines if line.startswith(run) and f" {model} " in f"{line} "]
+        assert len(matches) == 1, (run, model, stdout)
+        return matches[0]
+
+    assert row("20250101-120000-paper", "basic_cnn") == ["20250101-120000-paper", "complete", "real", "basic_cnn",
+                                                          "0.6512", "0.6034", "no"]
+    assert row("20250101-120000-paper", "resnet50v2")[-3:] == ["0.2513", "0.0571", "COLLAPSED"]
+    assert row("20250102-090000-smoke", "-") == ["20250102-090000-smoke", "failed", "SYNTHETIC", "-", "-", "-", "-"]
+    assert row("20250103-090000-notebook", "basic_cnn")[1:3] == ["complete", "SYNTHETIC"]
+    assert row("20250104-090000-killed", "-")[1] == "stopped"
+    assert "not-a-run" not in stdout
+    assert "SYNTHETIC runs used generated cartoon faces" in stdout
+    # oldest first
+    order = [line.split()[0] for line in lines[2:] if line.strip() and line[0].isdigit()]
+    assert order == sorted(order)
+
+
+def test_list_without_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "outputs").mkdir()
+    code, stdout, _ = run_cli(["list", "--out", str(tmp_path / "outputs")], capsys)
+    assert code == 0 and "no runs under" in stdout
+    code, _, err = run_cli(["list", "--out", str(tmp_path / "missing")], capsys)
+    assert code == 2 and "is not a folder" in assert_one_line_error(err)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# End to end: the real notebooks on params/smoke.yaml, as a user runs it
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.notebooks
+@pytest.mark.timeout(1800)
+def test_smoke_study_end_to_end(tmp_path: Path) -> None:
+    for name in cli.NOTEBOOKS:
+        assert (REPO_ROOT / "notebooks" / f"{name}.ipynb").is_file(), f"notebooks/{name}.ipynb is missing"
+    out = tmp_path / "outputs"
+    env = {**os.environ, "FER_STUDY_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run([str(FER_STUDY), "run", "--params", str(SMOKE), "--out", str(out)], capture_output=True,
+                          text=True, timeout=1700, env=env, cwd=tmp_path)
+    assert done.returncode == 0, f"stdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-5000:]}"
+    assert SYNTHETIC_NOTICE[:60] in " ".join(done.stderr.split())
+
+    run_dir = only_run(out)
+    assert run_dir.name.endswith("-smoke")
+    params = yaml.safe_load((run_dir / "params.yaml").read_text())
+    assert params["synthetic"] is True and params["models"] == ["basic_cnn", "resnet50v2"]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "complete", manifest.get("error")
+    assert manifest["data"]["synthetic"] is True and manifest["data"]["notice"] == SYNTHETIC_NOTICE
+    assert set(manifest["data"]["fingerprints_used"].values()) == {manifest["data"]["fingerprint"]}
+    assert all(n["status"] == "complete" and n["seconds"] > 0 for n in manifest["notebooks"])
+
+    for name in ("01_explore_data.ipynb", "02_train-basic_cnn.ipynb", "02_train-resnet50v2.ipynb",
+                 "03_compare.ipynb"):
+        notebook = nbformat.read(run_dir / "notebooks" / name, as_version=4)
+        assert notebook.metadata["papermill"]["parameters"]["run_dir"] == str(run_dir.resolve())
+        assert not any(output.get("output_type") == "error" for cell in notebook.cells
+                       for output in cell.get("outputs", []))
+    assert any((run_dir / "figures").glob("*.png")), "no explore/compare figures"
+    for model in ("basic_cnn", "resnet50v2"):
+        folder = run_dir / "models" / model
+        for name in ("history.csv", "best.keras", "metrics.json", "train_config.json", "predictions_val.npz",
+                     "predictions_test.npz", "predictions_test_tta.npz"):
+            assert (folder / name).is_file() and (folder / name).stat().st_size > 0, folder / name
+        assert list(folder.glob("*.png")), f"no figures for {model}"
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert metrics["model"] == model and metrics["synthetic"] is True and metrics["epochs_run"] == 1
+        assert 0.0 <= metrics["test"]["accuracy"] <= 1.0
+    report = (run_dir / "report.html").read_text()
+    assert report.lstrip().lower().startswith("<!doctype html") and "SYNTHETIC" in report.upper()
+
+    listed = subprocess.run([str(FER_STUDY), "list", "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    rows = [line for line in listed.stdout.splitlines() if line.startswith(run_dir.name)]
+    assert len(rows) == 2 and all("complete" in row and "SYNTHETIC" in row for row in rows)

@@ -1,0 +1,171 @@
+"""The project's own files agree with each other: pyproject.toml vs environment.yml, README vs the params, the
+Makefile and CI script vs what they must run, the params files vs their documentation.
+
+Fast: text checks only (plus importing fer_lib.study for STUDY_DEFAULTS).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+MAKE_EXTRAS = ("tf", "jax", "dev")  # what `make` installs: pip install -e '.[tf,jax,dev]'
+README = (REPO_ROOT / "README.md").read_text()
+MAKEFILE = (REPO_ROOT / "Makefile").read_text()
+CI_RUN = REPO_ROOT / ".ci" / "run"
+
+
+def pyproject_requirements() -> list[Requirement]:
+    project = PYPROJECT["project"]
+    extras = project["optional-dependencies"]
+    return [Requirement(text) for text in [*project["dependencies"], *(r for e in MAKE_EXTRAS for r in extras[e])]]
+
+
+def environment_requirements() -> tuple[list[str], list[Requirement]]:
+    """environment.yml's conda packages (names) and its pip requirements (parsed), without the project itself."""
+    environment = yaml.safe_load((REPO_ROOT / "environment.yml").read_text())
+    conda, pip = [], []
+    for entry in environment["dependencies"]:
+        if isinstance(entry, dict):
+            pip.extend(Requirement(line) for line in entry["pip"] if not line.startswith(("-e", "--editable")))
+        else:
+            conda.append(re.split(r"[<>=!~ ]", entry, maxsplit=1)[0])
+    return conda, pip
+
+
+def as_set(requirements: list[Requirement]) -> set[tuple[str, str, str]]:
+    return {(canonicalize_name(r.name), str(r.specifier), str(r.marker or "")) for r in requirements}
+
+
+def test_make_extras_exist() -> None:
+    assert set(MAKE_EXTRAS) <= set(PYPROJECT["project"]["optional-dependencies"])
+    assert "'.[$(EXTRAS)]'" in MAKEFILE and re.search(r"^EXTRAS \?= tf,jax,dev$", MAKEFILE, re.M)
+
+
+def test_environment_yml_matches_pyproject() -> None:
+    conda, pip = environment_requirements()
+    assert set(conda) == {"python", "pip"}, "everything but python itself comes from pip (see environment.yml)"
+    from_pyproject, from_environment = as_set(pyproject_requirements()), as_set(pip)
+    assert from_pyproject - from_environment == set(), "in pyproject.toml but not in environment.yml"
+    assert from_environment - from_pyproject == set(), "in environment.yml but not in pyproject.toml"
+    names = {canonicalize_name(r.name) for r in pyproject_requirements()}
+    assert {"keras", "papermill", "pytest", "nbval", "jax", "tensorflow-cpu"} <= names
+
+
+def test_environment_yml_installs_the_project_and_python_version_agrees() -> None:
+    environment = yaml.safe_load((REPO_ROOT / "environment.yml").read_text())
+    pip = next(entry["pip"] for entry in environment["dependencies"] if isinstance(entry, dict))
+    assert any(line in ("-e .", "--editable .") for line in pip)
+    assert f"python{PYPROJECT['project']['requires-python']}" in environment["dependencies"]
+
+
+def test_console_script_and_package() -> None:
+    assert PYPROJECT["project"]["scripts"] == {"fer-study": "fer_lib.cli:main"}
+    from fer_lib import cli
+
+    assert callable(cli.main)
+
+
+def test_pytest_markers_are_registered() -> None:
+    markers = {line.split(":")[0] for line in PYPROJECT["tool"]["pytest"]["ini_options"]["markers"]}
+    assert markers == {"backend", "slow", "real_data", "browser", "notebooks"}
+    assert PYPROJECT["tool"]["pytest"]["ini_options"]["testpaths"] == ["tests"]
+
+
+def test_readme_leads_with_the_two_commands() -> None:
+    first_block = README.split("```")[1]
+    assert "make study" in first_block and "make test" in first_block
+    assert README.index("make study") < README.index("## ")
+
+
+def test_readme_documents_every_parameter() -> None:
+    from fer_lib.study import STUDY_DEFAULTS
+
+    missing = [key for key in STUDY_DEFAULTS if f"`{key}`" not in README]
+    assert not missing, f"README.md's params table lacks {missing}"
+    from fer_lib.augment import AugmentConfig
+
+    missing = [f.name for f in dataclasses.fields(AugmentConfig) if f"`{f.name}`" not in README]
+    assert not missing, f"README.md does not describe augmentation keys {missing}"
+
+
+def test_readme_sections() -> None:
+    for heading in ("## Results", "## Real FER2013", "## GPU", "## Parameters", "## Outputs"):
+        assert re.search(rf"^{re.escape(heading)}", README, re.M), heading
+    for text in ("FER2013_DIR", "--data", "data/fer2013", "research", "PrivateTest", "KERAS_BACKEND=jax",
+                 "mixed_precision=true", "fer-study list", "make lab", "report.html", "manifest.json"):
+        assert text in README, text
+
+
+@pytest.mark.parametrize("name", ["smoke.yaml", "paper.yaml"])
+def test_every_line_of_the_params_files_is_explained(name: str) -> None:
+    """Each setting carries a comment saying what it does (the files are documentation too)."""
+    lines = (REPO_ROOT / "params" / name).read_text().splitlines()
+    unexplained = [line for line in lines if line.strip() and not line.lstrip().startswith("#") and "#" not in line]
+    assert not unexplained, unexplained
+
+
+def test_params_files_use_only_known_names() -> None:
+    from fer_lib.study import STUDY_DEFAULTS
+
+    for file in (REPO_ROOT / "params").glob("*.yaml"):
+        assert set(yaml.safe_load(file.read_text())) <= set(STUDY_DEFAULTS), file
+
+
+def test_makefile_targets_and_commands() -> None:
+    for target in ("install", "study", "test", "test-tf", "test-jax", "test-notebooks", "lab", "list"):
+        assert re.search(rf"^{re.escape(target)}:", MAKEFILE, re.M), target
+    assert re.search(r"^\.DEFAULT_GOAL := install$", MAKEFILE, re.M)
+    assert "KERAS_BACKEND=jax $(PYTEST) -m backend" in MAKEFILE
+    assert "--nbval-lax" in MAKEFILE and "--nbval-sanitize-with notebooks/sanitize.cfg notebooks/" in MAKEFILE
+    assert "-m venv" in MAKEFILE and "ipykernel install --sys-prefix --name python3" in MAKEFILE
+    assert "params/paper.yaml" in MAKEFILE and "params/smoke.yaml" in MAKEFILE
+
+
+@pytest.mark.parametrize(("variables", "expected"), [
+    ({}, "--params params/smoke.yaml"),
+    ({"FER2013_DIR": "/somewhere/fer2013"}, "--params params/paper.yaml"),
+    ({"DATA": "/somewhere/fer2013"}, '--params params/paper.yaml --data "/somewhere/fer2013"'),
+    ({"PARAMS": "params/mine.yaml"}, "--params params/mine.yaml"),
+])
+def test_make_study_chooses_params_by_data_discovery(variables: dict[str, str], expected: str,
+                                                     tmp_path: Path) -> None:
+    if not (REPO_ROOT / "Makefile").is_file() or subprocess.run(["make", "--version"], capture_output=True).returncode:
+        pytest.skip("make is not installed")
+    if (REPO_ROOT / "data" / "fer2013").exists() and not variables:
+        pytest.skip("data/fer2013 exists in this checkout, so make study picks paper.yaml")
+    env = {k: v for k, v in os.environ.items() if k != "FER2013_DIR"}
+    args = [f"{k}={v}" for k, v in variables.items() if k != "FER2013_DIR"]
+    env.update({k: v for k, v in variables.items() if k == "FER2013_DIR"})
+    # -n: print the commands only (nothing is installed or run)
+    done = subprocess.run(["make", "-n", "--no-print-directory", "study", *args], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert expected in done.stdout.splitlines()[-1]
+
+
+def test_ci_script() -> None:
+    assert os.access(CI_RUN, os.X_OK), ".ci/run must be executable"
+    text = CI_RUN.read_text()
+    assert text.startswith("#!/usr/bin/env bash\n")
+    assert "\nset -euo pipefail\n" in text
+    assert "apt-get install" in text and "chromium chromium-driver" in text
+    assert re.search(r"^make test\b", text, re.M)
+    done = subprocess.run(["bash", "-n", str(CI_RUN)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_data_never_in_the_repository() -> None:
+    ignored = (REPO_ROOT / ".gitignore").read_text().split()
+    assert "data/" in ignored and "outputs/" in ignored
