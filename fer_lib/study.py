@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,23 @@ from fer_lib.data import (SYNTHETIC_NOTICE, FerDataset, discover_data, load_fer2
 from fer_lib.evaluate import evaluate_model, save_json, save_predictions
 from fer_lib.models import MODEL_REGISTRY, ModelConfigError
 from fer_lib.train import TrainConfig, train_model
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """PyYAML reads YAML 1.1, where ``3e-4`` is a string; this loader reads it as the number everyone means."""
+
+
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^[-+]?(?:\d[\d_]*\.[\d_]*(?:[eE][-+]?\d+)?|\d[\d_]*[eE][-+]?\d+|\.\d[\d_]*(?:[eE][-+]?\d+)?
+                   |\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML text with numbers such as ``3e-4`` read as floats."""
+    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 class ParamsError(ValueError):
@@ -129,7 +147,7 @@ def parse_override(text: str) -> dict[str, Any]:
     key, raw = text.split("=", 1)
     key = key.strip()
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml(raw) if raw.strip() else None
     except yaml.YAMLError as error:
         raise ParamsError(f"override {text!r}: the value is not valid YAML ({error})") from None
     *parents, leaf = key.split(".")
@@ -145,7 +163,7 @@ def load_params_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ParamsError(f"params file '{path}' does not exist")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise ParamsError(f"params file '{path}' is not valid YAML: {error}") from None
     if not isinstance(values, dict):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -15,18 +14,8 @@ from fer_lib import data
 from fer_lib.data import FerDataError, load_fer2013
 from fer_lib.labels import EMOTIONS, FER2013_TRAIN_COUNTS
 
-REPO = Path(__file__).resolve().parents[1]
 FER2013_TEST_COUNTS = {"angry": 467, "disgust": 56, "fear": 496, "happy": 895, "sad": 653, "surprise": 415,
                        "neutral": 607}
-
-
-def real_fer2013_dir() -> Path | None:
-    candidate = Path(os.environ.get("FER2013_DIR", REPO.parent / "shared" / "fer2013"))
-    return candidate if (candidate / "train").is_dir() else None
-
-
-needs_fer2013 = pytest.mark.skipif(real_fer2013_dir() is None,
-                                   reason="real FER2013 not found: set FER2013_DIR or provide ../shared/fer2013")
 
 
 # --- tiny sources written by the tests themselves ----------------------------------------------------------------
@@ -72,9 +61,8 @@ def cache(tmp_path: Path) -> Path:
 
 
 @pytest.mark.real_data
-@needs_fer2013
-def test_real_fer2013_counts_and_label_order(tmp_path: Path) -> None:
-    dataset = load_fer2013(real_fer2013_dir(), cache_dir=tmp_path)
+def test_real_fer2013_counts_and_label_order(tmp_path: Path, fer2013_dir: Path) -> None:
+    dataset = load_fer2013(fer2013_dir, cache_dir=tmp_path)
     train_and_val = np.concatenate([dataset.train.labels, dataset.val.labels])
     assert train_and_val.size == 28_709
     assert dict(zip(EMOTIONS, np.bincount(train_and_val, minlength=7).tolist())) == FER2013_TRAIN_COUNTS
@@ -96,10 +84,9 @@ def test_real_fer2013_counts_and_label_order(tmp_path: Path) -> None:
 
 
 @pytest.mark.real_data
-@needs_fer2013
-def test_same_images_written_to_csv_load_identically(tmp_path: Path) -> None:
+def test_same_images_written_to_csv_load_identically(tmp_path: Path, fer2013_dir: Path) -> None:
     """A small fer2013.csv made from real images loads exactly like the same images in the folder layout."""
-    source = real_fer2013_dir()
+    source = fer2013_dir
     folders = tmp_path / "folders"
     for split, take in (("train", 12), ("val", 4), ("test", 4)):
         origin = "test" if split == "test" else "train"

@@ -101,10 +101,13 @@ def test_override_epochs_is_parsed_as_yaml() -> None:
     assert resolve_params_files([], ["mixed_precision=true"])["mixed_precision"] is True
 
 
-@pytest.mark.xfail(reason="PyYAML follows YAML 1.1, where 3e-4 (no dot) is a string, not a float; "
-                          "write 3.0e-4 or 0.0003 until fer_lib.study parses numbers the YAML 1.2 way", strict=False)
-def test_exponent_without_a_dot_is_a_float() -> None:
+def test_exponent_without_a_dot_is_a_float(tmp_path) -> None:
+    """PyYAML follows YAML 1.1, where 3e-4 is a string; params are read the YAML 1.2 way."""
     assert resolve_params_files([], ["learning_rate=3e-4"])["learning_rate"] == pytest.approx(3e-4)
+    params_file = tmp_path / "p.yaml"
+    params_file.write_text("learning_rate: 5e-4\nweight_decay: 1E-5\n")
+    resolved = resolve_params_files([params_file])
+    assert resolved["learning_rate"] == pytest.approx(5e-4) and resolved["weight_decay"] == pytest.approx(1e-5)
 
 
 def test_nested_override_keeps_the_other_nested_values() -> None:
