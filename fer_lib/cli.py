@@ -100,6 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="list the runs in an outputs folder",
                                   description="List run folders: status, data, and each model's test results.")
     listing.add_argument("--out", metavar="DIR", help="outputs folder (default: outputs/ of the project)")
+
+    results = commands.add_parser(
+        "results", help="a markdown results table generated from run folders",
+        description="Print a markdown table of the given runs' test results (every number read from the run "
+                    "folder), or write it into the README between the results markers.")
+    results.add_argument("run_dirs", metavar="RUN_DIR", nargs="+", type=Path)
+    results.add_argument("--update-readme", metavar="FILE", type=Path,
+                         help="replace the table between the results markers of FILE (e.g. README.md)")
     return parser
 
 
@@ -110,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "list":
             return command_list(args)
+        if args.command == "results":
+            return command_results(args)
         return command_run(args, argv=list(sys.argv[1:] if argv is None else argv))
     except UserError as error:
         print(f"{PROG}: error: {_one_line(str(error))}", file=sys.stderr)
@@ -635,6 +645,30 @@ def command_list(args: argparse.Namespace) -> int:
     if any(row["data"] == "SYNTHETIC" for row in rows):
         print("\nSYNTHETIC runs used generated cartoon faces, not FER2013: their numbers say nothing about real "
               "facial expression recognition.")
+    return EXIT_OK
+
+
+def command_results(args: argparse.Namespace) -> int:
+    from fer_lib import report
+
+    rows = []
+    for run_dir in args.run_dirs:
+        if not runs.is_run_dir(run_dir):
+            raise UserError(f"'{run_dir}' is not a run folder (no {runs.PARAMS_FILE})")
+        try:
+            rows.extend(report.results_rows(run_dir))
+        except FileNotFoundError as error:
+            raise UserError(str(error)) from None
+    table = report.results_markdown(rows)
+    if args.update_readme is None:
+        print(table)
+        return EXIT_OK
+    try:
+        text = args.update_readme.read_text()
+        args.update_readme.write_text(report.replace_results_block(text, table))
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot update '{args.update_readme}': {error}") from None
+    print(f"updated the results table of {args.update_readme} ({len(rows)} rows)")
     return EXIT_OK
 
 

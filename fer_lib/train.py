@@ -178,25 +178,29 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizer
 
 
 class EpochStats(keras.callbacks.Callback):
-    """Adds the epoch's wall time, training throughput and learning rate to the logs (and so to history.csv)."""
+    """Adds the epoch's wall time, training throughput (validation excluded) and learning rate to the logs."""
 
     def __init__(self, n_train: int) -> None:
         super().__init__()
         self.n_train = n_train
         self._start = 0.0
+        self._train_end: float | None = None
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._start = time.perf_counter()
+        self._start, self._train_end = time.perf_counter(), None
+
+    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:  # fit's validation pass starts
+        if self._train_end is None:
+            self._train_end = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if logs is None:
             return
-        seconds = time.perf_counter() - self._start
-        logs["epoch_seconds"] = seconds
-        logs["train_images_per_second"] = self.n_train / seconds if seconds > 0 else float("nan")
-        optimizer = self.model.optimizer
-        rate = optimizer.learning_rate
-        logs.setdefault("learning_rate", float(keras.ops.convert_to_numpy(rate)))
+        now = time.perf_counter()
+        train_seconds = (self._train_end or now) - self._start
+        logs["epoch_seconds"] = now - self._start
+        logs["train_images_per_second"] = self.n_train / train_seconds if train_seconds > 0 else float("nan")
+        logs.setdefault("learning_rate", float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
 
 
 def one_hot(labels: np.ndarray) -> np.ndarray:

@@ -43,7 +43,11 @@ def test_records_history_best_checkpoint_and_config(tmp_path: Path, tiny_data: d
     assert len(history) == 2
     assert {"epoch", "loss", "accuracy", "top2_accuracy", "val_loss", "val_accuracy", "epoch_seconds",
             "train_images_per_second", "learning_rate"} <= set(history.columns)
+    # throughput counts training time only: the validation pass is part of the epoch, not of training
+    train_seconds = len(tiny_data.train) / history["train_images_per_second"]
+    assert (train_seconds < history["epoch_seconds"]).all()
     assert (tmp_path / "run" / "best.keras").is_file() and (tmp_path / "run" / "train_config.json").is_file()
+    assert not (tmp_path / "run" / "best.weights.h5").exists()
     assert not (tmp_path / "run" / "backup").exists()  # removed once training finished
     assert result.best_value == pytest.approx(history["val_accuracy"].max())
     reloaded = keras.saving.load_model(tmp_path / "run" / "best.keras")
