@@ -278,7 +278,21 @@ def _reporting(method: F) -> F:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-class ConfusionInspector(widgets.VBox):
+class _Quiet:
+    """Lets a widget update its own controls without their observers firing (``with self._quietly(): ...``)."""
+
+    _quiet = 0
+
+    @contextlib.contextmanager
+    def _quietly(self) -> Iterator[None]:
+        self._quiet += 1
+        try:
+            yield
+        finally:
+            self._quiet -= 1
+
+
+class ConfusionInspector(_Quiet, widgets.VBox):
     """A run's confusion matrix as buttons; clicking a cell shows its images with their top-3 predictions.
 
     ``run_dir``: the run to open (default: the newest run under ``outputs_dir`` with a trained model).
@@ -422,14 +436,6 @@ class ConfusionInspector(widgets.VBox):
         return [[button.description for button in row] for row in self.cell_buttons]
 
     # ---- actions ----------------------------------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _quietly(self) -> Iterator[None]:
-        self._quiet += 1
-        try:
-            yield
-        finally:
-            self._quiet -= 1
 
     def _populate_runs(self, run_dir: str | Path | None) -> None:
         folders = _run_folders(self.outputs_dir)
@@ -712,7 +718,7 @@ def _augmentation_config(augmentation: Any) -> Any:
     return augmentation if isinstance(augmentation, AugmentConfig) else AugmentConfig.from_mapping(augmentation)
 
 
-class SampleBrowser(widgets.VBox):
+class SampleBrowser(_Quiet, widgets.VBox):
     """Browse a data set by split and class, with random augmentations of the chosen image.
 
     ``dataset_or_run_dir``: a :class:`fer_lib.data.FerDataset`, or a run folder (its data set is reloaded from its
@@ -811,14 +817,6 @@ class SampleBrowser(widgets.VBox):
             self.index_slider.value = 0
             self.index_slider.disabled = len(self.positions) <= 1
         self._show_image()
-
-    @contextlib.contextmanager
-    def _quietly(self) -> Iterator[None]:
-        self._quiet += 1
-        try:
-            yield
-        finally:
-            self._quiet -= 1
 
     @_reporting
     def _show_image(self) -> None:
