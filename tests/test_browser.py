@@ -227,7 +227,9 @@ def _prepare_notebook(root: Path, run_dir: Path) -> str:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lab, str]]:
     work = tmp_path_factory.mktemp("browser")
-    run_dir = make_finished_run(work / "outputs")
+    # FER_STUDY_BROWSER_RUN_DIR points the test at an existing run folder (e.g. a real-data run) instead of a tiny one
+    given = os.environ.get("FER_STUDY_BROWSER_RUN_DIR")
+    run_dir = Path(given).resolve() if given else make_finished_run(work / "outputs")
     root = work / "lab"
     root.mkdir()
     name = _prepare_notebook(root, run_dir)
