@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
-import platform
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,40 +18,10 @@ import keras
 import numpy as np
 
 from fer_lib.augment import PAPER_AUGMENTATION
+from fer_lib.cli import device_info, package_versions
 from fer_lib.data import FerDataset
 from fer_lib.models import build_model
 from fer_lib.train import TrainConfig, make_optimizer, one_hot
-
-
-def device_description() -> str:
-    """A short human description of the device Keras computes on."""
-    if keras.backend.backend() == "jax":
-        import jax
-
-        devices = jax.devices()
-        return f"{len(devices)} x {devices[0].device_kind} ({devices[0].platform})"
-    cpu = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"CPU: {cpu}, {os.cpu_count()} cores"
-
-
-def versions() -> dict[str, str]:
-    found = {"python": platform.python_version(), "keras": keras.__version__, "numpy": np.__version__,
-             "backend": keras.backend.backend()}
-    for module in ("tensorflow", "jax", "jaxlib"):
-        if keras.backend.backend() == "jax" and module == "tensorflow":
-            continue
-        try:
-            found[module] = __import__(module).__version__
-        except ImportError:
-            pass
-    return found
 
 
 class _EpochClock(keras.callbacks.Callback):
@@ -129,10 +97,12 @@ def run_benchmark(models: Sequence[str] = ("basic_cnn", "resnet50v2"), *, batch_
                   model_options: dict[str, dict[str, Any]] | None = None,
                   time_to_target: list[dict[str, Any]] | None = None, note: str = "") -> Path:
     """Benchmark each model and write ``<date>-<backend>-<device>.json`` under ``out_dir``; returns its path."""
+    device = device_info()
     record: dict[str, Any] = {
-        "date": _dt.datetime.now().isoformat(timespec="seconds"), "device": device_description(),
-        "versions": versions(), "settings": {"batch_size": batch_size, "steps_per_epoch": steps,
-                                             "mixed_precision": mixed_precision, "augmentation": "paper"},
+        "date": _dt.datetime.now().isoformat(timespec="seconds"), "device": device["summary"],
+        "device_details": device, "backend": keras.backend.backend(), "versions": package_versions(),
+        "settings": {"batch_size": batch_size, "steps_per_epoch": steps, "mixed_precision": mixed_precision,
+                     "augmentation": "paper"},
         "note": note,
         "throughput": [benchmark_model(name, batch_size=batch_size, steps=steps, mixed_precision=mixed_precision,
                                        model_options=(model_options or {}).get(name)) for name in models],

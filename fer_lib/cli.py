@@ -24,7 +24,6 @@ import contextlib
 import datetime as _dt
 import importlib.metadata
 import importlib.util
-import inspect
 import json
 import logging
 import os
@@ -191,8 +190,8 @@ def _terminated(signum: int, frame: Any) -> None:
 
 def prepare_run(args: argparse.Namespace) -> dict[str, Any]:
     """Resolve params, find the data and the notebooks; raise :class:`UserError` on any problem. Writes nothing."""
-    from fer_lib.data import FerDataError, detect_layout, discover_data, source_fingerprint
-    from fer_lib.study import ParamsError, resolve_params_files
+    from fer_lib.data import FerDataError, detect_layout, source_fingerprint
+    from fer_lib.study import ParamsError, data_source, resolve_params_files
 
     extra: dict[str, Any] = {}
     if args.data is not None:
@@ -203,17 +202,10 @@ def prepare_run(args: argparse.Namespace) -> dict[str, Any]:
         params = resolve_params_files(args.params, args.overrides, extra or None)
     except ParamsError as error:
         raise UserError(str(error)) from None
-    _check_model_options(params)
 
     project = runs.project_root(DEFAULT_NOTEBOOKS_DIR.parent)
-    if params["synthetic"] and params["data"] is not None:
-        raise UserError(f"the params ask for synthetic data (synthetic: true) but also give data '{params['data']}'; "
-                        f"drop one, e.g. add -p synthetic=false to use the data")
     try:
-        if params["synthetic"]:
-            path, how = None, "synthetic data requested (synthetic: true)"
-        else:
-            path, how = discover_data(params["data"], project_root=project)
+        path, how = data_source(params, project_root=project)
         data: dict[str, Any]
         if path is None:
             params["synthetic"] = True  # the notebooks must use exactly what the runner checked
@@ -235,18 +227,6 @@ def prepare_run(args: argparse.Namespace) -> dict[str, Any]:
         raise UserError(f"--out '{args.out}' exists and is not a folder")
     return {"params": params, "data": data, "notebooks_dir": notebooks_dir, "params_files": list(args.params),
             "overrides": list(args.overrides), "project_root": project}
-
-
-def _check_model_options(params: Mapping[str, Any]) -> None:
-    """Unknown model option names are user errors too (their values are checked when the model is built)."""
-    from fer_lib.models import MODEL_REGISTRY
-
-    for model, options in params["model_options"].items():
-        accepted = [p for p in inspect.signature(MODEL_REGISTRY[model]).parameters if p != "inputs"]
-        unknown = sorted(set(options) - set(accepted))
-        if unknown:
-            raise UserError(f"unknown option(s) {', '.join(unknown)} in model_options.{model}; valid: "
-                            f"{', '.join(accepted)}")
 
 
 def notebook_jobs(plan: Mapping[str, Any], run_dir: Path) -> list[dict[str, Any]]:

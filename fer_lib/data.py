@@ -176,6 +176,13 @@ def majority_class_accuracy(labels: np.ndarray) -> float:
     return float(np.bincount(labels, minlength=NUM_CLASSES).max() / labels.size)
 
 
+def first_of_each_class(labels: np.ndarray) -> np.ndarray:
+    """Position of the first image of every class present, in csv label order (for previews and grids)."""
+    labels = np.asarray(labels)
+    return np.array([int(np.argmax(labels == code)) for code in range(NUM_CLASSES) if (labels == code).any()],
+                    dtype=np.int64)
+
+
 def subsample(dataset: FerDataset, n_train: int, *, seed: int = 0) -> FerDataset:
     """A stratified, seeded subset of ``n_train`` training images (val and test untouched), for quick runs."""
     if not isinstance(n_train, (int, np.integer)) or n_train < NUM_CLASSES:
@@ -362,6 +369,8 @@ def _stratified_partition(labels: np.ndarray, n_first: int, seed: int) -> tuple[
 
     indices = np.arange(labels.shape[0])
     counts = np.bincount(labels, minlength=NUM_CLASSES)
+    # sklearn cannot stratify a class with a single image, nor draw fewer items than there are classes: then the
+    # draw is plain random (only tiny hand-made sets get here; FER2013's smallest class has 436 images)
     stratify = labels if counts[counts > 0].min() >= 2 and n_first >= np.count_nonzero(counts) else None
     first, rest = train_test_split(indices, train_size=n_first, random_state=seed, stratify=stratify)
     return first, rest

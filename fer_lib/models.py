@@ -128,18 +128,26 @@ def resnet50v2(inputs: Any, *, input_size: int = IMAGE_SIZE, weights: str | None
 MODEL_REGISTRY: dict[str, Callable[..., Any]] = {"basic_cnn": basic_cnn, "resnet50v2": resnet50v2}
 
 
+def check_model_options(name: str, options: Mapping[str, Any], *, where: str | None = None) -> None:
+    """Reject an unknown model or option names (values are checked when the model is built).
+
+    ``where`` names the place in a params file (e.g. ``model_options.basic_cnn``) for the message.
+    """
+    if name not in MODEL_REGISTRY:
+        raise ModelConfigError(f"unknown model {name!r}; registered models: {', '.join(MODEL_REGISTRY)}")
+    accepted = [p for p in inspect.signature(MODEL_REGISTRY[name]).parameters if p != "inputs"]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        place = f"in {where}" if where else f"for model {name!r}"
+        raise ModelConfigError(f"unknown option(s) {', '.join(unknown)} {place}; valid: {', '.join(accepted)}")
+
+
 def build_model(name: str, *, augmentation: AugmentConfig | Mapping[str, Any] | None = None,
                 mixed_precision: bool = False, seed: int | None = None, num_classes: int = NUM_CLASSES,
                 **options: Any) -> keras.Model:
     """Build a registered model on 48x48x1 raw pixels, with the augmentation stage first and a float32 softmax."""
-    if name not in MODEL_REGISTRY:
-        raise ModelConfigError(f"unknown model {name!r}; registered models: {', '.join(MODEL_REGISTRY)}")
+    check_model_options(name, options)
     body = MODEL_REGISTRY[name]
-    accepted = [p for p in inspect.signature(body).parameters if p != "inputs"]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise ModelConfigError(f"unknown option(s) {', '.join(unknown)} for model {name!r}; valid: "
-                               f"{', '.join(accepted)}")
     if seed is not None:
         keras.utils.set_random_seed(seed)
     with _dtype_policy(mixed_precision):

@@ -18,9 +18,8 @@ import pandas as pd
 from fer_lib import runs
 from fer_lib.evaluate import COLLAPSE_MARGIN, load_json
 from fer_lib.study import DATA_DEFAULTS
+from fer_lib.train import HISTORY_FILE
 
-METRICS_FILE = "metrics.json"
-HISTORY_FILE = "history.csv"
 SPLIT_KEYS: tuple[str, ...] = ("val", "test", "test_tta")
 EXPLORE_PARAM_KEYS: tuple[str, ...] = (*DATA_DEFAULTS, "seed", "augmentation")
 """The study parameters the 01_explore_data notebook takes (besides ``run_dir``)."""
@@ -92,7 +91,7 @@ def epochs_of(history: pd.DataFrame) -> pd.Series:
 def load_model_results(model_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame | None]:
     """One model folder's ``metrics.json`` and its history (None when it has no history.csv)."""
     model_dir = Path(model_dir)
-    summary = load_json(model_dir / METRICS_FILE)
+    summary = load_json(model_dir / runs.METRICS_FILE)
     history_file = model_dir / HISTORY_FILE
     return summary, load_history(history_file) if history_file.is_file() else None
 
@@ -102,8 +101,9 @@ def load_run_results(run_dir: str | Path | None = None) -> RunResults:
     run_dir = resolve_run_dir(run_dir)
     models = runs.run_models(run_dir)
     if not models:
-        raise FileNotFoundError(f"run folder '{run_dir}' has no trained model (no models/<model>/{METRICS_FILE}); "
-                                f"run the 02_train notebook or `fer-study run` first")
+        raise FileNotFoundError(f"run folder '{run_dir}' has no trained model (no "
+                                f"models/<model>/{runs.METRICS_FILE}); run the 02_train notebook or `fer-study run` "
+                                f"first")
     params = runs.read_params(run_dir)
     ordered = [m for m in params.get("models", []) if m in models] + [m for m in models
                                                                       if m not in params.get("models", [])]

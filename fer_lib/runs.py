@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 PARAMS_FILE = "params.yaml"
+METRICS_FILE = "metrics.json"  # per model: fer_lib.study.run_model's summary
 MANIFEST_FILE = "manifest.json"
 
 
@@ -85,7 +86,7 @@ def model_dir(run_dir: str | Path, model: str) -> Path:
 def run_models(run_dir: str | Path) -> list[str]:
     """The models of a run that finished evaluation (have metrics.json), in name order."""
     models = Path(run_dir) / "models"
-    return sorted(p.name for p in models.iterdir() if (p / "metrics.json").is_file()) if models.is_dir() else []
+    return sorted(p.name for p in models.iterdir() if (p / METRICS_FILE).is_file()) if models.is_dir() else []
 
 
 def latest_run(outputs_dir: str | Path | None = None, *, require_models: bool = True) -> Path:
@@ -106,7 +107,6 @@ def latest_run(outputs_dir: str | Path | None = None, *, require_models: bool = 
 NOTEBOOKS_DIR = "notebooks"
 FIGURES_DIR = "figures"
 REPORT_FILE = "report.html"
-METRICS_FILE = "metrics.json"
 STATUSES: tuple[str, ...] = ("running", "complete", "failed", "interrupted", "stopped")
 
 

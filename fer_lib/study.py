@@ -17,11 +17,12 @@ from typing import Any
 
 import yaml
 
+from fer_lib import runs
 from fer_lib.augment import PAPER_AUGMENTATION, AugmentConfig
 from fer_lib.data import (SYNTHETIC_NOTICE, FerDataset, discover_data, load_fer2013, load_synthetic,
                           subsample)
 from fer_lib.evaluate import evaluate_model, save_json, save_predictions
-from fer_lib.models import MODEL_REGISTRY, ModelConfigError
+from fer_lib.models import MODEL_REGISTRY, ModelConfigError, check_model_options
 from fer_lib.train import TrainConfig, train_model
 
 
@@ -107,6 +108,9 @@ def _validate(params: dict[str, Any]) -> None:
         fail("name", "a non-empty string")
     if params["data"] is not None and not isinstance(params["data"], str):
         fail("data", "a path string or null")
+    if params["synthetic"] is True and params["data"] is not None:
+        raise ParamsError(f"the params ask for synthetic data (synthetic: true) but also give data "
+                          f"'{params['data']}'; drop one, e.g. add -p synthetic=false to use the data")
     for key in ("synthetic", "tta", "resize"):
         if not isinstance(params[key], bool):
             fail(key, "true or false")
@@ -133,6 +137,11 @@ def _validate(params: dict[str, Any]) -> None:
     if not isinstance(options, Mapping) or any(k not in MODEL_REGISTRY or not isinstance(v, Mapping)
                                                for k, v in options.items()):
         fail("model_options", f"a mapping from model name ({', '.join(MODEL_REGISTRY)}) to a mapping of options")
+    for model, model_options in options.items():
+        try:
+            check_model_options(model, model_options, where=f"model_options.{model}")
+        except ModelConfigError as error:
+            raise ParamsError(str(error)) from None
     try:
         AugmentConfig.from_mapping(params["augmentation"])
         TrainConfig.from_mapping(params)
@@ -186,12 +195,16 @@ def resolve_params_files(files: Iterable[str | Path], overrides: Iterable[str] =
     return resolve_params(*layers)
 
 
+def data_source(params: Mapping[str, Any], *, project_root: str | Path = ".") -> tuple[Path | None, str]:
+    """Where a run's data comes from: a FER2013 path, or None for the synthetic demo; and how it was chosen."""
+    if params["synthetic"]:
+        return None, "synthetic data requested (synthetic: true)"
+    return discover_data(params["data"], project_root=project_root)
+
+
 def load_study_data(params: Mapping[str, Any], *, project_root: str | Path = ".") -> tuple[FerDataset, str]:
     """The data set a run uses, and a sentence saying where it came from (loudly, when it is synthetic)."""
-    if params["synthetic"]:
-        path, how = None, "synthetic data requested (synthetic: true)"
-    else:
-        path, how = discover_data(params["data"], project_root=project_root)
+    path, how = data_source(params, project_root=project_root)
     if path is None:
         dataset = load_synthetic(params["synthetic_train"], params["synthetic_val"], params["synthetic_test"],
                                  seed=params["seed"], class_balance=params["synthetic_balance"])
@@ -211,8 +224,6 @@ def run_model(params: Mapping[str, Any], model_name: str, dataset: FerDataset, m
 
     Returns the run's summary (also written to ``metrics.json`` in ``model_dir``). Model selection uses val only.
     """
-    if model_name not in MODEL_REGISTRY:
-        raise ModelConfigError(f"unknown model {model_name!r}; registered models: {', '.join(MODEL_REGISTRY)}")
     model_dir = Path(model_dir)
     result = train_model(dataset, model_name, params, model_dir,
                          model_options=params["model_options"].get(model_name, {}),
@@ -239,7 +250,7 @@ def run_model(params: Mapping[str, Any], model_name: str, dataset: FerDataset, m
         key = f"{split_name}_tta" if tta else split_name
         summary[key] = metrics
         save_predictions(model_dir / f"predictions_{key}.npz", split, probabilities)
-    save_json(summary, model_dir / "metrics.json")
+    save_json(summary, model_dir / runs.METRICS_FILE)
     return summary
 
 

@@ -307,3 +307,7 @@ def test_folder_without_any_layout(tmp_path: Path) -> None:
 def test_bad_val_fraction(tmp_path: Path) -> None:
     with pytest.raises(FerDataError, match="val_fraction must be strictly between 0 and 1, got 1.5"):
         load_fer2013(make_folders(tmp_path / "fer"), val_fraction=1.5)
+
+
+def test_first_of_each_class() -> None:
+    assert data.first_of_each_class(np.array([3, 0, 3, 6, 0])).tolist() == [1, 0, 3]
