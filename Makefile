@@ -1,13 +1,15 @@
 # fer-study: `make study` runs the study, `make test` runs every test; both first set up .venv when needed.
 #
-#   make              set up .venv: python3 -m venv, pip install -e '.[tf,jax,dev]', the `python3` Jupyter kernel
+#   make              set up .venv: python3 -m venv, pip install -e '.[tf,jax,dev,lab]', the `python3` Jupyter kernel
 #   make study        run the study into outputs/<timestamp>-<name>/: params/paper.yaml when FER2013 is found
 #                     (DATA=..., $FER2013_DIR or data/fer2013), else params/smoke.yaml on synthetic data
 #   make test         pytest (TensorFlow backend), the backend tests again on JAX, then the notebooks with nbval
 #   make lab          JupyterLab on the project (the notebooks import the installed fer_lib)
 #   make list         the runs in outputs/
+#   make gpu-bundle   gpu/bundle/: wheels, FER2013 and the project for an offline GPU machine (bash gpu/bundle/run.sh)
+#   make gpu-rehearsal  that bundle's whole run rehearsed on this CPU in a stand-in environment (no TensorFlow)
 #
-# Variables: PYTHON (default python3, >= 3.11), VENV (.venv), EXTRAS (tf,jax,dev), DATA (a FER2013 path),
+# Variables: PYTHON (default python3, >= 3.11), VENV (.venv), EXTRAS (tf,jax,dev,lab), DATA (a FER2013 path),
 # PARAMS (a params file instead of the automatic choice), ARGS (more `fer-study run` arguments, e.g. ARGS='-p epochs=5'),
 # PYTEST_ARGS (added to every pytest call), LAB_ARGS.
 # Setting up is idempotent: a stamp in .venv records a hash of pyproject.toml and EXTRAS, and nothing is installed
@@ -19,7 +21,7 @@ SHELL := /bin/bash
 
 PYTHON ?= python3
 VENV ?= .venv
-EXTRAS ?= tf,jax,dev
+EXTRAS ?= tf,jax,dev,lab
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fer-study-installed
 KERNEL_SPEC := $(VENV)/share/jupyter/kernels/python3/kernel.json
@@ -34,7 +36,7 @@ LAB_ARGS ?=
 FER2013_FOUND := $(strip $(DATA)$(FER2013_DIR)$(wildcard data/fer2013))
 STUDY_PARAMS := $(if $(PARAMS),$(PARAMS),$(if $(FER2013_FOUND),params/paper.yaml,params/smoke.yaml))
 
-.PHONY: install study test test-tf test-jax test-notebooks lab list help
+.PHONY: install study test test-tf test-jax test-notebooks lab list gpu-bundle gpu-rehearsal help
 
 install:
 	@key=$$($(PYTHON) -c 'import hashlib, sys; print(hashlib.sha256(open("pyproject.toml", "rb").read() + sys.argv[1].encode()).hexdigest())' '$(EXTRAS)'); \
@@ -75,6 +77,14 @@ lab: install
 
 list: install
 	"$(BIN)/fer-study" list
+
+# The offline GPU bundle for CPython $(GPU_PYTHON) (our GPU machine's); DATA as for `make study`.
+GPU_PYTHON ?= 3.12
+gpu-bundle: install
+	"$(BIN)/python" gpu/make_bundle.py --python-version $(GPU_PYTHON) $(if $(DATA),--data "$(DATA)")
+
+gpu-rehearsal: install
+	PYTHON="$(PYTHON)" BUILDER="$(BIN)/python" bash gpu/rehearse.sh
 
 help:
 	@sed -n '1,/^$$/p' Makefile | sed 's/^# \{0,1\}//'

@@ -1,10 +1,12 @@
-"""Measure training/inference images/s, compile time and (optionally) time-to-target accuracy; write JSON.
+"""Time the study's own training step on this machine: training and inference images/s and compile time; write JSON.
 
-    python benchmarks/bench.py                                   # both models, this machine, TF backend
-    KERAS_BACKEND=jax python benchmarks/bench.py --mixed-precision --batch-size 128 --steps 50   # a GPU box
-    python benchmarks/bench.py --models basic_cnn --target 0.6 --data ../shared/fer2013          # + time to 60% val
+    python benchmarks/bench.py --params params/strong.yaml --data ../shared/fer2013          # the strong protocol
+    KERAS_BACKEND=jax python benchmarks/bench.py --params params/strong.yaml --data DIR       # a GPU box
+    python benchmarks/bench.py --params params/smoke.yaml -p batch_size=16 --min-timed-steps 20   # quick check
 
-Results go to benchmarks/results/ (commit only results of real runs; the file names the date, backend and device).
+Each model of the params is trained by fer_lib.train.train_model (the study's loop) on the params' data for enough
+epochs to time at least --min-timed-steps steps after the first (compiling) epoch. Results go to benchmarks/results/
+(commit only results of real runs; the file names the date, backend and device).
 """
 
 from __future__ import annotations
@@ -15,33 +17,38 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from fer_lib.bench import run_benchmark, time_to_accuracy  # noqa: E402
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["basic_cnn", "resnet50v2"])
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=20, help="batches per timed epoch")
-    parser.add_argument("--mixed-precision", action="store_true", help="bf16 body, float32 softmax")
-    parser.add_argument("--target", type=float, help="also measure time to this validation accuracy")
-    parser.add_argument("--data", help="FER2013 folder or csv for --target (default: synthetic faces)")
-    parser.add_argument("--max-epochs", type=int, default=30)
+    parser.add_argument("--params", nargs="+", default=["params/strong.yaml"], metavar="FILE")
+    parser.add_argument("--data", help="FER2013 (folder, csv or data bundle); default as for `fer-study run`")
+    parser.add_argument("-p", "--param", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--min-timed-steps", type=int, default=200)
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     parser.add_argument("--note", default="")
+    parser.add_argument("--tag", default="", help="appended to the result file's name (e.g. the protocol)")
     args = parser.parse_args(argv)
-    targets = []
-    if args.target is not None:
-        from fer_lib.data import load_fer2013, load_synthetic
 
-        dataset = load_fer2013(args.data) if args.data else load_synthetic(3000, 500, 500)
-        targets = [time_to_accuracy(dataset, name, args.target, max_epochs=args.max_epochs,
-                                    params={"batch_size": args.batch_size, "mixed_precision": args.mixed_precision})
-                   for name in args.models]
-    path = run_benchmark(args.models, batch_size=args.batch_size, steps=args.steps,
-                         mixed_precision=args.mixed_precision, out_dir=args.out, time_to_target=targets,
-                         note=args.note)
-    print(path.read_text())
+    from fer_lib.provenance import BackendUnavailable, check_backend
+
+    try:
+        check_backend()
+    except BackendUnavailable as error:
+        print(f"bench: error: {error}", file=sys.stderr)
+        return 2
+    from fer_lib.bench import run_benchmark
+    from fer_lib.data import FerDataError
+    from fer_lib.study import ParamsError, load_study_data, resolve_params_files
+
+    try:
+        params = resolve_params_files(args.params, args.overrides, {"data": args.data} if args.data else None)
+        dataset, how = load_study_data(params)
+    except (ParamsError, FerDataError) as error:
+        print(f"bench: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
+    print(f"bench: data {how}; {len(dataset.train)} training images", flush=True)
+    path = run_benchmark(dataset, params, out_dir=args.out, min_timed_steps=args.min_timed_steps, note=args.note,
+                         tag=args.tag)
     print(f"written to {path}")
     return 0
 

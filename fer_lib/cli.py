@@ -22,25 +22,23 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as _dt
-import importlib.metadata
-import importlib.util
 import json
 import logging
 import os
 import platform
 import re
-import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from fer_lib import __version__, runs
+from fer_lib.provenance import BackendUnavailable, check_backend, device_info, git_info, keras_backend, package_versions
 
 PROG = "fer-study"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -49,8 +47,6 @@ NOTEBOOKS = ("01_explore_data", "02_train", "03_compare")
 DEFAULT_NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 # Parameters of 01_explore_data when its parameters cell cannot be inspected (see docs/CONTRACTS.md).
 EXPLORE_FALLBACK_KEYS = ("seed", "augmentation")
-VERSIONED_PACKAGES = ("fer-study", "keras", "tensorflow", "tensorflow-cpu", "jax", "jaxlib", "numpy", "pandas",
-                      "scikit-learn", "matplotlib", "papermill", "nbconvert", "ipykernel")
 BANNER = "!" * 100
 
 
@@ -136,6 +132,10 @@ def _one_line(text: str) -> str:
 
 def command_run(args: argparse.Namespace, *, argv: list[str]) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before Keras imports TensorFlow; kernels inherit it
+    try:
+        check_backend()  # before Keras is imported: a missing backend is one line, not a traceback from Keras
+    except BackendUnavailable as error:
+        raise UserError(str(error)) from None
     with _native_stderr_filtered():
         import fer_lib.study  # noqa: F401 - imports Keras and its backend, whose import-time log lines are dropped
     plan = prepare_run(args)  # every check that can fail because of the user happens here, before any writing
@@ -331,11 +331,19 @@ def execute_run(plan: Mapping[str, Any], run_dir: Path, *, argv: list[str], log_
             entry.update(status="running", started=_now())
             runs.write_manifest(run_dir, manifest)
             began = time.perf_counter()
+            show = bar.set_postfix_str if interactive else (lambda text: print(f"{PROG}: {text}", file=sys.stderr,
+                                                                                  flush=True))
+            watcher = None if job["model"] is None or log_output else EpochProgress(
+                runs.model_dir(run_dir, job["model"]) / runs.PROGRESS_FILE, show)
             try:
+                if watcher is not None:
+                    watcher.start()
                 _execute_notebook(job, plan["notebooks_dir"], log_output=log_output,
                                   progress=({"desc": f"  cells of {job['output'].name}", "position": 1,
                                              "leave": False} if interactive and not log_output else False))
             finally:
+                if watcher is not None:
+                    watcher.stop()
                 entry["seconds"] = round(time.perf_counter() - began, 2)
             entry["status"] = "complete"
             current = None
@@ -369,6 +377,45 @@ def execute_run(plan: Mapping[str, Any], run_dir: Path, *, argv: list[str], log_
     if data["synthetic"]:
         _shout(data["notice"])
     return EXIT_OK
+
+
+def format_progress(record: Mapping[str, Any]) -> str:
+    """One line about a training epoch (from ``progress.json``): model, epoch, accuracies, speed, time left."""
+    def number(key: str, form: str) -> str:
+        value = record.get(key)
+        return format(value, form) if isinstance(value, (int, float)) else "-"
+
+    return (f"{record.get('model')} epoch {record.get('epoch')}/{record.get('epochs')} · train acc "
+            f"{number('accuracy', '.3f')} · val acc {number('val_accuracy', '.3f')} · "
+            f"{number('images_per_second', ',.0f')} images/s · ~{number('seconds_left', '.0f')} s left")
+
+
+class EpochProgress(threading.Thread):
+    """Watches a training notebook's ``progress.json`` and shows one line per finished epoch."""
+
+    def __init__(self, path: Path, show: Callable[[str], Any], interval: float = 0.5) -> None:
+        super().__init__(daemon=True)
+        self.path, self.show, self.interval = path, show, interval
+        self._stopped = threading.Event()
+        self._last: Any = None
+
+    def run(self) -> None:
+        while not self._stopped.wait(self.interval):
+            self.poll()
+
+    def poll(self) -> None:
+        try:
+            record = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return
+        if record.get("epoch") != self._last:
+            self._last = record.get("epoch")
+            self.show(format_progress(record))
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.join(timeout=5)
+        self.poll()  # the last epoch, if it ended between two polls
 
 
 class _DropUnknownParameterWarnings(logging.Filter):
@@ -478,103 +525,6 @@ def _wrap(text: str, width: int) -> str:
 
 def _now() -> str:
     return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# What the manifest records about the machine
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def keras_backend() -> str:
-    """The Keras backend the notebooks get (they inherit this process's environment)."""
-    if "keras" in sys.modules:
-        return sys.modules["keras"].backend.backend()
-    if os.environ.get("KERAS_BACKEND"):
-        return os.environ["KERAS_BACKEND"]
-    try:
-        config = json.loads((Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "keras.json").read_text())
-        return str(config.get("backend", "tensorflow"))
-    except (OSError, ValueError):
-        return "tensorflow"
-
-
-def device_info() -> dict[str, Any]:
-    """CPU model and cores, plus the backend's devices: JAX's are asked in a short subprocess (no GPU memory is
-    held by this process), TensorFlow's only if Keras has already imported it."""
-    info: dict[str, Any] = {"cpu": _cpu_model(), "cpu_count": os.cpu_count()}
-    backend = keras_backend()
-    if backend == "jax":
-        code = "import jax; print('\\n'.join(f'{d.platform}: {d.device_kind}' for d in jax.devices()))"
-        env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false", "TF_CPP_MIN_LOG_LEVEL": "3"}
-        try:
-            done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
-            info["devices"] = done.stdout.split("\n")[:-1] if done.returncode == 0 else []
-            if done.returncode != 0:
-                info["error"] = _one_line(done.stderr)[-300:]
-        except (OSError, subprocess.TimeoutExpired) as error:
-            info["error"] = str(error)
-    elif backend == "tensorflow" and "tensorflow" in sys.modules:
-        try:
-            devices = sys.modules["tensorflow"].config.list_physical_devices()
-            info["devices"] = [f"{d.device_type}: {d.name}" for d in devices]
-        except Exception as error:  # noqa: BLE001 - the manifest notes it and the run goes on
-            info["error"] = str(error)
-    gpus = _nvidia_gpus()
-    if gpus:
-        info["nvidia_gpus"] = gpus
-    accelerators = [d for d in info.get("devices", []) if not d.upper().startswith("CPU")]
-    info["summary"] = (", ".join(accelerators) if accelerators
-                       else f"CPU only ({info['cpu'] or 'unknown CPU'}, {info['cpu_count']} cores)")
-    return info
-
-
-def _cpu_model() -> str | None:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
-
-
-def _nvidia_gpus() -> list[str]:
-    if shutil.which("nvidia-smi") is None:
-        return []
-    try:
-        done = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
-                              capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return [line.strip() for line in done.stdout.splitlines() if line.strip()] if done.returncode == 0 else []
-
-
-def package_versions() -> dict[str, str]:
-    versions = {}
-    for name in VERSIONED_PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
-def git_info(root: Path) -> dict[str, Any]:
-    """Commit of the project checkout and whether tracked files differ from it (None outside a git checkout)."""
-    def git(*command: str) -> str | None:
-        try:
-            done = subprocess.run(["git", "-C", str(root), *command], capture_output=True, text=True, timeout=20)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    if commit is None:
-        return {"commit": None, "dirty": None}
-    status = git("status", "--porcelain", "--untracked-files=no")
-    untracked = git("status", "--porcelain", "--untracked-files=normal")
-    return {"commit": commit, "dirty": bool(status) if status is not None else None,
-            "untracked_files": sum(1 for line in (untracked or "").splitlines() if line.startswith("??"))}
 
 
 # --------------------------------------------------------------------------------------------------------------------

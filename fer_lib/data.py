@@ -5,7 +5,9 @@ Accepted layouts (detected from what the path holds):
 * the original ``fer2013.csv`` (columns ``emotion``, ``pixels``, ``Usage``), or a folder holding it:
   train = ``Training``, val = ``PublicTest``, test = ``PrivateTest``;
 * the folder layout of the popular re-packaging: ``train/<class>/*.jpg|png``, ``test/<class>/...`` and an optional
-  ``val/``: without ``val/``, validation is a stratified, seeded fraction carved from ``train/``.
+  ``val/``: without ``val/``, validation is a stratified, seeded fraction carved from ``train/``;
+* a data bundle (``*.npz`` written by :func:`write_bundle`): either of the above packed into one compressed file for
+  a machine without the original (the offline GPU bundle), splits as in its source.
 
 Labels always follow the csv's order (:data:`fer_lib.labels.EMOTIONS`), never alphabetical folder order, and
 validation is never taken from test. Decoded arrays are cached by a fingerprint of the source, so a second load is
@@ -16,8 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,8 +45,9 @@ FER2013_SOURCE_HINT = (
 ACCEPTED_LAYOUTS = (
     "accepted layouts: (1) fer2013.csv with columns emotion, pixels, Usage, or a folder holding it; "
     "(2) a folder with train/<class>/*.jpg|png and test/<class>/... (optional val/), class folders named "
-    + ", ".join(EMOTIONS)
+    + ", ".join(EMOTIONS) + "; (3) a fer-study data bundle (.npz, see `make gpu-bundle`)"
 )
+BUNDLE_FORMAT = "fer-study-data-bundle/1"
 
 
 class FerDataError(ValueError):
@@ -124,7 +129,8 @@ def load_fer2013(
     fingerprint = source_fingerprint(layout, root, resize=resize)
     raw = _read_cache(cache_dir, fingerprint) if use_cache else None
     if raw is None:
-        raw = _read_csv(root, resize=resize) if layout == "csv" else _read_folders(root, resize=resize)
+        readers = {"csv": _read_csv, "folders": _read_folders, "bundle": _read_bundle}
+        raw = readers[layout](root, resize=resize)
         if use_cache:
             _write_cache(cache_dir, fingerprint, raw)
     return _assemble(raw, layout=layout, root=root, fingerprint=fingerprint, val_fraction=val_fraction, seed=seed)
@@ -138,7 +144,9 @@ def detect_layout(path: Path) -> tuple[str, Path]:
     if path.is_file():
         if path.suffix.lower() == ".csv":
             return "csv", path
-        raise FerDataError(f"'{path}' is a file but not a .csv; {ACCEPTED_LAYOUTS}")
+        if path.suffix.lower() == ".npz":
+            return "bundle", path
+        raise FerDataError(f"'{path}' is a file but neither a .csv nor a data bundle (.npz); {ACCEPTED_LAYOUTS}")
     csv_file = path / "fer2013.csv"
     if csv_file.is_file():
         return "csv", csv_file
@@ -196,7 +204,7 @@ def subsample(dataset: FerDataset, n_train: int, *, seed: int = 0) -> FerDataset
 def source_fingerprint(layout: str, root: Path, *, resize: bool = False) -> str:
     """A hash of every source file's name, size and modification time (cheap, and changes when the data does)."""
     digest = hashlib.sha256(f"{CACHE_FORMAT_VERSION}|{layout}|resize={resize}|{root.resolve()}".encode())
-    files = [root] if layout == "csv" else sorted(p for p in root.rglob("*") if p.is_file())
+    files = [root] if layout in ("csv", "bundle") else sorted(p for p in root.rglob("*") if p.is_file())
     for file in files:
         stat = file.stat()
         digest.update(f"{file.relative_to(root) if file != root else file.name}|{stat.st_size}|{stat.st_mtime_ns}\n"
@@ -283,7 +291,8 @@ def _read_folders(root: Path, *, resize: bool) -> RawSplits:
     return raw
 
 
-def _read_split_folder(folder: Path, *, resize: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _split_folder_files(folder: Path) -> list[tuple[Path, int]]:
+    """The image files of one split folder with their label codes, in a fixed order (class folders, then names)."""
     codes = {name: code for code, name in enumerate(EMOTIONS)}
     files: list[tuple[Path, int]] = []
     for entry in sorted(folder.iterdir()):
@@ -297,6 +306,11 @@ def _read_split_folder(folder: Path, *, resize: bool) -> tuple[np.ndarray, np.nd
             raise FerDataError(f"unknown class folder '{entry}': expected one of {', '.join(EMOTIONS)} "
                                f"(case-insensitive)")
         files.extend((file, code) for file in sorted(entry.iterdir()) if not file.name.startswith("."))
+    return files
+
+
+def _read_split_folder(folder: Path, *, resize: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    files = _split_folder_files(folder)
     images = np.empty((len(files), IMAGE_SIZE, IMAGE_SIZE, 1), dtype=np.uint8)
     for index, (file, _) in enumerate(files):
         images[index, :, :, 0] = _decode_image(file, resize=resize)
@@ -305,11 +319,12 @@ def _read_split_folder(folder: Path, *, resize: bool) -> tuple[np.ndarray, np.nd
     return images, labels, ids
 
 
-def _decode_image(file: Path, *, resize: bool) -> np.ndarray:
-    if file.suffix.lower() not in IMAGE_SUFFIXES:
+def _decode_image(file: Path, *, resize: bool, encoded: bytes | None = None) -> np.ndarray:
+    """Decode one image file (or its ``encoded`` bytes, named ``file`` in messages) to 48x48 uint8 grayscale."""
+    if encoded is None and file.suffix.lower() not in IMAGE_SUFFIXES:
         raise FerDataError(f"'{file}' is not an image file: expected one of {', '.join(IMAGE_SUFFIXES)}")
     try:
-        with Image.open(file) as image:
+        with Image.open(file if encoded is None else io.BytesIO(encoded)) as image:
             image = image.convert("L")
             if image.size != (IMAGE_SIZE, IMAGE_SIZE):
                 if not resize:
@@ -333,6 +348,85 @@ def _preview(text: str, limit: int = 40) -> str:
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# Data bundles: a whole source in one compressed file, for machines without the original (the offline GPU bundle)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def write_bundle(source: str | os.PathLike[str], destination: str | os.PathLike[str]) -> Path:
+    """Pack a FER2013 source (csv or folder layout) into one compressed ``.npz`` that :func:`load_fer2013` reads.
+
+    Each image is kept as an encoded file: a folder layout's JPEG/PNG files byte for byte (compressed together they
+    lose their repeated headers: 48 MiB of FER2013 JPEGs become about 38 MiB), a csv's pixels as PNG (lossless).
+    The source's splits are kept as they are (validation is carved at load time, as for the source itself), with
+    ids, labels and a SHA-256 of each split's decoded pixels, which the reader checks.
+    """
+    layout, root = detect_layout(Path(source).expanduser())
+    if layout == "bundle":
+        raise FerDataError(f"'{root}' is already a data bundle")
+    arrays: dict[str, np.ndarray] = {"format": np.array(BUNDLE_FORMAT), "source": np.array(str(root)),
+                                     "source_layout": np.array(layout)}
+    if layout == "folders":
+        decoded = _read_folders(root, resize=False)
+        for split in decoded:
+            files = _split_folder_files(root / split)
+            arrays.update(_pack_split(split, [file.read_bytes() for file, _ in files], *decoded[split]))
+    else:
+        for split, (images, labels, ids) in _read_csv(root, resize=False).items():
+            encoded = []
+            for image in images:
+                buffer = io.BytesIO()
+                Image.fromarray(image[:, :, 0]).save(buffer, format="PNG", optimize=True)
+                encoded.append(buffer.getvalue())
+            arrays.update(_pack_split(split, encoded, images, labels, ids))
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=destination.parent, suffix=".npz.tmp", delete=False) as handle:
+        np.savez_compressed(handle, **arrays)
+    os.replace(handle.name, destination)
+    return destination
+
+
+def _pack_split(split: str, encoded: list[bytes], images: np.ndarray, labels: np.ndarray,
+                ids: np.ndarray) -> dict[str, np.ndarray]:
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(item) for item in encoded])
+    return {f"{split}_encoded": np.frombuffer(b"".join(encoded), dtype=np.uint8), f"{split}_offsets": offsets,
+            f"{split}_labels": labels, f"{split}_ids": ids,
+            f"{split}_pixels_sha256": np.array(hashlib.sha256(images.tobytes()).hexdigest())}
+
+
+def _read_bundle(file: Path, *, resize: bool) -> RawSplits:
+    try:
+        with np.load(file, allow_pickle=False) as stored:
+            contents = {name: stored[name] for name in stored.files}
+    except (OSError, ValueError) as error:
+        raise FerDataError(f"'{file}' cannot be read as a data bundle ({error})") from None
+    if str(contents.get("format", "")) != BUNDLE_FORMAT:
+        raise FerDataError(f"'{file}' is not a fer-study data bundle (expected format {BUNDLE_FORMAT!r}, got "
+                           f"{str(contents.get('format', 'none'))!r}); make one with `make gpu-bundle`")
+    raw: RawSplits = {}
+    for split in SPLITS:
+        if f"{split}_encoded" not in contents:
+            continue
+        blob, offsets = contents[f"{split}_encoded"].tobytes(), contents[f"{split}_offsets"]
+        ids = contents[f"{split}_ids"]
+        images = np.empty((len(ids), IMAGE_SIZE, IMAGE_SIZE, 1), dtype=np.uint8)
+        for index, name in enumerate(ids):
+            images[index, :, :, 0] = _decode_image(Path(f"{file}:{name}"), resize=resize,
+                                                   encoded=blob[offsets[index]:offsets[index + 1]])
+        if hashlib.sha256(images.tobytes()).hexdigest() != str(contents[f"{split}_pixels_sha256"]):
+            # The same bytes as the source's files, decoded here: what loading the source on this machine would
+            # give. A different decoder (another libjpeg) can differ by a grey level; say so rather than hide it.
+            warnings.warn(f"{file}: the decoded {split} pixels differ from those of the machine that made the "
+                          f"bundle (another JPEG decoder); they are what the source's files decode to here",
+                          stacklevel=2)
+        raw[split] = (images, contents[f"{split}_labels"].astype(np.int64), ids)
+    if "train" not in raw or "test" not in raw:
+        raise FerDataError(f"'{file}': a data bundle needs train and test splits, found {', '.join(raw) or 'none'}")
+    return raw
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # Splits, validation carving and the cache
 # --------------------------------------------------------------------------------------------------------------------
 
@@ -342,10 +436,11 @@ def _assemble(raw: RawSplits, *, layout: str, root: Path, fingerprint: str, val_
     splits = {name: Split(name, *arrays) for name, arrays in raw.items()}
     for name in ("train", "test"):
         if len(splits[name]) == 0:
-            where = {"csv": f"no rows with Usage {_usage_for(name)}", "folders": f"no images in {name}/"}[layout]
+            where = {"csv": f"no rows with Usage {_usage_for(name)}", "folders": f"no images in {name}/",
+                     "bundle": f"no {name} images in the bundle"}[layout]
             raise FerDataError(f"'{root}': the {name} split is empty ({where})")
     if "val" in splits and len(splits["val"]) > 0:
-        val_origin = "PublicTest" if layout == "csv" else "val/"
+        val_origin = {"csv": "PublicTest", "folders": "val/", "bundle": "the bundle's val split"}[layout]
     else:
         if layout == "csv":
             raise FerDataError(f"'{root}': the val split is empty (no rows with Usage PublicTest)")

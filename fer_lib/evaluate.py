@@ -15,21 +15,41 @@ import keras
 import numpy as np
 from sklearn import metrics as skm
 
-from fer_lib.data import Split, majority_class_accuracy
+from fer_lib.data import FerDataset, Split, majority_class_accuracy
 from fer_lib.labels import EMOTIONS, NUM_CLASSES
 
 COLLAPSE_SHARE = 0.9  # one class takes at least this share of all predictions ...
 COLLAPSE_MARGIN = 0.02  # ... or accuracy is within this margin of the majority-class accuracy
 
 
+def evaluation_batch_size(train_batch_size: int, dataset: FerDataset | None = None) -> int:
+    """The batch size of every prediction of a run (validation, test, TTA), so one predict function is compiled.
+
+    256 (or the training batch size if larger); for a data set whose val and test splits are smaller, the smallest
+    power of two that holds the larger of them, so that tiny runs do not predict mostly padding.
+    """
+    batch = 256
+    if dataset is not None:
+        batch = min(batch, 1 << max(0, max(len(dataset.val), len(dataset.test)) - 1).bit_length())
+    return max(batch, int(train_batch_size))
+
+
 def predict_proba(model: keras.Model, images: np.ndarray, *, tta: bool = False, batch_size: int = 256) -> np.ndarray:
-    """Class probabilities (n, 7); with ``tta`` the average over the image and its horizontal mirror."""
+    """Class probabilities (n, 7); with ``tta`` the average over the image and its horizontal mirror.
+
+    The images are padded to a whole number of batches (the padding's predictions are dropped), so every batch has
+    one shape and XLA compiles the predict function once for any ``n``.
+    """
     images = np.asarray(images)
-    probabilities = np.asarray(model.predict(images, batch_size=batch_size, verbose=0), dtype=np.float64)
+    n = images.shape[0]
+    padded = np.concatenate([images, np.zeros((-n % batch_size, *images.shape[1:]), dtype=images.dtype)])
+
+    def predict(batch_images: np.ndarray) -> np.ndarray:
+        return np.asarray(model.predict(batch_images, batch_size=batch_size, verbose=0), dtype=np.float64)[:n]
+
+    probabilities = predict(padded)
     if tta:
-        mirrored = np.ascontiguousarray(images[:, :, ::-1])
-        probabilities = (probabilities + np.asarray(model.predict(mirrored, batch_size=batch_size, verbose=0),
-                                                    dtype=np.float64)) / 2.0
+        probabilities = (probabilities + predict(np.ascontiguousarray(padded[:, :, ::-1]))) / 2.0
     return probabilities
 
 

@@ -27,6 +27,7 @@ import yaml
 PARAMS_FILE = "params.yaml"
 METRICS_FILE = "metrics.json"  # per model: fer_lib.study.run_model's summary
 MANIFEST_FILE = "manifest.json"
+PROGRESS_FILE = "progress.json"  # per model: the last finished training epoch (fer_lib.train writes it)
 
 
 def project_root(start: str | Path | None = None) -> Path:

@@ -21,7 +21,7 @@ from fer_lib import runs
 from fer_lib.augment import PAPER_AUGMENTATION, AugmentConfig
 from fer_lib.data import (SYNTHETIC_NOTICE, FerDataset, discover_data, load_fer2013, load_synthetic,
                           subsample)
-from fer_lib.evaluate import evaluate_model, save_json, save_predictions
+from fer_lib.evaluate import evaluate_model, evaluation_batch_size, save_json, save_predictions
 from fer_lib.models import MODEL_REGISTRY, ModelConfigError, check_model_options
 from fer_lib.train import TrainConfig, train_model
 
@@ -228,7 +228,7 @@ def run_model(params: Mapping[str, Any], model_name: str, dataset: FerDataset, m
     result = train_model(dataset, model_name, params, model_dir,
                          model_options=params["model_options"].get(model_name, {}),
                          augmentation=params["augmentation"])
-    batch = max(256, params["batch_size"])
+    batch = evaluation_batch_size(params["batch_size"], dataset)
     summary: dict[str, Any] = {
         "model": model_name,
         "synthetic": dataset.is_synthetic,

@@ -1,9 +1,21 @@
 """Train a registered model on a loaded data set from a plain params mapping, resumably, with its records on disk.
 
 One call, :func:`train_model`, covers what the study needs: optimizer, learning-rate schedule, epochs, batch size,
-label smoothing, class weights and seed from a mapping; history to CSV, the best checkpoint on a validation metric,
-early stopping and optional ReduceLROnPlateau as callbacks. A killed run resumes from its last completed epoch when
-called again with the same ``out_dir`` (Keras's BackupAndRestore).
+label smoothing, class weights and seed from a mapping; history to CSV, the best weights on a validation metric,
+early stopping and optional ReduceLROnPlateau as callbacks. A killed run resumes from its last backup when called
+again with the same ``out_dir``.
+
+The loop is built to keep an accelerator busy (it is the one training program of the study: the benchmark times it
+too):
+
+* every callback is epoch-level, so Keras keeps asynchronous step dispatch (a callback that overrides
+  ``on_train_batch_end``, as BackupAndRestore and ModelCheckpoint do, makes Keras wait for the device after every
+  batch);
+* training uses full batches only (a fresh seeded shuffle per epoch, the remainder left out for that epoch) and
+  validation pads its last batch, so XLA compiles each step function once instead of twice;
+* validation is a padded ``predict`` whose compiled function the final evaluation reuses;
+* the best weights are kept in host memory, and the resumable backup (weights plus optimizer state) is written every
+  ``backup_every_seconds`` / ``backup_every_epochs``, not after every 3-second GPU epoch.
 """
 
 from __future__ import annotations
@@ -11,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,7 +34,9 @@ import numpy as np
 import pandas as pd
 
 from fer_lib.augment import AugmentConfig
-from fer_lib.data import FerDataset
+from fer_lib.runs import PROGRESS_FILE
+from fer_lib.data import FerDataset, Split
+from fer_lib.evaluate import evaluation_batch_size, predict_proba
 from fer_lib.labels import NUM_CLASSES
 from fer_lib.models import build_model
 
@@ -30,12 +45,15 @@ LR_SCHEDULES = ("constant", "cosine", "step")
 MONITORS = ("val_accuracy", "val_loss")
 HISTORY_FILE = "history.csv"
 BEST_MODEL_FILE = "best.keras"
-BEST_WEIGHTS_FILE = "best.weights.h5"
 BACKUP_DIR = "backup"
 
 
 class TrainConfigError(ValueError):
     """A training parameter with a wrong type or an impossible value; raised before any training starts."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite; training stopped at that epoch (the message says what to try)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +77,8 @@ class TrainConfig:
     mixed_precision: bool = False
     jit_compile: bool | str = "auto"
     verbose: int = 2
+    backup_every_epochs: int | None = None  # write the resumable backup at least every this many epochs ...
+    backup_every_seconds: float = 60.0  # ... and whenever this many seconds have passed since the last one (0: every epoch)
 
     def __post_init__(self) -> None:
         _require_int("epochs", self.epochs, minimum=1)
@@ -73,6 +93,9 @@ class TrainConfig:
         _require_number("momentum", self.momentum, low=0.0, high=1.0, high_inclusive=False)
         _require_number("warmup_epochs", self.warmup_epochs, low=0.0)
         _require_number("label_smoothing", self.label_smoothing, low=0.0, high=1.0, high_inclusive=False)
+        _require_number("backup_every_seconds", self.backup_every_seconds, low=0.0)
+        if self.backup_every_epochs is not None:
+            _require_int("backup_every_epochs", self.backup_every_epochs, minimum=1)
         for name in ("reduce_lr_on_plateau", "mixed_precision"):
             if not isinstance(getattr(self, name), bool):
                 raise TrainConfigError(f"training parameter {name} must be true or false, got {getattr(self, name)!r}")
@@ -127,9 +150,10 @@ def _require_number(name: str, value: Any, *, low: float, high: float = math.inf
         raise TrainConfigError(f"training parameter {name} must be a number in {interval}, got {value!r}")
 
 
+
 @dataclasses.dataclass
 class TrainResult:
-    """The trained model (best checkpoint loaded), its per-epoch history and where its files are."""
+    """The trained model (best weights loaded), its per-epoch history and where its files are."""
 
     model: keras.Model
     history: pd.DataFrame
@@ -155,6 +179,11 @@ def class_weight_vector(labels: np.ndarray, class_weights: str | Sequence[float]
     return np.asarray(class_weights, dtype=np.float64)
 
 
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    """Gradient steps in one epoch: full batches only (see :class:`TrainBatches`)."""
+    return n_train // batch_size
+
+
 def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     """The configured optimizer with its learning-rate schedule (steps counted in batches)."""
     total_steps = max(1, config.epochs * steps_per_epoch)
@@ -177,34 +206,195 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizer
                                 weight_decay=config.weight_decay or None)
 
 
-class EpochStats(keras.callbacks.Callback):
-    """Adds the epoch's wall time, training throughput (validation excluded) and learning rate to the logs."""
+def one_hot(labels: np.ndarray) -> np.ndarray:
+    return np.eye(NUM_CLASSES, dtype="float32")[np.asarray(labels, dtype=np.int64)]
 
-    def __init__(self, n_train: int) -> None:
+
+class TrainBatches(keras.utils.PyDataset):
+    """The training split as full batches: a fresh shuffle per epoch, seeded by (seed, epoch), remainder left out.
+
+    Every batch has the same shape, so XLA compiles the train step once (a ragged last batch compiles it a second
+    time). Which images sit out an epoch changes with the shuffle; seeding by epoch makes a resumed run draw the
+    same batches as an uninterrupted one.
+    """
+
+    def __init__(self, split: Split, batch_size: int, *, seed: int, first_epoch: int = 0,
+                 class_weights: np.ndarray | None = None) -> None:
         super().__init__()
-        self.n_train = n_train
+        if len(split) < batch_size:
+            raise TrainConfigError(f"training parameter batch_size ({batch_size}) is larger than the training split "
+                                   f"({len(split)} images); use a batch_size of at most {len(split)}")
+        self.images = split.images
+        self.targets = one_hot(split.labels)
+        self.sample_weights = None if class_weights is None else class_weights[split.labels].astype("float32")
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch = first_epoch
+        self._order = self._permutation(first_epoch)
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.targets))
+
+    def __len__(self) -> int:
+        return steps_per_epoch(len(self.targets), self.batch_size)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, ...]:
+        rows = self._order[index * self.batch_size:(index + 1) * self.batch_size]
+        if self.sample_weights is None:
+            return self.images[rows], self.targets[rows]
+        return self.images[rows], self.targets[rows], self.sample_weights[rows]
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self._order = self._permutation(self.epoch)
+
+
+class EpochRecord(keras.callbacks.Callback):
+    """Validates at the end of each epoch and adds what history.csv records beside the training metrics.
+
+    Validation is a padded ``predict`` (one compiled function, shared with the final evaluation) scored with the
+    compiled loss, so ``val_loss``/``val_accuracy``/``val_top2_accuracy`` mean what Keras's own validation means.
+    ``train_images_per_second`` counts training time only; ``epoch_seconds`` includes validation. Runs first among
+    the epoch-end callbacks, so the others (checkpoint, early stopping, the CSV) see the validation metrics.
+    """
+
+    def __init__(self, val: Split, n_train_per_epoch: int, loss: keras.losses.Loss, batch_size: int) -> None:
+        super().__init__()
+        self.val_images, self.val_targets = val.images, one_hot(val.labels)
+        self.n_train_per_epoch = n_train_per_epoch
+        self.loss = loss
+        self.batch_size = batch_size
         self._start = 0.0
-        self._train_end: float | None = None
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._start, self._train_end = time.perf_counter(), None
-
-    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:  # fit's validation pass starts
-        if self._train_end is None:
-            self._train_end = time.perf_counter()
+        self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if logs is None:
             return
-        now = time.perf_counter()
-        train_seconds = (self._train_end or now) - self._start
-        logs["epoch_seconds"] = now - self._start
-        logs["train_images_per_second"] = self.n_train / train_seconds if train_seconds > 0 else float("nan")
+        train_seconds = time.perf_counter() - self._start  # the logs are host floats by now: the steps are done
+        probabilities = predict_proba(self.model, self.val_images, batch_size=self.batch_size)
+        predicted = probabilities.argmax(axis=1)
+        truth = self.val_targets.argmax(axis=1)
+        top2 = np.argsort(probabilities, axis=1)[:, -2:]
+        logs["val_loss"] = float(keras.ops.convert_to_numpy(self.loss(self.val_targets, probabilities)))
+        logs["val_accuracy"] = float(np.mean(predicted == truth))
+        logs["val_top2_accuracy"] = float(np.mean((top2 == truth[:, None]).any(axis=1)))
+        logs["epoch_seconds"] = time.perf_counter() - self._start
+        logs["train_images_per_second"] = self.n_train_per_epoch / train_seconds if train_seconds > 0 else math.nan
         logs.setdefault("learning_rate", float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
 
 
-def one_hot(labels: np.ndarray) -> np.ndarray:
-    return np.eye(NUM_CLASSES, dtype="float32")[np.asarray(labels, dtype=np.int64)]
+class StopOnDivergence(keras.callbacks.Callback):
+    """Stops at the first epoch whose training loss is NaN or infinite, naming the model, the epoch and a remedy.
+
+    Epoch-level (Keras's TerminateOnNaN checks every batch and so turns off asynchronous dispatch).
+    """
+
+    def __init__(self, model_name: str, config: TrainConfig) -> None:
+        super().__init__()
+        self.model_name, self.config = model_name, config
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            rate = self.config.learning_rate
+            hint = " or mixed_precision=false" if self.config.mixed_precision else ""
+            raise TrainingDiverged(
+                f"{self.model_name} diverged in epoch {epoch + 1} of {self.config.epochs}: the training loss is "
+                f"{loss}. Training stopped there. Try a lower learning_rate (it is {rate:g}; e.g. "
+                f"-p learning_rate={rate / 10:g}){hint}.")
+
+
+class BestWeights(keras.callbacks.Callback):
+    """Keeps a host copy of the weights of the best epoch on ``monitor`` (no file write per improvement)."""
+
+    def __init__(self, monitor: str, mode: str) -> None:
+        super().__init__()
+        self.monitor, self.mode = monitor, mode
+        self.best_value: float | None = None
+        self.best_epoch: int | None = None  # 0-based, as in history.csv
+        self.weights: list[np.ndarray] | None = None
+
+    def improves(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.best_value is None:
+            return True
+        return value > self.best_value if self.mode == "max" else value < self.best_value
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        value = (logs or {}).get(self.monitor)
+        if value is not None and self.improves(float(value)):
+            self.best_value, self.best_epoch = float(value), epoch
+            self.weights = self.model.get_weights()
+
+    def save(self, folder: Path) -> None:
+        if self.weights is None:
+            return
+        np.savez(folder / "best_weights.npz", *self.weights)
+        (folder / "best.json").write_text(json.dumps({"value": self.best_value, "epoch": self.best_epoch}))
+
+    def load(self, folder: Path) -> None:
+        if not (folder / "best.json").is_file():
+            return
+        meta = json.loads((folder / "best.json").read_text())
+        with np.load(folder / "best_weights.npz") as stored:
+            self.weights = [stored[f"arr_{i}"] for i in range(len(stored.files))]
+        self.best_value, self.best_epoch = meta["value"], meta["epoch"]
+
+
+class PeriodicBackup(keras.callbacks.BackupAndRestore):
+    """Keras's BackupAndRestore (weights and optimizer state), written every N epochs or M seconds, not every epoch.
+
+    With the best weights beside it, so a resumed run keeps its best epoch. Declared ``async_safe``: it saves only at
+    epoch ends, so its (inherited, no-op for ``save_freq="epoch"``) batch hook need not stop asynchronous dispatch.
+    """
+
+    async_safe = True
+
+    def __init__(self, backup_dir: Path, best: BestWeights, *, every_epochs: int | None, every_seconds: float) -> None:
+        super().__init__(str(backup_dir), save_freq="epoch", delete_checkpoint=True)
+        self.best, self.every_epochs, self.every_seconds = best, every_epochs, every_seconds
+        self._last_save = time.monotonic()
+        self._epochs_since_save = 0
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._current_epoch = epoch + 1
+        self._epochs_since_save += 1
+        if self._current_epoch >= self.params.get("epochs", math.inf):
+            return  # training ends now: on_train_end removes the backup anyway
+        due = time.monotonic() - self._last_save >= self.every_seconds
+        if self.every_epochs is not None and self._epochs_since_save >= self.every_epochs:
+            due = True
+        if due:
+            self._save_model()
+            self.best.save(Path(self.backup_dir))
+            self._last_save, self._epochs_since_save = time.monotonic(), 0
+
+
+class ProgressFile(keras.callbacks.Callback):
+    """Writes ``progress.json`` after every epoch (atomically): what the runner shows while a notebook trains."""
+
+    def __init__(self, path: Path, model_name: str, epochs: int) -> None:
+        super().__init__()
+        self.path, self.model_name, self.epochs = path, model_name, epochs
+        self._started = time.monotonic()
+        self._first_epoch: int | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = logs or {}
+        if self._first_epoch is None:
+            self._first_epoch = epoch
+        done = epoch + 1 - self._first_epoch
+        per_epoch = (time.monotonic() - self._started) / done
+        record = {"model": self.model_name, "epoch": epoch + 1, "epochs": self.epochs,
+                  "accuracy": logs.get("accuracy"), "val_accuracy": logs.get("val_accuracy"),
+                  "loss": logs.get("loss"), "images_per_second": logs.get("train_images_per_second"),
+                  "seconds_left": per_epoch * (self.epochs - epoch - 1)}
+        temporary = self.path.with_suffix(".json.tmp")
+        temporary.write_text(json.dumps(record, default=float))
+        os.replace(temporary, self.path)
 
 
 def train_model(dataset: FerDataset, model_name: str, params: Mapping[str, Any] | TrainConfig, out_dir: str | Path,
@@ -214,27 +404,30 @@ def train_model(dataset: FerDataset, model_name: str, params: Mapping[str, Any] 
     """Train ``model_name`` on ``dataset.train``, select on ``dataset.val``, and keep every record in ``out_dir``.
 
     ``out_dir`` gets ``history.csv`` (one row per epoch), ``best.keras`` (the model at its best epoch on ``monitor``,
-    without optimizer state, which would triple its size),
-    ``train_config.json`` and, while training, ``backup/`` for resuming. Calling again with the ``out_dir`` of a
-    killed run resumes it; the ``out_dir`` of a finished run is refused rather than overwritten.
+    without optimizer state), ``train_config.json``, ``progress.json`` and, while training, ``backup/`` for
+    resuming. Calling again with the ``out_dir`` of a killed run resumes it from its last backup (epochs after the
+    backup are trained again and recorded once); the ``out_dir`` of a finished run is refused rather than
+    overwritten. A NaN or infinite training loss stops training with :class:`TrainingDiverged`.
     """
     config = params if isinstance(params, TrainConfig) else TrainConfig.from_mapping(params)
     out_dir = Path(out_dir)
     history_file, backup_dir = out_dir / HISTORY_FILE, out_dir / BACKUP_DIR
-    best_weights = out_dir / BEST_WEIGHTS_FILE
-    if history_file.exists() and not backup_dir.exists():
-        raise FileExistsError(f"'{out_dir}' already holds a finished training run ({HISTORY_FILE} without "
-                              f"{BACKUP_DIR}/); runs never overwrite each other, choose a new folder")
+    if (out_dir / BEST_MODEL_FILE).exists():
+        raise FileExistsError(f"'{out_dir}' already holds a finished training run ({BEST_MODEL_FILE}); runs never "
+                              f"overwrite each other, choose a new folder")
     out_dir.mkdir(parents=True, exist_ok=True)
-    resumed_from = _completed_epochs(history_file) if backup_dir.exists() else 0
+    resumed_from = _backup_epoch(backup_dir)
+    _keep_history_rows(history_file, resumed_from)  # epochs after the last backup are trained again
 
     keras.utils.set_random_seed(config.seed)
     model = build_model(model_name, augmentation=augmentation, mixed_precision=config.mixed_precision,
                         seed=config.seed, **dict(model_options or {}))
-    steps_per_epoch = math.ceil(len(dataset.train) / config.batch_size)
+    batches = TrainBatches(dataset.train, config.batch_size, seed=config.seed, first_epoch=resumed_from,
+                           class_weights=class_weight_vector(dataset.train.labels, config.class_weights))
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
     model.compile(
-        optimizer=make_optimizer(config, steps_per_epoch),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+        optimizer=make_optimizer(config, len(batches)),
+        loss=loss,
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
                  keras.metrics.TopKCategoricalAccuracy(k=2, name="top2_accuracy")],
         jit_compile=config.jit_compile,
@@ -249,61 +442,81 @@ def train_model(dataset: FerDataset, model_name: str, params: Mapping[str, Any] 
         indent=2, default=str))
 
     mode = "max" if config.monitor.endswith("accuracy") else "min"
-    best_so_far = _best_so_far(history_file, config.monitor, mode) if resumed_from else None
-    callbacks: list[keras.callbacks.Callback] = [
-        EpochStats(len(dataset.train)),
-        keras.callbacks.BackupAndRestore(str(backup_dir), save_freq="epoch", delete_checkpoint=True),
-        keras.callbacks.ModelCheckpoint(str(best_weights), monitor=config.monitor, mode=mode, save_best_only=True,
-                                        save_weights_only=True, initial_value_threshold=best_so_far),
-        keras.callbacks.CSVLogger(str(history_file), append=True),
-    ]
-    if config.reduce_lr_on_plateau:
-        callbacks.insert(1, keras.callbacks.ReduceLROnPlateau(monitor=config.monitor, mode=mode, factor=0.5,
-                                                              patience=3, min_lr=1e-6))
-    if config.early_stopping_patience:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor=config.monitor, mode=mode,
-                                                       patience=config.early_stopping_patience))
+    best = BestWeights(config.monitor, mode)
+    if resumed_from:
+        best.load(backup_dir)
+    callbacks = training_callbacks(config, model_name, dataset, out_dir, best, loss,
+                                   n_train_per_epoch=len(batches) * config.batch_size)
     callbacks.extend(extra_callbacks)
 
-    weights = class_weight_vector(dataset.train.labels, config.class_weights)
-    sample_weight = None if weights is None else weights[dataset.train.labels].astype("float32")
     started = time.perf_counter()
-    model.fit(
-        dataset.train.images, one_hot(dataset.train.labels), sample_weight=sample_weight,
-        validation_data=(dataset.val.images, one_hot(dataset.val.labels)),
-        epochs=config.epochs, batch_size=config.batch_size, shuffle=True, callbacks=callbacks,
-        verbose=config.verbose,
-    )
+    model.fit(batches, epochs=config.epochs, initial_epoch=resumed_from, callbacks=callbacks, verbose=config.verbose)
     train_seconds = time.perf_counter() - started
 
     history = pd.read_csv(history_file)
-    if best_weights.exists():
-        model.load_weights(best_weights)
+    if best.weights is not None:
+        model.set_weights(best.weights)
     save_inference_model(model, out_dir / BEST_MODEL_FILE)
-    best_weights.unlink(missing_ok=True)
-    values = history[config.monitor]
-    best_row = int(values.idxmax() if mode == "max" else values.idxmin())
+    best_row = int(history["epoch"].tolist().index(best.best_epoch)) if best.best_epoch is not None else len(history) - 1
     return TrainResult(model=model, history=history, out_dir=out_dir, best_epoch=int(history["epoch"][best_row]) + 1,
-                       best_value=float(values[best_row]), monitor=config.monitor, train_seconds=train_seconds,
-                       resumed_from_epoch=resumed_from)
+                       best_value=float(history[config.monitor][best_row]), monitor=config.monitor,
+                       train_seconds=train_seconds, resumed_from_epoch=resumed_from)
+
+
+def training_callbacks(config: TrainConfig, model_name: str, dataset: FerDataset, out_dir: Path, best: BestWeights,
+                       loss: keras.losses.Loss, *, n_train_per_epoch: int) -> list[keras.callbacks.Callback]:
+    """The epoch-end callbacks, in the order they must run (validation first, the backup after the CSV row)."""
+    mode = best.mode
+    callbacks: list[keras.callbacks.Callback] = [
+        EpochRecord(dataset.val, n_train_per_epoch, loss, evaluation_batch_size(config.batch_size, dataset)),
+        StopOnDivergence(model_name, config),
+    ]
+    if config.reduce_lr_on_plateau:
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=config.monitor, mode=mode, factor=0.5,
+                                                           patience=3, min_lr=1e-6))
+    callbacks += [
+        best,
+        keras.callbacks.CSVLogger(str(out_dir / HISTORY_FILE), append=True),
+        PeriodicBackup(out_dir / BACKUP_DIR, best, every_epochs=config.backup_every_epochs,
+                       every_seconds=config.backup_every_seconds),
+        ProgressFile(out_dir / PROGRESS_FILE, model_name, config.epochs),
+    ]
+    if config.early_stopping_patience:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=config.monitor, mode=mode,
+                                                       patience=config.early_stopping_patience))
+    return callbacks
 
 
 def save_inference_model(model: keras.Model, path: Path) -> Path:
-    """Save architecture and weights without the optimizer's slots (a third of the size for Adam)."""
-    clone = keras.models.clone_model(model)
-    clone.set_weights(model.get_weights())
-    clone.save(path)
+    """Save architecture and weights only: an uncompiled copy, so no optimizer slots (Adam's are twice the weights).
+
+    ``keras.models.clone_model`` of a compiled model compiles the clone (Keras 3.15), so the copy is rebuilt from
+    the model's config instead.
+    """
+    copy = model.__class__.from_config(model.get_config())
+    copy.set_weights(model.get_weights())
+    copy.save(path)
     return path
 
 
-def _completed_epochs(history_file: Path) -> int:
-    return len(pd.read_csv(history_file)) if history_file.exists() else 0
+def _backup_epoch(backup_dir: Path) -> int:
+    """Epochs completed by the last backup in ``backup_dir`` (0 when there is none)."""
+    metadata = backup_dir / "training_metadata.json"
+    if not metadata.is_file():
+        return 0
+    try:
+        return int(json.loads(metadata.read_text())["epoch"])
+    except (ValueError, KeyError, TypeError):
+        return 0
 
 
-def _best_so_far(history_file: Path, monitor: str, mode: str) -> float | None:
+def _keep_history_rows(history_file: Path, rows: int) -> None:
+    """Cut history.csv to its first ``rows`` epochs (all of it is removed when ``rows`` is 0)."""
     if not history_file.exists():
-        return None
-    values = pd.read_csv(history_file).get(monitor)
-    if values is None or values.empty:
-        return None
-    return float(values.max() if mode == "max" else values.min())
+        return
+    if rows == 0:
+        history_file.unlink()
+        return
+    history = pd.read_csv(history_file)
+    if len(history) > rows:
+        history.iloc[:rows].to_csv(history_file, index=False)

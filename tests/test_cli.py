@@ -443,3 +443,20 @@ def test_smoke_study_end_to_end(tmp_path: Path) -> None:
     assert listed.returncode == 0, listed.stderr
     rows = [line for line in listed.stdout.splitlines() if line.startswith(run_dir.name)]
     assert len(rows) == 2 and all("complete" in row and "SYNTHETIC" in row for row in rows)
+
+
+def test_progress_line_per_epoch_from_the_progress_file(tmp_path: Path) -> None:
+    from fer_lib.cli import EpochProgress, format_progress
+
+    record = {"model": "basic_cnn", "epoch": 12, "epochs": 30, "accuracy": 0.6123, "val_accuracy": 0.58,
+              "images_per_second": 41234.5, "seconds_left": 19.6}
+    assert format_progress(record) == ("basic_cnn epoch 12/30 · train acc 0.612 · val acc 0.580 · 41,234 images/s · "
+                                       "~20 s left")
+    shown: list[str] = []
+    path = tmp_path / "progress.json"
+    watcher = EpochProgress(path, shown.append, interval=0.05)
+    watcher.poll()  # no file yet: nothing shown
+    for epoch in (1, 1, 2):
+        path.write_text(json.dumps({**record, "epoch": epoch}))
+        watcher.poll()
+    assert [line.split(" · ")[0] for line in shown] == ["basic_cnn epoch 1/30", "basic_cnn epoch 2/30"]

@@ -311,3 +311,47 @@ def test_bad_val_fraction(tmp_path: Path) -> None:
 
 def test_first_of_each_class() -> None:
     assert data.first_of_each_class(np.array([3, 0, 3, 6, 0])).tolist() == [1, 0, 3]
+
+
+# --- data bundles (the offline GPU bundle's data) -------------------------------------------------------------------
+
+
+def assert_same_dataset(left: data.FerDataset, right: data.FerDataset) -> None:
+    for split in data.SPLITS:
+        a, b = left.split(split), right.split(split)
+        assert np.array_equal(a.images, b.images) and np.array_equal(a.labels, b.labels)
+        assert a.ids.tolist() == b.ids.tolist()
+
+
+def test_a_bundle_of_a_folder_layout_loads_as_the_folders_do(tmp_path: Path, cache: Path) -> None:
+    source = make_folders(tmp_path / "fer", per_class=4)
+    for code, name in enumerate(EMOTIONS):  # JPEG files travel byte for byte
+        Image.fromarray(np.random.default_rng(code).integers(0, 255, (48, 48), dtype=np.uint8)).save(
+            source / "train" / name / f"photo_{code}.jpg", quality=75)
+    bundle = data.write_bundle(source, tmp_path / "out" / "fer2013.npz")
+    assert data.detect_layout(bundle) == ("bundle", bundle)
+    loaded = load_fer2013(bundle, cache_dir=cache, seed=3)
+    assert loaded.layout == "bundle" and loaded.val_origin.startswith("carved 10% of train/")
+    assert_same_dataset(loaded, load_fer2013(source, cache_dir=cache, seed=3))
+    assert (tmp_path / "out").iterdir().__next__().name == "fer2013.npz"  # no temporary file left behind
+
+
+def test_a_bundle_of_a_csv_keeps_its_three_splits(tmp_path: Path, cache: Path) -> None:
+    source = write_csv(tmp_path / "fer2013.csv", good_rows())
+    bundle = data.write_bundle(source, tmp_path / "fer2013.npz")
+    loaded = load_fer2013(bundle, cache_dir=cache)
+    assert loaded.val_origin == "the bundle's val split"
+    assert_same_dataset(loaded, load_fer2013(source, cache_dir=cache))
+
+
+def test_a_file_that_is_not_a_bundle_is_named(tmp_path: Path, cache: Path) -> None:
+    other = tmp_path / "weights.npz"
+    np.savez(other, x=np.zeros(3))
+    with pytest.raises(FerDataError, match=r"weights.npz' is not a fer-study data bundle"):
+        load_fer2013(other, cache_dir=cache)
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(b"not a zip file")
+    with pytest.raises(FerDataError, match=r"broken.npz' cannot be read as a data bundle"):
+        load_fer2013(broken, cache_dir=cache)
+    with pytest.raises(FerDataError, match="neither a .csv nor a data bundle"):
+        load_fer2013(write_image(tmp_path / "face.png"), cache_dir=cache)

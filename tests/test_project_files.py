@@ -20,7 +20,7 @@ from packaging.utils import canonicalize_name
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
-MAKE_EXTRAS = ("tf", "jax", "dev")  # what `make` installs: pip install -e '.[tf,jax,dev]'
+MAKE_EXTRAS = ("tf", "jax", "dev", "lab")  # what `make` installs: pip install -e '.[tf,jax,dev,lab]'
 README = (REPO_ROOT / "README.md").read_text()
 MAKEFILE = (REPO_ROOT / "Makefile").read_text()
 CI_RUN = REPO_ROOT / ".ci" / "run"
@@ -50,7 +50,7 @@ def as_set(requirements: list[Requirement]) -> set[tuple[str, str, str]]:
 
 def test_make_extras_exist() -> None:
     assert set(MAKE_EXTRAS) <= set(PYPROJECT["project"]["optional-dependencies"])
-    assert "'.[$(EXTRAS)]'" in MAKEFILE and re.search(r"^EXTRAS \?= tf,jax,dev$", MAKEFILE, re.M)
+    assert "'.[$(EXTRAS)]'" in MAKEFILE and re.search(r"^EXTRAS \?= tf,jax,dev,lab$", MAKEFILE, re.M)
 
 
 def test_environment_yml_matches_pyproject() -> None:

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import io
+import json
+import logging
+import re
+import zipfile
 from pathlib import Path
 
+import h5py
 import keras
 import numpy as np
 import pandas as pd
 import pytest
 
 from fer_lib import data, train
-from fer_lib.evaluate import evaluate_model
+from fer_lib.evaluate import evaluate_model, evaluation_batch_size
 from fer_lib.train import TrainConfig, TrainConfigError, train_model
 
 TINY_CNN = {"filters": [8, 16], "dense_units": [16], "convs_per_block": 1}
@@ -43,11 +49,10 @@ def test_records_history_best_checkpoint_and_config(tmp_path: Path, tiny_data: d
     assert len(history) == 2
     assert {"epoch", "loss", "accuracy", "top2_accuracy", "val_loss", "val_accuracy", "epoch_seconds",
             "train_images_per_second", "learning_rate"} <= set(history.columns)
-    # throughput counts training time only: the validation pass is part of the epoch, not of training
-    train_seconds = len(tiny_data.train) / history["train_images_per_second"]
+    # throughput counts training time only (full batches): the validation pass is part of the epoch, not of training
+    train_seconds = (len(tiny_data.train) // 32 * 32) / history["train_images_per_second"]
     assert (train_seconds < history["epoch_seconds"]).all()
     assert (tmp_path / "run" / "best.keras").is_file() and (tmp_path / "run" / "train_config.json").is_file()
-    assert not (tmp_path / "run" / "best.weights.h5").exists()
     assert not (tmp_path / "run" / "backup").exists()  # removed once training finished
     assert result.best_value == pytest.approx(history["val_accuracy"].max())
     reloaded = keras.saving.load_model(tmp_path / "run" / "best.keras")
@@ -69,7 +74,7 @@ class StopAfter(keras.callbacks.Callback):
 
 
 def test_killed_run_resumes_from_its_last_checkpoint(tmp_path: Path, tiny_data: data.FerDataset) -> None:
-    params = {"epochs": 3, "batch_size": 32, "seed": 2, "verbose": 0}
+    params = {"epochs": 3, "batch_size": 32, "seed": 2, "verbose": 0, "backup_every_seconds": 0}
     with pytest.raises(KeyboardInterrupt):
         train_model(tiny_data, "basic_cnn", params, tmp_path / "run", model_options=TINY_CNN,
                     extra_callbacks=[StopAfter(2)])
@@ -79,6 +84,145 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path: Path, tiny_data: 
     assert result.resumed_from_epoch == 2
     assert result.history["epoch"].tolist() == [0, 1, 2]  # only the third epoch was trained again
     assert not (tmp_path / "run" / "backup").exists()
+
+
+def test_backup_every_n_epochs_and_epochs_after_it_are_trained_again_once(tmp_path: Path,
+                                                                            tiny_data: data.FerDataset) -> None:
+    """Killed after epoch 3 with a backup every 2 epochs: the resume restarts at epoch 3, recorded once."""
+    params = {"epochs": 4, "batch_size": 32, "seed": 2, "verbose": 0, "backup_every_epochs": 2,
+              "backup_every_seconds": 3600}
+    with pytest.raises(KeyboardInterrupt):
+        train_model(tiny_data, "basic_cnn", params, tmp_path / "run", model_options=TINY_CNN,
+                    extra_callbacks=[StopAfter(3)])
+    assert len(pd.read_csv(tmp_path / "run" / "history.csv")) == 3  # epoch 3 was recorded, but not backed up
+    assert json.loads((tmp_path / "run" / "backup" / "training_metadata.json").read_text())["epoch"] == 2
+    result = train_model(tiny_data, "basic_cnn", params, tmp_path / "run", model_options=TINY_CNN)
+    assert result.resumed_from_epoch == 2
+    assert result.history["epoch"].tolist() == [0, 1, 2, 3]
+    assert 1 <= result.best_epoch <= 4
+
+
+def test_a_killed_run_before_its_first_backup_starts_over(tmp_path: Path, tiny_data: data.FerDataset) -> None:
+    params = {"epochs": 2, "batch_size": 32, "seed": 2, "verbose": 0, "backup_every_seconds": 3600}
+    with pytest.raises(KeyboardInterrupt):
+        train_model(tiny_data, "basic_cnn", params, tmp_path / "run", model_options=TINY_CNN,
+                    extra_callbacks=[StopAfter(1)])
+    result = train_model(tiny_data, "basic_cnn", params, tmp_path / "run", model_options=TINY_CNN)
+    assert result.resumed_from_epoch == 0 and result.history["epoch"].tolist() == [0, 1]
+
+
+@pytest.mark.backend
+def test_train_model_keeps_asynchronous_step_dispatch(tmp_path: Path, tiny_data: data.FerDataset,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """No callback of train_model makes Keras wait for the device after every batch."""
+    seen: list[tuple[list[str], bool]] = []
+    original = keras.callbacks.CallbackList._configure_async_dispatch
+
+    def recording(self: keras.callbacks.CallbackList, callbacks: list) -> None:
+        original(self, callbacks)
+        seen.append(([type(c).__name__ for c in callbacks or []], self._async_train))
+
+    monkeypatch.setattr(keras.callbacks.CallbackList, "_configure_async_dispatch", recording)
+    train_model(tiny_data, "basic_cnn", {"epochs": 1, "batch_size": 32, "verbose": 0,
+                                         "reduce_lr_on_plateau": True, "early_stopping_patience": 2},
+                tmp_path / "run", model_options=TINY_CNN)
+    fit_lists = [(names, flag) for names, flag in seen if "PeriodicBackup" in names]
+    assert len(fit_lists) == 1, seen
+    # Keras dispatches asynchronously on the backends that are thread-safe (JAX; not TensorFlow's eager loop)
+    backend_allows = keras.src.backend.IS_THREAD_SAFE
+    assert fit_lists[0][1] is backend_allows, f"asynchronous dispatch switched off by one of {fit_lists[0][0]}"
+    if backend_allows:  # the check can fail: Keras's own ModelCheckpoint (a batch-level callback) switches it off
+        checkpoint = keras.callbacks.ModelCheckpoint(str(tmp_path / "x.weights.h5"), save_weights_only=True)
+        assert keras.callbacks.CallbackList([checkpoint])._async_train is False
+
+
+@pytest.mark.backend
+def test_one_compile_of_each_step_for_ragged_data_sizes(tmp_path: Path) -> None:
+    """333 training and 71 validation images with batch 32: one train-step and one predict-step compile (JAX)."""
+    if keras.backend.backend() != "jax":
+        pytest.skip("counts XLA compiles, which JAX logs (KERAS_BACKEND=jax)")
+    import jax
+
+    messages: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    handler, logger = Collect(level=logging.DEBUG), logging.getLogger("jax")
+    dataset = data.load_synthetic(333, 71, 70, seed=3)
+    logger.addHandler(handler)
+    previous_level = logger.level
+    logger.setLevel(logging.DEBUG)
+    jax.config.update("jax_log_compiles", True)
+    try:
+        result = train_model(dataset, "basic_cnn", {"epochs": 2, "batch_size": 32, "verbose": 0}, tmp_path / "run",
+                             model_options=TINY_CNN)
+        evaluate_model(result.model, dataset.test, batch_size=evaluation_batch_size(32, dataset))
+    finally:
+        jax.config.update("jax_log_compiles", False)
+        logger.removeHandler(handler)
+        logger.setLevel(previous_level)
+    compiles = [m.split(" with ")[0] for m in messages if m.startswith("Compiling ")]
+    assert compiles.count("Compiling jit(train_step)") == 1, compiles
+    assert compiles.count("Compiling jit(predict_step)") == 1, compiles
+
+
+def test_full_batches_a_fresh_seeded_shuffle_each_epoch(tiny_data: data.FerDataset) -> None:
+    batches = train.TrainBatches(tiny_data.train, 32, seed=5)
+    assert len(batches) == len(tiny_data.train) // 32
+    first = np.concatenate([batches[i][1].argmax(1) for i in range(len(batches))])
+    shapes = {batches[i][0].shape for i in range(len(batches))}
+    assert shapes == {(32, 48, 48, 1)}
+    order_0 = batches._order.copy()
+    batches.on_epoch_end()
+    assert not np.array_equal(order_0, batches._order)
+    again = train.TrainBatches(tiny_data.train, 32, seed=5, first_epoch=1)  # a resumed run draws the same batches
+    assert np.array_equal(again._order, batches._order)
+    assert first.shape == (len(batches) * 32,)
+    with pytest.raises(TrainConfigError, match=r"batch_size \(512\) is larger than the training split"):
+        train.TrainBatches(tiny_data.train, 512, seed=0)
+
+
+def test_best_keras_holds_the_weights_only(tmp_path: Path, tiny_data: data.FerDataset) -> None:
+    """best.keras is an uncompiled model: no optimizer variables, and its weights file is about the parameters' size."""
+    options = {"filters": [8, 16], "dense_units": [256], "convs_per_block": 1}
+    result = train_model(tiny_data, "basic_cnn", {"epochs": 1, "batch_size": 32, "verbose": 0, "optimizer": "adam"},
+                         tmp_path / "run", model_options=options)
+    with zipfile.ZipFile(tmp_path / "run" / "best.keras") as archive:
+        weights = archive.read("model.weights.h5")
+    with h5py.File(io.BytesIO(weights), "r") as stored:
+        names: list[str] = []
+        stored.visit(names.append)
+    assert not [n for n in names if "optimizer" in n], [n for n in names if "optimizer" in n][:5]
+    parameter_bytes = result.model.count_params() * 4
+    assert parameter_bytes <= len(weights) <= 1.15 * parameter_bytes + 200_000, (len(weights), parameter_bytes)
+    reloaded = keras.saving.load_model(tmp_path / "run" / "best.keras")
+    assert getattr(reloaded, "optimizer", None) is None  # saved uncompiled
+    probe = tiny_data.test.images[:8]
+    assert np.allclose(reloaded.predict(probe, verbose=0), result.model.predict(probe, verbose=0), atol=1e-5)
+
+
+def test_a_diverging_run_stops_at_the_first_bad_epoch_and_says_what_to_try(tmp_path: Path,
+                                                                           tiny_data: data.FerDataset) -> None:
+    """The smoke study's CNN with learning_rate 1e9 (the reported case): a NaN loss within 3 epochs, named."""
+    with pytest.raises(train.TrainingDiverged, match=r"basic_cnn diverged in epoch (\d) of 3: the training loss is "
+                                                     r"(nan|inf).*lower learning_rate \(it is 1e\+09") as caught:
+        train_model(tiny_data, "basic_cnn", {"epochs": 3, "batch_size": 32, "verbose": 0, "learning_rate": 1e9},
+                    tmp_path / "run", model_options={"filters": [16, 32], "dense_units": [64]})
+    epoch = int(re.search(r"epoch (\d)", str(caught.value)).group(1))
+    history = tmp_path / "run" / "history.csv"
+    recorded = len(pd.read_csv(history)) if history.exists() else 0
+    assert recorded == epoch - 1  # the diverged epoch is not recorded as a result
+
+
+def test_progress_file_after_every_epoch(tmp_path: Path, tiny_data: data.FerDataset) -> None:
+    train_model(tiny_data, "basic_cnn", {"epochs": 2, "batch_size": 32, "verbose": 0}, tmp_path / "run",
+                model_options=TINY_CNN)
+    record = json.loads((tmp_path / "run" / "progress.json").read_text())
+    assert record["model"] == "basic_cnn" and record["epoch"] == 2 and record["epochs"] == 2
+    assert record["seconds_left"] == 0 and record["images_per_second"] > 0
+    assert 0 <= record["val_accuracy"] <= 1
 
 
 def test_class_weights() -> None:

@@ -1,0 +1,149 @@
+"""Where a result came from: the Keras backend, the device, package versions and the git commit.
+
+Used by the runner (manifest.json) and the benchmark (its JSON record), so both describe a machine the same way.
+Nothing here imports Keras: asking which backend a run will get must not start one.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+VERSIONED_PACKAGES = ("fer-study", "keras", "tensorflow", "tensorflow-cpu", "jax", "jaxlib", "numpy", "pandas",
+                      "scikit-learn", "matplotlib", "papermill", "nbconvert", "ipykernel")
+SOURCE_INFO_FILE = ".fer-study-source.json"  # written into a bundled copy of the project, which has no .git
+BACKEND_MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch", "numpy": "numpy"}
+
+
+class BackendUnavailable(RuntimeError):
+    """The Keras backend a run would use is not installed; the message says how to choose one that is."""
+
+
+def keras_backend() -> str:
+    """The Keras backend the notebooks get (they inherit this process's environment)."""
+    if "keras" in sys.modules:
+        return sys.modules["keras"].backend.backend()
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    try:
+        config = json.loads((Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "keras.json").read_text())
+        return str(config.get("backend", "tensorflow"))
+    except (OSError, ValueError):
+        return "tensorflow"
+
+
+def device_info() -> dict[str, Any]:
+    """CPU model and cores, plus the backend's devices: JAX's are asked in a short subprocess (no GPU memory is
+    held by this process), TensorFlow's only if Keras has already imported it."""
+    info: dict[str, Any] = {"cpu": _cpu_model(), "cpu_count": os.cpu_count()}
+    backend = keras_backend()
+    if backend == "jax":
+        code = "import jax; print('\\n'.join(f'{d.platform}: {d.device_kind}' for d in jax.devices()))"
+        env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false", "TF_CPP_MIN_LOG_LEVEL": "3"}
+        try:
+            done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+            info["devices"] = done.stdout.split("\n")[:-1] if done.returncode == 0 else []
+            if done.returncode != 0:
+                info["error"] = ' '.join(done.stderr.split())[-300:]
+        except (OSError, subprocess.TimeoutExpired) as error:
+            info["error"] = str(error)
+    elif backend == "tensorflow" and "tensorflow" in sys.modules:
+        try:
+            devices = sys.modules["tensorflow"].config.list_physical_devices()
+            info["devices"] = [f"{d.device_type}: {d.name}" for d in devices]
+        except Exception as error:  # noqa: BLE001 - the manifest notes it and the run goes on
+            info["error"] = str(error)
+    gpus = _nvidia_gpus()
+    if gpus:
+        info["nvidia_gpus"] = gpus
+    accelerators = [d for d in info.get("devices", []) if not d.upper().startswith("CPU")]
+    info["summary"] = (", ".join(accelerators) if accelerators
+                       else f"CPU only ({info['cpu'] or 'unknown CPU'}, {info['cpu_count']} cores)")
+    return info
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _nvidia_gpus() -> list[str]:
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        done = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line.strip() for line in done.stdout.splitlines() if line.strip()] if done.returncode == 0 else []
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def git_info(root: Path) -> dict[str, Any]:
+    """Commit of the project checkout and whether tracked files differ from it (None outside a git checkout)."""
+    def git(*command: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(root), *command], capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:  # a bundled copy of the project (no .git): the bundle recorded its commit
+        try:
+            return {**json.loads((Path(root) / SOURCE_INFO_FILE).read_text()), "from": SOURCE_INFO_FILE}
+        except (OSError, ValueError):
+            return {"commit": None, "dirty": None}
+    status = git("status", "--porcelain", "--untracked-files=no")
+    untracked = git("status", "--porcelain", "--untracked-files=normal")
+    return {"commit": commit, "dirty": bool(status) if status is not None else None,
+            "untracked_files": sum(1 for line in (untracked or "").splitlines() if line.startswith("??"))}
+
+
+def check_backend() -> str:
+    """The Keras backend a run gets, checked to be importable, before Keras itself is imported.
+
+    Keras imports its backend at import time, so a missing one would otherwise surface as a ModuleNotFoundError from
+    deep inside Keras; this says which backend was chosen, how, and what to do instead.
+    """
+    backend = keras_backend()
+    how = "KERAS_BACKEND" if os.environ.get("KERAS_BACKEND") else "the default (KERAS_BACKEND is unset)"
+    module = BACKEND_MODULES.get(backend)
+    if module is None:
+        raise BackendUnavailable(f"unknown Keras backend {backend!r} (from {how}); use one of "
+                                 f"{', '.join(BACKEND_MODULES)}")
+    if not _importable(module):
+        installed = [name for name, mod in BACKEND_MODULES.items() if name != "numpy" and _importable(mod)]
+        hint = (f"set KERAS_BACKEND={installed[0]} (installed here)" if installed
+                else "install one: pip install 'fer-study[tf]' (CPU) or jax (GPU: jax[cuda12])")
+        raise BackendUnavailable(f"the Keras backend {backend!r} ({how}) is not installed; {hint}")
+    return backend
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False

@@ -1,0 +1,98 @@
+"""Check what an offline GPU run returned (the output folder of gpu/run.sh): used by `make gpu-rehearsal`.
+
+    python gpu/check_results.py OUT_DIR [--stages bench,paper,strong] [--backend jax]
+
+Checks: at most 8 files, each at most 16 MiB; summary.json names every stage; each completed stage's archive holds
+its results and no model weights: the bench stage a JSON record per protocol with both models' throughput, each
+study stage a run folder whose manifest says status complete and the expected backend, with params.yaml and, per
+model, metrics.json and history.csv. Prints one line per stage; exit code 1 with the problems listed otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tarfile
+from pathlib import Path
+
+MAX_FILES, MAX_BYTES = 8, 16 * 1024 * 1024
+
+
+def check(out: Path, stages: list[str], backend: str) -> list[str]:
+    problems: list[str] = []
+    files = [p for p in out.rglob("*") if p.is_file()]
+    if len(files) > MAX_FILES:
+        problems.append(f"{len(files)} files in {out}, more than {MAX_FILES}")
+    problems += [f"{p.name} is {p.stat().st_size / 2**20:.1f} MiB, over 16 MiB" for p in files
+                 if p.stat().st_size > MAX_BYTES]
+    summary_file = out / "summary.json"
+    if not summary_file.is_file():
+        return [*problems, f"no summary.json in {out}"]
+    entries = {entry["stage"]: entry for entry in json.loads(summary_file.read_text())["stages"]}
+    for stage in stages:
+        entry = entries.get(stage)
+        if entry is None:
+            problems.append(f"stage {stage}: not in summary.json")
+            continue
+        if entry["status"] != "complete":
+            problems.append(f"stage {stage}: {entry['status']} ({entry.get('note', 'see run.log')})")
+            continue
+        archive = out / entry.get("archive", "")
+        if not archive.is_file():
+            problems.append(f"stage {stage}: its archive {entry.get('archive')} is missing")
+            continue
+        with tarfile.open(archive) as tar:
+            names = tar.getnames()
+            read = lambda name: json.loads(tar.extractfile(name).read())  # noqa: E731
+            weights = [n for n in names if n.endswith((".keras", ".h5"))]
+            if weights:
+                problems.append(f"stage {stage}: model weights in {archive.name}: {weights[:3]}")
+            if stage == "bench":
+                records = [read(n) for n in names if n.endswith(".json")]
+                if not records:
+                    problems.append("stage bench: no benchmark record in its archive")
+                for record in records:
+                    models = {row["model"] for row in record["throughput"]}
+                    if models != {"basic_cnn", "resnet50v2"}:
+                        problems.append(f"stage bench: record {record['settings']['params']} has models {models}")
+                    if record["backend"] != backend:
+                        problems.append(f"stage bench: backend {record['backend']}, expected {backend}")
+                print(f"check: stage bench: complete, {archive.name}, {len(records)} benchmark record(s)")
+                continue
+            manifests = [n for n in names if n.count("/") == 1 and n.endswith("/manifest.json")]
+            if len(manifests) != 1:
+                problems.append(f"stage {stage}: expected one run folder in {archive.name}, found {len(manifests)}")
+                continue
+            run = manifests[0].split("/")[0]
+            manifest = read(manifests[0])
+            if manifest.get("status") != "complete":
+                problems.append(f"stage {stage}: manifest status {manifest.get('status')}")
+            if manifest.get("backend") != backend:
+                problems.append(f"stage {stage}: manifest backend {manifest.get('backend')}, expected {backend}")
+            if f"{run}/params.yaml" not in names:
+                problems.append(f"stage {stage}: no params.yaml")
+            for model in manifest.get("results", {}) or ["basic_cnn", "resnet50v2"]:
+                for file in ("metrics.json", "history.csv"):
+                    if f"{run}/models/{model}/{file}" not in names:
+                        problems.append(f"stage {stage}: no models/{model}/{file}")
+        print(f"check: stage {stage}: complete, {archive.name} {archive.stat().st_size / 2**20:.1f} MiB, "
+              f"{len(names)} files")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--stages", default="bench,paper,strong")
+    parser.add_argument("--backend", default="jax")
+    args = parser.parse_args(argv)
+    problems = check(args.out, [s for s in args.stages.split(",") if s], args.backend)
+    for problem in problems:
+        print(f"check: PROBLEM: {problem}", file=sys.stderr)
+    print(f"check: {'FAILED' if problems else 'all stages complete and within limits'}")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# `make gpu-rehearsal`: the offline GPU run, rehearsed on this CPU machine, end to end.
+#
+# 1. a tiny FER2013 folder (a few images per class, from ../shared/fer2013 or synthetic) in a temporary folder;
+# 2. a bundle for THIS machine's Python ($PYTHON) from it, exactly as `make gpu-bundle` makes one for the GPU;
+# 3. a fresh virtual environment standing in for the GPU machine: JAX (CPU) and the packages the bundle expects the
+#    target to have (bundle.json), and nothing else: no TensorFlow, no Keras, no Jupyter (checked);
+# 4. the bundle's run.sh --allow-cpu on it with tiny settings (one epoch, both models, every stage);
+# 5. gpu/check_results.py on what came back (file count and sizes, each stage's records, backend jax).
+# Everything happens under one temporary folder, removed at the end unless KEEP=1.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PYTHON="${PYTHON:-python3}"            # the rehearsal target's interpreter
+BUILDER="${BUILDER:-.venv/bin/python}" # the project's environment: builds the bundle
+started=$SECONDS
+log() { printf '\n==> [%4ds] rehearsal: %s\n' "$((SECONDS - started))" "$*"; }
+tmp=$(mktemp -d /tmp/fer-study-rehearsal.XXXXXX)
+[ "${KEEP:-0}" = 1 ] || trap 'rm -rf "$tmp"' EXIT
+
+log "tiny data in $tmp/data"
+"$BUILDER" gpu/tiny_data.py "$tmp/data" --per-class-train 15 --per-class-test 5
+
+version=$("$PYTHON" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+log "bundle for CPython $version in $tmp/bundle"
+"$BUILDER" gpu/make_bundle.py --out "$tmp/bundle" --data "$tmp/data" --python-version "$version"
+
+log "stand-in for the GPU machine: a fresh venv with JAX (CPU) and the packages the bundle expects there"
+"$PYTHON" -m venv "$tmp/target"
+"$tmp/target/bin/python" -m pip install --quiet --disable-pip-version-check jax -r "$tmp/bundle/expected-on-target.txt" \
+  2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+for absent in tensorflow keras jupyterlab notebook ipykernel papermill; do
+  if "$tmp/target/bin/python" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('$absent') is None)"; then
+    echo "rehearsal: error: the stand-in environment has $absent, which the GPU machine lacks" >&2; exit 1
+  fi
+done
+
+log "bash bundle/run.sh --allow-cpu --parallel (tiny settings: 1 epoch in float32, every stage)"
+env -u OUT -u KERAS_BACKEND -u PYTHONPATH -u JUPYTER_PATH bash "$tmp/bundle/run.sh" --allow-cpu \
+  --python "$tmp/target/bin/python" --out "$tmp/out" --work "$tmp/work" --deadline "${REHEARSAL_DEADLINE:-900}" \
+  --parallel --bench-min-steps 2 -p epochs=1 -p warmup_epochs=0 -p batch_size=16 -p mixed_precision=false
+
+log "checking what came back"
+"$BUILDER" gpu/check_results.py "$tmp/out" --stages bench,paper,strong --backend jax
+ls -l "$tmp/out"
+log "passed in $((SECONDS - started)) s"

@@ -1,0 +1,267 @@
+"""The stages of an offline GPU run (called by gpu/run.sh, which has set up the environment): bench, paper, strong.
+
+Each stage runs in its own process under one wall-clock deadline. The bench stage times the study's own training
+step for both protocols (benchmarks/bench.py); each study stage (`fer-study run` of params/paper.yaml or
+params/strong.yaml) is first estimated from those timings and skipped, with a note, when it would not end before
+the deadline; a stage still running at the deadline is stopped (its run folder is marked interrupted) and packed
+as it is. As soon as a stage ends, its results are packed into ``<out>/<n>-<stage>.tar.gz`` (run folders without
+model weights) and ``<out>/summary.json`` is rewritten, so a run killed later still returns every finished stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+STUDY_STAGES = {"paper": "params/paper.yaml", "strong": "params/strong.yaml"}
+BENCH_PROTOCOLS = {"strong": "", "paper": "paper-protocol"}  # protocol -> tag in the benchmark file's name
+STAGES = ("bench", *STUDY_STAGES)
+NOTEBOOK_SECONDS = 20.0  # a notebook kernel's start, imports and data load (measured: ~10 s on the H200 machine)
+SAFETY = 1.15  # estimates are stretched by this much before comparing them with the time left
+PACK_SECONDS = 15.0  # kept free at the deadline to pack the last stage
+PARALLEL_SLOWDOWN = 1.5  # a study stage sharing the GPU with another is assumed this much slower
+MAX_ARCHIVE_BYTES = 16 * 1024 * 1024
+WEIGHT_SUFFIXES = (".keras", ".h5", ".weights.h5")
+# Dropped in this order while an archive is over MAX_ARCHIVE_BYTES (each still holds the numbers and figures).
+OPTIONAL_IN_ARCHIVE = ("notebooks/01_explore_data.ipynb", "notebooks/02_train-", "report.html", "notebooks/")
+
+
+def log(message: str) -> None:
+    print(f"stages: {message}", flush=True)
+
+
+def params_of(project: Path, stage: str, overrides: list[str], data: str | None) -> dict[str, Any]:
+    sys.path.insert(0, str(project))
+    from fer_lib.study import resolve_params_files
+
+    return resolve_params_files([project / STUDY_STAGES[stage]], overrides, {"data": data} if data else None)
+
+
+def estimate_seconds(params: dict[str, Any], bench: dict[str, dict[str, Any]] | None) -> float | None:
+    """Seconds a study stage should take, from the bench stage's timing of the same protocol (None: no timing)."""
+    if not bench or any(model not in bench for model in params["models"]):
+        return None
+    total = NOTEBOOK_SECONDS * (len(params["models"]) + 2)
+    for model in params["models"]:
+        record, settings = bench[model], bench["_settings"]
+        images_per_epoch = record["images_per_epoch"]
+        predict = (settings["n_val"] * params["epochs"] + settings["n_val"] + 2 * settings["n_test"])
+        total += params["epochs"] * images_per_epoch / record["train_images_per_second"]
+        total += predict / record["inference_images_per_second"]
+        total += 0.25 * record["compile_seconds_estimate"]  # the bench's compiles are in the persistent cache
+    return SAFETY * total
+
+
+_ENDED: set[str] = set()  # processes already reported by supervise()
+_STOPPING: dict[str, float] = {}  # processes supervise() sent SIGTERM at the deadline, and when
+
+
+def launch(name: str, command: list[str], cwd: Path) -> subprocess.Popen:
+    """Start ``command`` with its output (stdout and stderr) printed line by line behind ``[name]``."""
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               errors="replace", bufsize=1)
+
+    def relay() -> None:
+        for line in process.stdout:
+            print(f"[{name}] {line}", end="", flush=True)
+
+    process.relay = threading.Thread(target=relay, daemon=True)  # type: ignore[attr-defined]
+    process.relay.start()  # type: ignore[attr-defined]
+    return process
+
+
+def supervise(processes: dict[str, subprocess.Popen], deadline_at: float,
+              on_end: Callable[[str, int | None, bool], None], *, until_first: bool = False) -> None:
+    """Wait for ``processes`` (name -> process; all, or ``until_first`` ends); at the deadline, SIGTERM (as Ctrl-C)
+    those still running.
+
+    ``on_end(name, exit code, stopped at the deadline)`` is called as each one ends, so its results are packed at
+    once, not when the slowest ends.
+    """
+    running = {name: process for name, process in processes.items() if name not in _ENDED}
+    while running:
+        for name, process in list(running.items()):
+            code = process.poll()
+            if code is not None:
+                relay = getattr(process, "relay", None)
+                if relay is not None:
+                    relay.join(timeout=5)  # its last lines first
+                del running[name]
+                _ENDED.add(name)
+                on_end(name, code, name in _STOPPING)
+                if until_first:
+                    return
+        now = time.time()
+        for name, process in running.items():
+            if name not in _STOPPING and now >= deadline_at - PACK_SECONDS:
+                log(f"deadline reached: stopping {name} (pid {process.pid})")
+                process.send_signal(signal.SIGTERM)
+                _STOPPING[name] = now
+            elif name in _STOPPING and now - _STOPPING[name] > 20:
+                process.kill()
+        time.sleep(0.5)
+
+
+def pack(sources: list[Path], archive: Path, root: Path) -> dict[str, Any]:
+    """tar.gz of ``sources`` (paths under ``root``) without model weights or backups; trimmed to fit 16 MiB."""
+    files = sorted(f for source in sources for f in ([source] if source.is_file() else source.rglob("*"))
+                   if f.is_file() and not f.name.endswith(WEIGHT_SUFFIXES) and "backup" not in f.parts)
+    dropped: list[str] = []
+    for tier in (None, *OPTIONAL_IN_ARCHIVE):
+        if tier is not None:
+            keep = [f for f in files if tier not in str(f.relative_to(root))]
+            dropped += [str(f.relative_to(root)) for f in files if f not in keep]
+            files = keep
+        with tarfile.open(archive, "w:gz") as tar:
+            for file in files:
+                tar.add(file, arcname=str(file.relative_to(root)))
+        if archive.stat().st_size <= MAX_ARCHIVE_BYTES:
+            break
+    return {"archive": archive.name, "bytes": archive.stat().st_size, "files": len(files), "dropped": dropped}
+
+
+def bench_records(folder: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """protocol -> model -> throughput record (plus '_settings'), from the bench stage's JSON files."""
+    records: dict[str, dict[str, dict[str, Any]]] = {}
+    for path in sorted(folder.glob("*.json")):
+        record = json.loads(path.read_text())
+        protocol = record["settings"]["params"]
+        records[protocol] = {row["model"]: row for row in record["throughput"]}
+        records[protocol]["_settings"] = record["settings"]
+    return records
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--project", type=Path, required=True)
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--deadline-at", type=float, required=True, help="Unix time by which everything must end")
+    parser.add_argument("--stages", default=",".join(STAGES))
+    parser.add_argument("--parallel", action="store_true",
+                        help="run the study stages side by side on the one GPU (after the bench stage)")
+    parser.add_argument("--bench-protocols", help="protocols the bench stage times (default: the study stages run; "
+                                                   "their estimates need it)")
+    parser.add_argument("--data")
+    parser.add_argument("--bench-min-steps", type=int, default=200)
+    parser.add_argument("-p", dest="overrides", action="append", default=[])
+    args = parser.parse_args(argv)
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        print(f"stages: error: unknown stage(s) {', '.join(unknown)}; stages are {', '.join(STAGES)}", file=sys.stderr)
+        return 2
+
+    python, bench_dir = sys.executable, args.work / "bench"
+    summary: dict[str, Any] = {"deadline_at": args.deadline_at, "overrides": args.overrides, "data": args.data,
+                               "parallel": args.parallel, "stages": []}
+    entries = {stage: {"stage": stage, "number": number, "status": "pending", "seconds": None,
+                       "estimate_seconds": None} for number, stage in enumerate(stages, start=1)}
+    summary["stages"] = list(entries.values())
+
+    def write_summary() -> None:
+        (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+    def finish(stage: str, status: str, sources: list[Path], root: Path) -> None:
+        entry = entries[stage]
+        entry.update(status=status, seconds=round(time.time() - entry.pop("began"), 1))
+        if sources:
+            entry.update(pack(sources, args.out / f"{entry['number']}-{stage}.tar.gz", root))
+        log(f"[{entry['number']}/{len(stages)}] {stage}: {status} in {entry['seconds']:.0f} s"
+            + (f" -> {entry['archive']} ({entry['bytes'] / 1e6:.1f} MB)" if "archive" in entry else ""))
+        write_summary()
+
+    extra = (["--data", args.data] if args.data else []) + [x for v in args.overrides for x in ("-p", v)]
+    if "bench" in stages:
+        entry = entries["bench"]
+        entry["began"] = time.time()
+        log(f"[{entry['number']}/{len(stages)}] bench: both models in the study's own training step "
+            f"({args.deadline_at - time.time():.0f} s left)")
+        codes: list[int | None] = []
+        wanted = (args.bench_protocols.split(",") if args.bench_protocols
+                  else [stage for stage in stages if stage in STUDY_STAGES] or ["strong"])
+        for protocol, tag in BENCH_PROTOCOLS.items():
+            if protocol not in wanted:
+                continue
+            command = [python, str(args.project / "benchmarks" / "bench.py"), "--params",
+                       str(args.project / STUDY_STAGES[protocol]), "--out", str(bench_dir), "--min-timed-steps",
+                       str(args.bench_min_steps), "--tag", tag,
+                       "--note", f"gpu/run.sh bench stage: the {protocol} protocol's own training step", *extra]
+            stopped: list[bool] = []
+            supervise({f"bench-{protocol}": launch(f"bench {protocol}", command, args.project)}, args.deadline_at,
+                      lambda name, code, was_stopped: (codes.append(code), stopped.append(was_stopped)))
+            if stopped[0]:
+                break
+        status = "complete" if codes and all(code == 0 for code in codes) else "failed"
+        finish("bench", status, sorted(bench_dir.glob("*.json")) if bench_dir.exists() else [], bench_dir)
+
+    def estimate(stage: str) -> float | None:
+        params = params_of(args.project, stage, args.overrides, args.data)
+        bench = bench_records(bench_dir).get(params["name"]) if bench_dir.exists() else None
+        value = estimate_seconds(params, bench)
+        entries[stage]["estimate_seconds"] = None if value is None else round(value, 1)
+        return value
+
+    def start(stage: str, left: float, shared: bool) -> subprocess.Popen:
+        entry = entries[stage]
+        guess = "unknown" if entry["estimate_seconds"] is None else f"{entry['estimate_seconds']:.0f} s"
+        log(f"[{entry['number']}/{len(stages)}] {stage}: fer-study run --params {STUDY_STAGES[stage]} (estimate "
+            f"{guess}{', sharing the GPU' if shared else ''}; {left:.0f} s left)")
+        entry.update(status="running", began=time.time(), shared_gpu=shared)
+        command = [python, "-m", "fer_lib.cli", "run", "--params", str(args.project / STUDY_STAGES[stage]),
+                   "--out", str(args.work / "runs" / stage), *extra]
+        return launch(stage, command, args.project)
+
+    def skip(stage: str, value: float, left: float) -> None:
+        entry = entries[stage]
+        entry.update(status="skipped", note=f"estimated {value:.0f} s from the bench stage, but only "
+                                            f"{left:.0f} s were left before the deadline")
+        log(f"[{entry['number']}/{len(stages)}] {stage}: skipped ({entry['note']})")
+        write_summary()
+
+    def ended(stage: str, code: int | None, stopped: bool) -> None:
+        runs_dir = args.work / "runs" / stage
+        status = "stopped at the deadline" if stopped else ("complete" if code == 0 else "failed")
+        finish(stage, status, sorted(p for p in runs_dir.iterdir() if p.is_dir()) if runs_dir.exists() else [],
+               runs_dir)
+
+    # In priority order, each study stage starts when its estimate fits the time left: alone (sequentially), or
+    # with --parallel beside the others, stretched by PARALLEL_SLOWDOWN for the shared GPU. One that fits only alone
+    # runs alone (the next wait for it); one that does not fit beside running stages waits for them to end.
+    pending = [stage for stage in stages if stage in STUDY_STAGES]
+    running: dict[str, subprocess.Popen] = {}
+    exclusive = False
+    while pending or running:
+        while pending and not exclusive and (args.parallel or not running):
+            stage, left = pending[0], args.deadline_at - time.time() - PACK_SECONDS
+            value = estimate(stage)
+            shared = bool(running) or (args.parallel and len(pending) > 1)
+            if value is None or value * (PARALLEL_SLOWDOWN if shared else 1.0) <= left:
+                running[stage] = start(stage, left, shared)
+            elif not running and value <= left:
+                running[stage] = start(stage, left, False)
+                exclusive = True
+            elif running:
+                break  # wait for the running stages, then judge this one again
+            else:
+                skip(stage, value, left)
+            pending.pop(0)
+        if running:
+            supervise(running, args.deadline_at, ended, until_first=True)
+            running = {stage: process for stage, process in running.items() if stage not in _ENDED}
+            exclusive = exclusive and bool(running)
+    write_summary()
+    return 0 if all(entry["status"] == "complete" for entry in entries.values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

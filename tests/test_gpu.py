@@ -1,0 +1,181 @@
+"""The offline GPU tools in gpu/: the bundle's parts and package lists, the stage driver's estimates and archives,
+and the `fer-study run` refusal when no Keras backend is installed. The whole offline run is rehearsed by
+`make gpu-rehearsal` (a separate CI step), not here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from fer_lib import provenance
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"gpu_{name}", REPO_ROOT / "gpu" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+make_bundle = load_script("make_bundle")
+stages = load_script("stages")
+
+
+def test_parts_one_when_it_fits_two_when_not_and_an_error_when_a_part_is_too_big() -> None:
+    assert [p["name"] for p in make_bundle.plan_parts(9.0, 38.0, 60)] == ["all"]
+    assert [(p["name"], p["mib"]) for p in make_bundle.plan_parts(20.0, 45.0, 60)] == [("code", 20.0), ("data", 45.0)]
+    with pytest.raises(make_bundle.BundleError, match=r"the data part of the bundle is 61.0 MiB, over the 60 MiB"):
+        make_bundle.plan_parts(9.0, 61.0, 60)
+
+
+def test_package_lists_name_distributions_canonically(tmp_path: Path) -> None:
+    listing = tmp_path / "have.txt"
+    listing.write_text("# comment\nScikit_Learn  # with a comment\njax-cuda13-plugin\n\n")
+    assert make_bundle.read_names(listing) == {"scikit-learn", "jax-cuda13-plugin"}
+    target = make_bundle.read_names(REPO_ROOT / "gpu" / "target-packages.txt")
+    assert {"jax", "numpy", "pandas", "scikit-learn", "matplotlib", "seaborn", "pillow"} <= target
+    assert not {"keras", "tensorflow", "papermill", "ipykernel", "jupyterlab"} & target  # what it must bring
+    with pytest.raises(make_bundle.BundleError, match="does not exist"):
+        make_bundle.read_names(tmp_path / "missing.txt")
+
+
+def bench_record(train_ips: float, infer_ips: float, compile_s: float) -> dict:
+    return {"images_per_epoch": 25_600, "train_images_per_second": train_ips,
+            "inference_images_per_second": infer_ips, "compile_seconds_estimate": compile_s}
+
+
+def test_a_stage_is_estimated_from_the_bench_timing_of_its_protocol() -> None:
+    params = {"models": ["basic_cnn", "resnet50v2"], "epochs": 10}
+    bench = {"basic_cnn": bench_record(25_600, 51_200, 40), "resnet50v2": bench_record(12_800, 25_600, 80),
+             "_settings": {"n_val": 2_560, "n_test": 5_120}}
+    # per model: 10 epochs of training, validation every epoch + val and 2x test at the end, a quarter of compile
+    cnn = 10 * 1.0 + (2_560 * 11 + 10_240) / 51_200 + 10
+    resnet = 10 * 2.0 + (2_560 * 11 + 10_240) / 25_600 + 20
+    expected = stages.SAFETY * (cnn + resnet + 4 * stages.NOTEBOOK_SECONDS)
+    assert stages.estimate_seconds(params, bench) == pytest.approx(expected)
+    assert stages.estimate_seconds(params, None) is None
+    assert stages.estimate_seconds({**params, "models": ["other"]}, bench) is None
+
+
+def test_archives_leave_out_weights_and_backups_and_shrink_to_fit(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    run = tmp_path / "runs" / "20260101-000000-strong"
+    for name, size in {"manifest.json": 10, "models/basic_cnn/metrics.json": 10, "models/basic_cnn/best.keras": 10,
+                       "models/basic_cnn/backup/latest.weights.h5": 10, "report.html": 10,
+                       "notebooks/01_explore_data.ipynb": 50_000, "notebooks/03_compare.ipynb": 10}.items():
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_bytes(os.urandom(size))
+    packed = stages.pack([run], tmp_path / "1-strong.tar.gz", tmp_path / "runs")
+    with tarfile.open(tmp_path / "1-strong.tar.gz") as tar:
+        names = tar.getnames()
+    assert not [n for n in names if n.endswith(".keras") or "backup" in n]
+    assert f"{run.name}/models/basic_cnn/metrics.json" in names and packed["dropped"] == []
+    monkeypatch.setattr(stages, "MAX_ARCHIVE_BYTES", 20_000)  # the explore notebook no longer fits
+    packed = stages.pack([run], tmp_path / "2-strong.tar.gz", tmp_path / "runs")
+    assert packed["dropped"] == [f"{run.name}/notebooks/01_explore_data.ipynb"] and packed["bytes"] <= 20_000
+
+
+def test_check_backend_names_the_missing_backend_and_the_way_out(monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # no keras.json: Keras's default, tensorflow
+    monkeypatch.setitem(sys.modules, "keras", None)
+    del sys.modules["keras"]
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(provenance.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tensorflow" else real_find_spec(name, *a))
+    with pytest.raises(provenance.BackendUnavailable,
+                       match=r"the Keras backend 'tensorflow' \(the default \(KERAS_BACKEND is unset\)\) is not "
+                             r"installed; set KERAS_BACKEND=jax"):
+        provenance.check_backend()
+
+
+def test_fer_study_run_without_a_usable_backend_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """KERAS_BACKEND unset and TensorFlow not importable: `fer-study run` says so before Keras is imported."""
+    blocker = tmp_path / "site"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'tensorflow' or name.startswith('tensorflow.'):\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}')\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, Block())\n")
+    env = {key: value for key, value in os.environ.items() if key not in ("KERAS_BACKEND", "PYTHONPATH")}
+    env.update(PYTHONPATH=str(blocker), KERAS_HOME=str(tmp_path / "keras-home"))
+    done = subprocess.run([sys.executable, "-m", "fer_lib.cli", "run", "--params", "params/smoke.yaml",
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, env=env, cwd=REPO_ROOT,
+                          timeout=120)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fer-study: error: the Keras backend 'tensorflow'"), lines
+    assert "not installed" in lines[0] and "KERAS_BACKEND=jax" in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_summary_of_bench_records(tmp_path: Path) -> None:
+    record = {"settings": {"params": "strong", "n_val": 1, "n_test": 2},
+              "throughput": [{"model": "basic_cnn", "x": 1}, {"model": "resnet50v2", "x": 2}]}
+    (tmp_path / "2026-01-01-jax-NVIDIA-H200.json").write_text(json.dumps(record))
+    records = stages.bench_records(tmp_path)
+    assert set(records) == {"strong"} and records["strong"]["resnet50v2"]["x"] == 2
+    assert records["strong"]["_settings"]["n_test"] == 2
+
+
+collect_results = load_script("collect_results")
+
+
+def test_collected_results_keep_numbers_and_plots_of_numbers_only(tmp_path: Path) -> None:
+    run = tmp_path / "stage" / "20260101-000000-strong"
+    files = ["params.yaml", "manifest.json", "models/basic_cnn/metrics.json", "models/basic_cnn/history.csv",
+             "models/basic_cnn/curves.png", "models/basic_cnn/confusion_normalised.png",
+             "models/basic_cnn/predictions_test.npz", "figures/fig4_training_curves.png", "figures/sample_grid.png",
+             "figures/augmentation_preview.png", "figures/pixel_stats.png", "notebooks/01_explore_data.ipynb",
+             "report.html"]
+    for name in files:
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text(name)
+    gpu_out = tmp_path / "gpu-out"
+    gpu_out.mkdir()
+    with tarfile.open(gpu_out / "3-strong.tar.gz", "w:gz") as tar:
+        tar.add(run, arcname=run.name)
+    bench = tmp_path / "2026-01-01-jax-NVIDIA-H200.json"
+    bench.write_text("{}")
+    with tarfile.open(gpu_out / "1-bench.tar.gz", "w:gz") as tar:
+        tar.add(bench, arcname=bench.name)
+    (gpu_out / "summary.json").write_text(json.dumps({"stages": [
+        {"stage": "bench", "status": "complete", "archive": "1-bench.tar.gz"},
+        {"stage": "paper", "status": "skipped"},
+        {"stage": "strong", "status": "complete", "archive": "3-strong.tar.gz"}]}))
+    lines = collect_results.collect(gpu_out, tmp_path / "outputs", tmp_path / "results", tmp_path / "bench")
+    committed = sorted(str(p.relative_to(tmp_path / "results" / run.name))
+                       for p in (tmp_path / "results" / run.name).rglob("*") if p.is_file())
+    assert committed == sorted(["params.yaml", "manifest.json", "models/basic_cnn/metrics.json",
+                                "models/basic_cnn/history.csv", "models/basic_cnn/curves.png",
+                                "models/basic_cnn/confusion_normalised.png", "figures/fig4_training_curves.png"])
+    assert (tmp_path / "outputs" / run.name / "figures" / "sample_grid.png").is_file()  # whole, outside the repo
+    assert (tmp_path / "bench" / bench.name).is_file()
+    assert any(line.startswith("paper: skipped") for line in lines)
+
+
+def test_supervise_relays_output_reports_each_end_and_stops_at_the_deadline(capsys: pytest.CaptureFixture[str]
+                                                                            ) -> None:
+    ended: list[tuple[str, int | None, bool]] = []
+    quick = stages.launch("quick", [sys.executable, "-c", "print('hello')"], REPO_ROOT)
+    slow = stages.launch("slow", [sys.executable, "-c", "import time; time.sleep(60)"], REPO_ROOT)
+    deadline = stages.time.time() + stages.PACK_SECONDS + 2
+    stages.supervise({"quick": quick, "slow": slow}, deadline, lambda *args: ended.append(args))
+    assert ended[0] == ("quick", 0, False)
+    assert ended[1][0] == "slow" and ended[1][2] is True  # stopped at the deadline with SIGTERM
+    assert "[quick] hello" in capsys.readouterr().out
