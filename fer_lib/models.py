@@ -91,11 +91,13 @@ def basic_cnn(inputs: Any, *, filters: Sequence[int] = (64, 128, 256, 512), conv
 
 
 def resnet50v2(inputs: Any, *, input_size: int = IMAGE_SIZE, weights: str | None = None,
-               weights_path: str | None = None, dropout: float = 0.0) -> Any:
+               weights_path: str | None = None, dropout: float = 0.0, bn_momentum: float | None = None) -> Any:
     """ResNet50V2 from keras.applications on (optionally upsampled) input; returns pooled features.
 
     ``weights="imagenet"`` needs ``weights_path``, a local no-top weights file (nothing is downloaded): the grayscale
-    input is then replicated to 3 channels and scaled to [-1, 1] as ResNet50V2 expects.
+    input is then replicated to 3 channels and scaled to [-1, 1] as ResNet50V2 expects. ``bn_momentum`` replaces
+    keras.applications' BatchNorm momentum (0.99) in every block, e.g. 0.9 for runs of a few hundred steps, whose
+    inference statistics would otherwise still be near their initial values (see ``basic_cnn``).
     """
     if not isinstance(input_size, int) or isinstance(input_size, bool) or input_size < 32:
         raise ModelConfigError(f"model option input_size must be an integer of at least 32, got {input_size!r}")
@@ -119,6 +121,11 @@ def resnet50v2(inputs: Any, *, input_size: int = IMAGE_SIZE, weights: str | None
         channels = 3
     backbone = keras.applications.ResNet50V2(include_top=False, weights=weights_path if weights else None,
                                              input_shape=(input_size, input_size, channels), pooling="avg")
+    if bn_momentum is not None:
+        _check_fraction("bn_momentum", bn_momentum)
+        for layer in backbone.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = bn_momentum
     x = backbone(x)
     if dropout:
         x = keras.layers.Dropout(dropout, name="head_dropout")(x)

@@ -370,6 +370,16 @@ def results_rows(run_dir: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+def headline_table(run_dir: str | Path) -> pd.DataFrame:
+    """The report's first table: per model and for the ensemble, test accuracy (and with flip TTA), macro-F1, the
+    majority-class baseline, collapsed or not, epochs and training minutes (the README table's rows for one run)."""
+    columns = {"test_accuracy": "test accuracy", "test_accuracy_tta": "with flip TTA", "macro_f1": "macro-F1",
+               "majority_baseline": "majority baseline", "collapsed": "collapsed", "epochs": "epochs",
+               "train_minutes": "training minutes"}
+    rows = results_rows(run_dir)
+    return pd.DataFrame(rows, columns=["model", *columns]).set_index("model").rename(columns=columns)
+
+
 def results_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     """A markdown table of :func:`results_rows` rows (test = the provided PublicTest split)."""
     def number(value: Any, digits: int = 3) -> str:

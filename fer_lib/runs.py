@@ -18,7 +18,7 @@ import os
 import platform
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -218,3 +218,39 @@ def _process_gone(manifest: Mapping[str, Any]) -> bool:
     except PermissionError:
         return False
     return False
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The run listing (`fer-study list`, the runner's closing summary)
+# --------------------------------------------------------------------------------------------------------------------
+
+LIST_COLUMNS = ("run", "status", "data", "model", "test_acc", "macro_f1", "collapsed")
+
+
+def list_rows(outputs_dir: str | Path | None) -> list[dict[str, str]]:
+    """One row per model of each run (one row for a run without a finished model), as display strings."""
+    rows = []
+    for run_dir in list_runs(outputs_dir):
+        summary = run_summary(run_dir)
+        data = {True: "SYNTHETIC", False: "real"}.get(summary["synthetic"], "?")
+        base = {"run": summary["id"], "status": summary["status"], "data": data}
+        if not summary["models"]:
+            rows.append({**base, "model": "-", "test_acc": "-", "macro_f1": "-", "collapsed": "-"})
+        for model in summary["models"]:
+            collapsed = model.get("collapsed")
+            rows.append({**base, "model": str(model["model"]), "test_acc": _fmt(model.get("test_accuracy")),
+                         "macro_f1": _fmt(model.get("test_macro_f1")),
+                         "collapsed": {True: "COLLAPSED", False: "no"}.get(collapsed, "?")})
+    return rows
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+
+
+def format_table(rows: Sequence[Mapping[str, str]], columns: Sequence[str] = LIST_COLUMNS) -> str:
+    widths = {c: max([len(c), *(len(row[c]) for row in rows)]) for c in columns}
+    lines = ["  ".join(c.ljust(widths[c]) for c in columns).rstrip(),
+             "  ".join("-" * widths[c] for c in columns)]
+    lines += ["  ".join(row[c].ljust(widths[c]) for c in columns).rstrip() for row in rows]
+    return "\n".join(lines)

@@ -23,7 +23,7 @@ from fer_lib.data import (SYNTHETIC_NOTICE, FerDataset, discover_data, load_fer2
                           subsample)
 from fer_lib.evaluate import evaluate_model, evaluation_batch_size, save_json, save_predictions
 from fer_lib.models import MODEL_REGISTRY, ModelConfigError, check_model_options
-from fer_lib.train import TrainConfig, train_model
+from fer_lib.train import TrainConfig, is_finished, load_finished, train_model
 
 
 class _Yaml12Loader(yaml.SafeLoader):
@@ -225,9 +225,12 @@ def run_model(params: Mapping[str, Any], model_name: str, dataset: FerDataset, m
     Returns the run's summary (also written to ``metrics.json`` in ``model_dir``). Model selection uses val only.
     """
     model_dir = Path(model_dir)
-    result = train_model(dataset, model_name, params, model_dir,
-                         model_options=params["model_options"].get(model_name, {}),
-                         augmentation=params["augmentation"])
+    if is_finished(model_dir):  # a resumed run whose training had ended: evaluate the saved best model
+        result = load_finished(model_dir)
+    else:
+        result = train_model(dataset, model_name, params, model_dir,
+                             model_options=params["model_options"].get(model_name, {}),
+                             augmentation=params["augmentation"])
     batch = evaluation_batch_size(params["batch_size"], dataset)
     summary: dict[str, Any] = {
         "model": model_name,

@@ -45,6 +45,7 @@ LR_SCHEDULES = ("constant", "cosine", "step")
 MONITORS = ("val_accuracy", "val_loss")
 HISTORY_FILE = "history.csv"
 BEST_MODEL_FILE = "best.keras"
+TRAINING_FILE = "training.json"  # written when training ends: best epoch, monitor, seconds, resumed from
 BACKUP_DIR = "backup"
 
 
@@ -330,18 +331,20 @@ class BestWeights(keras.callbacks.Callback):
             self.weights = self.model.get_weights()
 
     def save(self, folder: Path) -> None:
+        """Write the best weights and their epoch and value beside the backup, as one file replaced atomically."""
         if self.weights is None:
             return
-        np.savez(folder / "best_weights.npz", *self.weights)
-        (folder / "best.json").write_text(json.dumps({"value": self.best_value, "epoch": self.best_epoch}))
+        arrays = {f"weight_{i}": weight for i, weight in enumerate(self.weights)}
+        with open(folder / "best.npz.tmp", "wb") as handle:
+            np.savez(handle, best_value=self.best_value, best_epoch=self.best_epoch, **arrays)
+        os.replace(folder / "best.npz.tmp", folder / "best.npz")
 
     def load(self, folder: Path) -> None:
-        if not (folder / "best.json").is_file():
+        if not (folder / "best.npz").is_file():
             return
-        meta = json.loads((folder / "best.json").read_text())
-        with np.load(folder / "best_weights.npz") as stored:
-            self.weights = [stored[f"arr_{i}"] for i in range(len(stored.files))]
-        self.best_value, self.best_epoch = meta["value"], meta["epoch"]
+        with np.load(folder / "best.npz") as stored:
+            self.weights = [stored[f"weight_{i}"] for i in range(len(stored.files) - 2)]
+            self.best_value, self.best_epoch = float(stored["best_value"]), int(stored["best_epoch"])
 
 
 class PeriodicBackup(keras.callbacks.BackupAndRestore):
@@ -354,7 +357,9 @@ class PeriodicBackup(keras.callbacks.BackupAndRestore):
     async_safe = True
 
     def __init__(self, backup_dir: Path, best: BestWeights, *, every_epochs: int | None, every_seconds: float) -> None:
-        super().__init__(str(backup_dir), save_freq="epoch", delete_checkpoint=True)
+        # double_checkpoint: the previous backup is kept until the new one is written, so a kill while writing
+        # falls back to it instead of leaving a corrupt file
+        super().__init__(str(backup_dir), save_freq="epoch", delete_checkpoint=True, double_checkpoint=True)
         self.best, self.every_epochs, self.every_seconds = best, every_epochs, every_seconds
         self._last_save = time.monotonic()
         self._epochs_since_save = 0
@@ -456,11 +461,28 @@ def train_model(dataset: FerDataset, model_name: str, params: Mapping[str, Any] 
     history = pd.read_csv(history_file)
     if best.weights is not None:
         model.set_weights(best.weights)
-    save_inference_model(model, out_dir / BEST_MODEL_FILE)
     best_row = int(history["epoch"].tolist().index(best.best_epoch)) if best.best_epoch is not None else len(history) - 1
-    return TrainResult(model=model, history=history, out_dir=out_dir, best_epoch=int(history["epoch"][best_row]) + 1,
-                       best_value=float(history[config.monitor][best_row]), monitor=config.monitor,
-                       train_seconds=train_seconds, resumed_from_epoch=resumed_from)
+    record = {"best_epoch": int(history["epoch"][best_row]) + 1,
+              "best_value": float(history[config.monitor][best_row]), "monitor": config.monitor,
+              "train_seconds": train_seconds, "resumed_from_epoch": resumed_from}
+    (out_dir / TRAINING_FILE).write_text(json.dumps(record, indent=2))
+    save_inference_model(model, out_dir / BEST_MODEL_FILE)  # last: its presence means "training finished"
+    return TrainResult(model=model, history=history, out_dir=out_dir, **record)
+
+
+def is_finished(out_dir: str | Path) -> bool:
+    """True when ``out_dir`` holds a finished training run (its best model was saved)."""
+    return (Path(out_dir) / BEST_MODEL_FILE).is_file() and (Path(out_dir) / TRAINING_FILE).is_file()
+
+
+def load_finished(out_dir: str | Path) -> TrainResult:
+    """The :class:`TrainResult` of a finished run, from its files (e.g. to evaluate again after an interruption)."""
+    out_dir = Path(out_dir)
+    if not is_finished(out_dir):
+        raise FileNotFoundError(f"'{out_dir}' holds no finished training run ({BEST_MODEL_FILE} and {TRAINING_FILE})")
+    record = json.loads((out_dir / TRAINING_FILE).read_text())
+    model = keras.saving.load_model(out_dir / BEST_MODEL_FILE)
+    return TrainResult(model=model, history=pd.read_csv(out_dir / HISTORY_FILE), out_dir=out_dir, **record)
 
 
 def training_callbacks(config: TrainConfig, model_name: str, dataset: FerDataset, out_dir: Path, best: BestWeights,

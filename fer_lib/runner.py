@@ -1,0 +1,517 @@
+"""The study runner: execute the notebooks into a run folder with papermill, keep its manifest, resume a run.
+
+:func:`prepare_run` resolves and checks everything a run needs before anything is written (any user error is a
+:class:`UserError` with one clear message); :func:`start_run` creates a fresh run folder
+``<out>/<YYYYmmdd-HHMMSS>-<name>/`` with ``params.yaml`` and ``manifest.json`` (versions, backend, device, git
+commit, data fingerprint, timings, status) and executes ``01_explore_data``, ``02_train`` once per model and
+``03_compare`` into ``<run>/notebooks/``, then renders ``report.html``; :func:`resume_run` finishes an interrupted
+run in its own folder. While a training notebook runs, one line per epoch shows progress (from the model's
+``progress.json``). A failing notebook ends the run with a paragraph naming the notebook and the cell, the partial
+notebook kept, and the manifest's status ``failed``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import logging
+import os
+import platform
+import re
+import signal
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from fer_lib import __version__, runs
+from fer_lib.provenance import device_info, git_info, keras_backend, package_versions
+
+PROG = "fer-study"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+KERNEL_NAME = "python3"
+# The kernel logs only errors to the terminal: its start-up warnings (e.g. "Kernel is running over TCP without
+# encryption", about a kernel on the loopback interface of this machine) are not for the user of the runner.
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
+NOTEBOOKS = ("01_explore_data", "02_train", "03_compare")
+DEFAULT_NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+# Parameters of 01_explore_data when its parameters cell cannot be inspected (see docs/CONTRACTS.md).
+EXPLORE_FALLBACK_KEYS = ("seed", "augmentation")
+BANNER = "!" * 100
+
+
+class UserError(Exception):
+    """A mistake in the command line, a params file or the data folder: reported in one line, exit code 2."""
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+# Lines TensorFlow's C++ side prints on import whatever TF_CPP_MIN_LOG_LEVEL says; anything else is passed through.
+IMPORT_NOISE = (
+    re.compile(r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$"),
+    re.compile(r"^[IW]\d{4} [\d:.]+\s+\d+ (port|cpu_feature_guard)\.cc:\d+\] "),
+    re.compile(r"^To enable the following instructions: .* in other operations, rebuild TensorFlow"),
+)
+
+
+@contextlib.contextmanager
+def _native_stderr_filtered() -> Iterator[None]:
+    """Capture what native code writes to file descriptor 2 meanwhile; give back all of it but the known noise."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            lines = capture.read().decode(errors="replace").splitlines()
+            kept = [line for line in lines if not any(pattern.search(line) for pattern in IMPORT_NOISE)]
+            if kept:
+                print("\n".join(kept), file=sys.stderr)
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def prepare_run(params_files: Sequence[str | Path] = (), overrides: Sequence[str] = (), *, data: str | None = None,
+                name: str | None = None, out: str | Path | None = None,
+                notebooks_dir: Path | None = None) -> dict[str, Any]:
+    """Resolve params, find the data and the notebooks; raise :class:`UserError` on any problem. Writes nothing.
+
+    Params are: defaults, then each params file in order, then ``data``/``name``, then each ``key=value`` override.
+    """
+    from fer_lib.data import FerDataError, detect_layout, source_fingerprint
+    from fer_lib.study import ParamsError, data_source, resolve_params_files
+
+    extra: dict[str, Any] = {}
+    if data is not None:
+        extra["data"] = str(data)
+    if name is not None:
+        extra["name"] = name
+    try:
+        params = resolve_params_files(params_files, overrides, extra or None)
+    except ParamsError as error:
+        raise UserError(str(error)) from None
+
+    project = runs.project_root(DEFAULT_NOTEBOOKS_DIR.parent)
+    try:
+        path, how = data_source(params, project_root=project)
+        source: dict[str, Any]
+        if path is None:
+            params["synthetic"] = True  # the notebooks must use exactly what the runner checked
+            source = {"synthetic": True, "how": how, "layout": "synthetic"}
+        else:
+            layout, root = detect_layout(path.resolve())
+            params["data"] = str(root)  # absolute, so the notebooks (run in notebooks/) load the same files
+            source = {"synthetic": False, "how": how, "source": str(root), "layout": layout,
+                      "fingerprint": source_fingerprint(layout, root, resize=params["resize"])}
+    except FerDataError as error:
+        raise UserError(str(error)) from None
+
+    notebooks_dir = (notebooks_dir or DEFAULT_NOTEBOOKS_DIR).resolve()
+    missing = [f"{name}.ipynb" for name in NOTEBOOKS if not (notebooks_dir / f"{name}.ipynb").is_file()]
+    if missing:
+        raise UserError(f"notebook(s) {', '.join(missing)} not found in '{notebooks_dir}'; is the project checkout "
+                        f"complete?")
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise UserError(f"--out '{out}' exists and is not a folder")
+    return {"params": params, "data": source, "notebooks_dir": notebooks_dir, "params_files": [str(f) for f in params_files],
+            "overrides": list(overrides), "project_root": project}
+
+
+def notebook_jobs(plan: Mapping[str, Any], run_dir: Path) -> list[dict[str, Any]]:
+    """The notebooks to execute, in order, each with its output path and papermill parameters."""
+    params, notebooks_dir = plan["params"], plan["notebooks_dir"]
+    run_dir_text = str(run_dir.resolve())
+    out = runs.notebooks_dir(run_dir)
+
+    def declared(name: str) -> set[str]:
+        try:
+            import papermill
+
+            return set(papermill.inspect_notebook(str(notebooks_dir / f"{name}.ipynb")))
+        except Exception:  # noqa: BLE001 - an uninspectable notebook just gets the documented parameters
+            return set()
+
+    from fer_lib.study import DATA_DEFAULTS
+
+    explore_keys = declared("01_explore_data") or {*DATA_DEFAULTS, *EXPLORE_FALLBACK_KEYS}
+    compare_keys = declared("03_compare")
+    jobs = [{"name": "01_explore_data", "model": None, "output": out / "01_explore_data.ipynb",
+             "parameters": {**{k: v for k, v in params.items() if k in explore_keys}, "run_dir": run_dir_text}}]
+    for model in params["models"]:
+        jobs.append({"name": "02_train", "model": model, "output": out / f"02_train-{model}.ipynb",
+                     "parameters": {**params, "model": model, "run_dir": run_dir_text}})
+    jobs.append({"name": "03_compare", "model": None, "output": out / "03_compare.ipynb",
+                 "parameters": {**{k: v for k, v in params.items() if k in compare_keys}, "run_dir": run_dir_text}})
+    for job in jobs:
+        job["input"] = notebooks_dir / f"{job['name']}.ipynb"
+    return jobs
+
+
+def run_context(plan: Mapping[str, Any]) -> dict[str, Any]:
+    """What the manifest records about the data and the machine (gathered before the run folder exists)."""
+    params, data = plan["params"], dict(plan["data"])
+    if data["synthetic"]:
+        from fer_lib.data import SYNTHETIC_NOTICE, load_synthetic
+
+        data["notice"] = SYNTHETIC_NOTICE
+        data["fingerprint"] = load_synthetic(params["synthetic_train"], params["synthetic_val"],
+                                             params["synthetic_test"], seed=params["seed"],
+                                             class_balance=params["synthetic_balance"]).fingerprint
+    return {
+        "data": data,
+        "backend": keras_backend(),
+        "device": device_info(),
+        "versions": package_versions(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "git": git_info(plan["project_root"]),
+        "environment": {key: os.environ[key] for key in ("KERAS_BACKEND", "CUDA_VISIBLE_DEVICES", "JAX_PLATFORMS",
+                                                         "XLA_FLAGS", "FER2013_DIR") if key in os.environ},
+    }
+
+
+def start_run(plan: dict[str, Any], *, argv: Sequence[str], out: str | Path | None = None,
+              log_output: bool = False) -> int:
+    """Create a fresh run folder for a prepared ``plan`` and execute every notebook into it; the exit code."""
+    plan["context"] = plan.get("context") or run_context(plan)  # versions, backend, device, git: before the folder
+    run_dir = runs.new_run_dir(plan["params"]["name"], outputs_dir=out, params=plan["params"])
+    jobs = notebook_jobs(plan, run_dir)
+    manifest: dict[str, Any] = {
+        "fer_study_version": __version__,
+        "status": "running",
+        "started": _now(),
+        "finished": None,
+        "seconds": None,
+        "run_dir": str(run_dir.resolve()),
+        "command": [PROG, *argv],
+        "host": platform.node(),
+        "pid": os.getpid(),
+        "params_files": plan["params_files"],
+        "overrides": plan["overrides"],
+        **plan["context"],
+        "notebooks": [{"notebook": job["name"], "model": job["model"],
+                       "output": str(job["output"].relative_to(run_dir)), "status": "pending", "started": None,
+                       "seconds": None} for job in jobs],
+        "results": {},
+        "resumes": [],
+        "error": None,
+    }
+    runs.write_manifest(run_dir, manifest)
+    runs.notebooks_dir(run_dir).mkdir(exist_ok=True)
+    runs.figures_dir(run_dir).mkdir(exist_ok=True)
+    print(f"{PROG}: run folder {run_dir}", flush=True)
+    return execute_jobs(plan, run_dir, manifest, jobs, log_output=log_output)
+
+
+def resume_run(run_dir: str | Path, *, argv: Sequence[str], log_output: bool = False) -> int:
+    """Finish an interrupted or failed run in its own folder: notebooks that completed are kept, the others run
+    again, and a training notebook resumes from the last backup of its model (fer_lib.train). The manifest records
+    each resume and ends ``complete`` when every notebook has."""
+    run_dir = Path(run_dir)
+    if not runs.is_run_dir(run_dir):
+        raise UserError(f"'{run_dir}' is not a run folder (no {runs.PARAMS_FILE} or {runs.MANIFEST_FILE})")
+    manifest = runs.read_manifest(run_dir)
+    if not manifest.get("notebooks"):
+        raise UserError(f"'{run_dir}' has no {runs.MANIFEST_FILE} listing its notebooks: it was not made by "
+                        f"`{PROG} run`, so there is nothing to resume")
+    status = runs.run_summary(run_dir)["status"]
+    if status == "complete":
+        raise UserError(f"'{run_dir}' is already complete; nothing to resume")
+    if status == "running":
+        raise UserError(f"'{run_dir}' is still running (process {manifest.get('pid')} on {manifest.get('host')}); "
+                        f"stop it first")
+    from fer_lib.study import ParamsError, resolve_params
+
+    try:
+        params = resolve_params(runs.read_params(run_dir))
+    except ParamsError as error:
+        raise UserError(f"{run_dir / runs.PARAMS_FILE}: {error}") from None
+    plan: dict[str, Any] = {"params": params, "data": manifest["data"], "notebooks_dir": DEFAULT_NOTEBOOKS_DIR,
+                            "params_files": manifest.get("params_files", []),
+                            "overrides": manifest.get("overrides", []),
+                            "project_root": runs.project_root(DEFAULT_NOTEBOOKS_DIR.parent),
+                            "context": {key: manifest.get(key) for key in ("data", "backend", "device")}}
+    jobs = notebook_jobs(plan, run_dir)
+    done = {(entry["notebook"], entry["model"]) for entry in manifest["notebooks"] if entry["status"] == "complete"}
+    manifest["resumes"] = [*manifest.get("resumes", []),
+                           {"started": _now(), "previous_status": status, "command": [PROG, *argv],
+                            "host": platform.node(), "pid": os.getpid(),
+                            "notebooks_kept": len(done)}]
+    manifest.update(status="running", pid=os.getpid(), host=platform.node(), error=None, finished=None)
+    runs.write_manifest(run_dir, manifest)
+    print(f"{PROG}: resuming {run_dir} ({len(done)} of {len(jobs)} notebooks already complete)", flush=True)
+    return execute_jobs(plan, run_dir, manifest, jobs, log_output=log_output, skip=done)
+
+
+def execute_jobs(plan: Mapping[str, Any], run_dir: Path, manifest: dict[str, Any], jobs: list[dict[str, Any]], *,
+                 log_output: bool = False, skip: set[tuple[str, str | None]] = frozenset()) -> int:
+    """Execute ``jobs`` into ``run_dir`` (all but those in ``skip``), keeping manifest.json up to date; then the
+    report. Ctrl-C (or SIGTERM) marks the run interrupted, a failing notebook marks it failed; the exit code."""
+    data = manifest["data"]
+    if data["synthetic"]:
+        _shout(data["notice"])
+    print(f"{PROG}: data: {data['how']}; backend: {manifest['backend']}; device: {manifest['device']['summary']}",
+          flush=True)
+    started = time.time()
+    try:  # `kill` (SIGTERM) marks the run interrupted, like Ctrl-C
+        previous = signal.signal(signal.SIGTERM, _terminated)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
+    try:
+        return _execute_jobs(plan, run_dir, manifest, jobs, log_output=log_output, skip=skip, started=started)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _execute_jobs(plan: Mapping[str, Any], run_dir: Path, manifest: dict[str, Any], jobs: list[dict[str, Any]], *,
+                  log_output: bool, skip: set[tuple[str, str | None]], started: float) -> int:
+    from tqdm.auto import tqdm
+
+    data = manifest["data"]
+    interactive = _is_terminal(sys.stderr)  # progress bars on a terminal; one line per notebook in logs
+    bar = tqdm(total=len(jobs), desc="fer-study", unit="notebook", position=0, disable=not interactive,
+               file=sys.stderr)
+    index, current = 0, None
+    try:
+        for index, job in enumerate(jobs):
+            entry = manifest["notebooks"][index]
+            label = job["name"] + (f" ({job['model']})" if job["model"] else "")
+            if (job["name"], job["model"]) in skip:
+                bar.update(1)
+                tqdm.write(f"{PROG}: [{index + 1}/{len(jobs)}] {label} complete already (kept)", file=sys.stderr)
+                continue
+            current = job
+            bar.set_description(label)
+            entry.update(status="running", started=_now())
+            runs.write_manifest(run_dir, manifest)
+            began = time.perf_counter()
+            show = bar.set_postfix_str if interactive else (lambda text: print(f"{PROG}: {text}", file=sys.stderr,
+                                                                                  flush=True))
+            watcher = None if job["model"] is None or log_output else EpochProgress(
+                runs.model_dir(run_dir, job["model"]) / runs.PROGRESS_FILE, show)
+            try:
+                if watcher is not None:
+                    watcher.start()
+                _execute_notebook(job, plan["notebooks_dir"], log_output=log_output,
+                                  progress=({"desc": f"  cells of {job['output'].name}", "position": 1,
+                                             "leave": False} if interactive and not log_output else False))
+            finally:
+                if watcher is not None:
+                    watcher.stop()
+                entry["seconds"] = round(time.perf_counter() - began, 2)
+            entry["status"] = "complete"
+            current = None
+            runs.write_manifest(run_dir, manifest)
+            bar.update(1)
+            tqdm.write(f"{PROG}: [{index + 1}/{len(jobs)}] {label} done in {entry['seconds']:.1f} s", file=sys.stderr)
+        bar.close()
+        report = render_report(run_dir / runs.NOTEBOOKS_DIR / "03_compare.ipynb", run_dir / runs.REPORT_FILE)
+        manifest["report"] = str(report.relative_to(run_dir))
+    except KeyboardInterrupt:
+        bar.close()
+        if current is not None:
+            manifest["notebooks"][index]["status"] = "interrupted"
+        _finish(manifest, run_dir, started, "interrupted", "interrupted by the user (Ctrl-C)")
+        print(f"{PROG}: interrupted; the run folder {run_dir} is marked interrupted (the partial notebook is kept)",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:  # noqa: BLE001 - every failure is reported, recorded and turned into exit code 1
+        bar.close()
+        if current is not None:
+            manifest["notebooks"][index]["status"] = "failed"
+        message = failure_message(error, current, run_dir)
+        _finish(manifest, run_dir, started, "failed", message)
+        print("\n" + _wrap(message, 110), file=sys.stderr)
+        return EXIT_FAILED
+
+    manifest["results"] = {m["model"]: m for m in runs.run_summary(run_dir)["models"]}
+    _check_fingerprints(manifest, run_dir)
+    _finish(manifest, run_dir, started, "complete", None)
+    print_run_summary(run_dir, manifest["seconds"])
+    if data["synthetic"]:
+        _shout(data["notice"])
+    return EXIT_OK
+
+
+def format_progress(record: Mapping[str, Any]) -> str:
+    """One line about a training epoch (from ``progress.json``): model, epoch, accuracies, speed, time left."""
+    def number(key: str, form: str) -> str:
+        value = record.get(key)
+        return format(value, form) if isinstance(value, (int, float)) else "-"
+
+    return (f"{record.get('model')} epoch {record.get('epoch')}/{record.get('epochs')} · train acc "
+            f"{number('accuracy', '.3f')} · val acc {number('val_accuracy', '.3f')} · "
+            f"{number('images_per_second', ',.0f')} images/s · ~{number('seconds_left', '.0f')} s left")
+
+
+class EpochProgress(threading.Thread):
+    """Watches a training notebook's ``progress.json`` and shows one line per finished epoch."""
+
+    def __init__(self, path: Path, show: Callable[[str], Any], interval: float = 0.5) -> None:
+        super().__init__(daemon=True)
+        self.path, self.show, self.interval = path, show, interval
+        self._stopped = threading.Event()
+        self._last: Any = None
+
+    def run(self) -> None:
+        while not self._stopped.wait(self.interval):
+            self.poll()
+
+    def poll(self) -> None:
+        try:
+            record = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return
+        if record.get("epoch") != self._last:
+            self._last = record.get("epoch")
+            self.show(format_progress(record))
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.join(timeout=5)
+        self.poll()  # the last epoch, if it ended between two polls
+
+
+class _DropUnknownParameterWarnings(logging.Filter):
+    """papermill warns once per parameter a notebook does not declare; the runner warns once per notebook."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Passed unknown parameter")
+
+
+def _undeclared(job: Mapping[str, Any]) -> list[str]:
+    try:
+        import papermill
+
+        declared = set(papermill.inspect_notebook(str(job["input"])))
+    except Exception:  # noqa: BLE001 - nothing to compare with
+        return []
+    return sorted(set(job["parameters"]) - declared) if declared else []
+
+
+def _execute_notebook(job: Mapping[str, Any], notebooks_dir: Path, *, log_output: bool,
+                      progress: bool | dict[str, Any]) -> None:
+    import papermill
+
+    logger = logging.getLogger("papermill")
+    if not any(isinstance(f, _DropUnknownParameterWarnings) for f in logger.filters):
+        logger.addFilter(_DropUnknownParameterWarnings())
+    undeclared = _undeclared(job)
+    if undeclared:
+        print(f"{PROG}: note: {job['input'].name} does not declare parameter(s) {', '.join(undeclared)} in its "
+              f"parameters cell; they are injected anyway", file=sys.stderr)
+
+    job["output"].parent.mkdir(parents=True, exist_ok=True)
+    papermill.execute_notebook(
+        str(job["input"]), str(job["output"]), parameters=dict(job["parameters"]), kernel_name=KERNEL_NAME,
+        cwd=str(notebooks_dir), progress_bar=progress, log_output=log_output,
+        stdout_file=sys.stdout if log_output else None, stderr_file=sys.stderr if log_output else None,
+        extra_arguments=KERNEL_ARGUMENTS)
+
+
+def render_report(executed: Path, report: Path) -> Path:
+    """The executed compare notebook as a standalone HTML report: narrative, tables and figures, code hidden.
+
+    The executed notebook in ``notebooks/`` keeps its code; the report is for readers (nbconvert's no-input export).
+    """
+    import nbconvert
+    import nbformat
+
+    notebook = nbformat.read(executed, as_version=4)
+    title = f"fer-study report {report.parent.name}"
+    exporter = nbconvert.HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    body, _ = exporter.from_notebook_node(notebook, resources={"metadata": {"name": title}})
+    report.write_text(body, encoding="utf-8")
+    return report
+
+
+def failure_message(error: BaseException, job: Mapping[str, Any] | None, run_dir: Path) -> str:
+    """One paragraph: which notebook and cell failed, the error, and where the partial notebook is."""
+    from papermill.exceptions import PapermillExecutionError
+
+    where = "after the notebooks, while writing report.html"
+    if job is not None:
+        where = f"notebook {job['name']}.ipynb" + (f" (model {job['model']})" if job["model"] else "")
+    if isinstance(error, PapermillExecutionError):
+        first_line = next((line.strip() for line in str(error.source or "").splitlines() if line.strip()), "")
+        cell = f"cell [{error.exec_count}]" if error.exec_count is not None else "a cell"
+        snippet = f" (starting `{first_line[:80]}`)" if first_line else ""
+        text = f"{PROG}: {where} failed at {cell}{snippet}: {error.ename}: {_one_line(str(error.evalue))[:500]}."
+    else:
+        text = f"{PROG}: {where} failed: {type(error).__name__}: {_one_line(str(error))[:500]}."
+    if job is not None and Path(job["output"]).exists():
+        text += f" The partially executed notebook, with the full traceback, is kept at {job['output']}."
+    text += f" The run folder {run_dir} is marked failed in {runs.MANIFEST_FILE}."
+    return text
+
+
+def _finish(manifest: dict[str, Any], run_dir: Path, started: float, status: str, error: str | None) -> None:
+    manifest.update(status=status, finished=_now(), seconds=round(time.time() - started, 2), error=error)
+    runs.write_manifest(run_dir, manifest)
+
+
+def _check_fingerprints(manifest: dict[str, Any], run_dir: Path) -> None:
+    """Record the data fingerprint each model was trained on; warn if it is not the one the runner checked."""
+    used = {}
+    for model in runs.run_models(run_dir):
+        config = runs.model_dir(run_dir, model) / "train_config.json"
+        try:
+            used[model] = json.loads(config.read_text())["data"]["fingerprint"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    manifest["data"]["fingerprints_used"] = used
+    expected = manifest["data"].get("fingerprint")
+    if expected and any(value != expected for value in used.values()):
+        print(f"{PROG}: warning: the models were trained on data with fingerprint(s) {sorted(set(used.values()))}, "
+              f"not {expected} as checked before the run", file=sys.stderr)
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def _shout(text: str) -> None:
+    print(f"\n{BANNER}\n{_wrap(text, len(BANNER))}\n{BANNER}\n", file=sys.stderr)
+
+
+def _wrap(text: str, width: int) -> str:
+    """Wrap at spaces only, so that paths stay whole (copyable)."""
+    return textwrap.fill(text, width=width, break_on_hyphens=False, break_long_words=False)
+
+
+def _now() -> str:
+    return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def print_run_summary(run_dir: Path, seconds: float) -> None:
+    rows = [row for row in runs.list_rows(run_dir.parent) if row["run"] == run_dir.name]
+    print(f"\n{PROG}: run complete in {seconds:.1f} s ({seconds / 60:.1f} min): {run_dir}")
+    if rows:
+        print(runs.format_table(rows))
+    report = run_dir / runs.REPORT_FILE
+    if report.is_file():
+        print(f"report: {report}")
+
+
