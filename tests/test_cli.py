@@ -498,7 +498,7 @@ def test_a_run_killed_during_training_resumes_and_completes_with_every_epoch_onc
     assert manifest["status"] == "complete" and len(manifest["resumes"]) == 1
     assert manifest["resumes"][0]["previous_status"] == "stopped" and manifest["resumes"][0]["notebooks_kept"] == 1
     training = json.loads((history.parent / "training.json").read_text())
-    assert training["resumed_from_epoch"] >= 2
+    assert training["resumed_from_epoch"] >= 1  # the last backup before the kill (the CSV row may be newer)
     assert all(n["status"] == "complete" for n in manifest["notebooks"])
     assert (run_dir / "report.html").is_file()
     again = subprocess.run([str(FER_STUDY), "resume", str(run_dir)], capture_output=True, text=True, timeout=120)

@@ -175,7 +175,7 @@ def test_smoke_params_are_tiny_and_synthetic() -> None:
     params = resolve_params_files([PARAMS_DIR / "smoke.yaml"])
     assert params["synthetic"] is True
     assert params["synthetic_train"] <= 500 and params["synthetic_val"] <= 200 and params["synthetic_test"] <= 200
-    assert params["epochs"] == 1
+    assert params["epochs"] >= 3  # curves of several epochs: the demo shows learning
     assert params["models"] == ["basic_cnn", "resnet50v2"]
     assert max(params["model_options"]["basic_cnn"]["filters"]) <= 64
 
