@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from fer_lib.bench import run_benchmark
     from fer_lib.data import FerDataError
-    from fer_lib.study import ParamsError, load_study_data, resolve_params_files
+    from fer_lib.data import load_study_data
+    from fer_lib.params import ParamsError, resolve_params_files
 
     try:
         params = resolve_params_files(args.params, args.overrides, {"data": args.data} if args.data else None)

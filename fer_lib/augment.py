@@ -18,57 +18,7 @@ import keras
 import numpy as np
 from keras import ops
 
-FILL_MODES = ("nearest", "reflect", "constant", "wrap")
-
-
-@dataclasses.dataclass(frozen=True)
-class AugmentConfig:
-    """Augmentation ranges, in the units of ImageDataGenerator (degrees, fractions of the image size)."""
-
-    rotation: float = 0.0  # maximum rotation, degrees
-    width_shift: float = 0.0  # maximum horizontal shift, fraction of the width
-    height_shift: float = 0.0  # maximum vertical shift, fraction of the height
-    zoom: float = 0.0  # zoom factor drawn from [1 - zoom, 1 + zoom] per axis
-    shear: float = 0.0  # maximum shear angle, degrees
-    horizontal_flip: bool = False
-    fill_mode: str = "nearest"
-
-    def __post_init__(self) -> None:
-        for name in ("rotation", "width_shift", "height_shift", "zoom", "shear"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"augmentation parameter {name} must be a non-negative number, got {value!r}")
-        for name in ("width_shift", "height_shift", "zoom"):
-            if getattr(self, name) >= 1:
-                raise ValueError(f"augmentation parameter {name} must be below 1 (a fraction), got {getattr(self, name)}")
-        if self.rotation > 180 or self.shear >= 90:
-            raise ValueError(f"augmentation rotation must be at most 180 and shear below 90 degrees, got "
-                             f"rotation={self.rotation}, shear={self.shear}")
-        if not isinstance(self.horizontal_flip, bool):
-            raise ValueError(f"augmentation parameter horizontal_flip must be true or false, got {self.horizontal_flip!r}")
-        if self.fill_mode not in FILL_MODES:
-            raise ValueError(f"augmentation parameter fill_mode must be one of {', '.join(FILL_MODES)}, "
-                             f"got {self.fill_mode!r}")
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any] | None) -> AugmentConfig:
-        """Build from a plain mapping (a params file), rejecting unknown names with the list of valid ones."""
-        values = dict(values or {})
-        valid = [field.name for field in dataclasses.fields(cls)]
-        unknown = sorted(set(values) - set(valid))
-        if unknown:
-            raise ValueError(f"unknown augmentation parameter(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
-        return cls(**values)
-
-    @property
-    def is_identity(self) -> bool:
-        return not (self.rotation or self.width_shift or self.height_shift or self.zoom or self.shear
-                    or self.horizontal_flip)
-
-
-PAPER_AUGMENTATION = AugmentConfig(rotation=10.0, width_shift=0.2, height_shift=0.2, zoom=0.2, shear=10.0,
-                                   horizontal_flip=True)
-"""The paper's ImageDataGenerator settings (shift 0.2 as stated; rotation, zoom and shear at common values)."""
+from fer_lib.params import AugmentConfig
 
 
 @keras.saving.register_keras_serializable(package="fer_lib")

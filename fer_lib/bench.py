@@ -25,7 +25,8 @@ import numpy as np
 from fer_lib.data import FerDataset
 from fer_lib.evaluate import evaluation_batch_size, predict_proba
 from fer_lib.provenance import device_info, package_versions
-from fer_lib.train import TrainConfig, steps_per_epoch, train_model
+from fer_lib.params import TrainConfig
+from fer_lib.train import steps_per_epoch, train_model
 
 
 class _StopAfter(keras.callbacks.Callback):

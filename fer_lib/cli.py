@@ -91,16 +91,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _ready_backend() -> None:
-    """Check the Keras backend, then import it with its import-time log lines dropped (before any notebook)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before Keras imports TensorFlow; kernels inherit it
+    """Check, without importing Keras, that the backend the notebooks will get is installed (else one line, exit 2)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the notebooks' kernels inherit it: quiet TensorFlow imports
     try:
-        check_backend()  # before Keras is imported: a missing backend is one line, not a traceback from Keras
+        check_backend()
     except BackendUnavailable as error:
         raise UserError(str(error)) from None
-    from fer_lib.runner import _native_stderr_filtered
-
-    with _native_stderr_filtered():
-        import fer_lib.study  # noqa: F401 - imports Keras and its backend
 
 
 def command_run(args: argparse.Namespace, *, argv: list[str]) -> int:

@@ -22,8 +22,9 @@ import io
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -559,3 +560,26 @@ def discover_data(explicit: str | os.PathLike[str] | None = None, *,
     if default.exists():
         return default, f"found in {default}"
     return None, "no FER2013 found (--data, FER2013_DIR, data/fer2013): using the synthetic demo data"
+
+
+def data_source(params: Mapping[str, Any], *, project_root: str | os.PathLike[str] = ".") -> tuple[Path | None, str]:
+    """Where a run's data comes from: a FER2013 path, or None for the synthetic demo; and how it was chosen."""
+    if params["synthetic"]:
+        return None, "synthetic data requested (synthetic: true)"
+    return discover_data(params["data"], project_root=project_root)
+
+
+def load_study_data(params: Mapping[str, Any], *, project_root: str | os.PathLike[str] = ".") -> tuple[FerDataset, str]:
+    """The data set a run uses, and a sentence saying where it came from (loudly, when it is synthetic)."""
+    path, how = data_source(params, project_root=project_root)
+    if path is None:
+        dataset = load_synthetic(params["synthetic_train"], params["synthetic_val"], params["synthetic_test"],
+                                 seed=params["seed"], class_balance=params["synthetic_balance"])
+        how = f"{how}. {SYNTHETIC_NOTICE}"
+    else:
+        dataset = load_fer2013(path, val_fraction=params["val_fraction"], seed=params["seed"],
+                               resize=params["resize"])
+    if params["subset"] is not None:
+        dataset = subsample(dataset, params["subset"], seed=params["seed"])
+        how = f"{how} (train subset of {len(dataset.train)} images)"
+    return dataset, how

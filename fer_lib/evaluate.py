@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
 import numpy as np
 from sklearn import metrics as skm
+
+if TYPE_CHECKING:  # only a type here: reading results (reports, widgets) must not start a Keras backend
+    import keras
 
 from fer_lib.data import FerDataset, Split, majority_class_accuracy
 from fer_lib.labels import EMOTIONS, NUM_CLASSES
@@ -53,6 +55,21 @@ def predict_proba(model: keras.Model, images: np.ndarray, *, tta: bool = False, 
     return probabilities
 
 
+def confusion_counts(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """The (7, 7) matrix of counts: rows are true classes, columns predicted classes (csv label order)."""
+    labels, predicted = np.asarray(labels, dtype=np.int64), np.asarray(predicted, dtype=np.int64)
+    if labels.shape != predicted.shape:
+        raise ValueError(f"labels and predicted differ in shape: {labels.shape} vs {predicted.shape}")
+    return skm.confusion_matrix(labels, predicted, labels=list(range(NUM_CLASSES)))
+
+
+def row_normalise(counts: np.ndarray) -> np.ndarray:
+    """Each row divided by its total (recall of each true class on the diagonal); empty rows stay 0."""
+    counts = np.asarray(counts, dtype=np.float64)
+    totals = counts.sum(axis=1, keepdims=True)
+    return np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+
+
 def evaluate_predictions(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, Any]:
     """All metrics of one split from true labels and predicted probabilities (plain JSON-ready types)."""
     labels = np.asarray(labels, dtype=np.int64)
@@ -63,9 +80,8 @@ def evaluate_predictions(labels: np.ndarray, probabilities: np.ndarray) -> dict[
     classes = list(range(NUM_CLASSES))
     precision, recall, f1, support = skm.precision_recall_fscore_support(labels, predicted, labels=classes,
                                                                          zero_division=0)
-    counts = skm.confusion_matrix(labels, predicted, labels=classes)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        normalised = np.nan_to_num(counts / counts.sum(axis=1, keepdims=True))
+    counts = confusion_counts(labels, predicted)
+    normalised = row_normalise(counts)
     prediction_shares = np.bincount(predicted, minlength=NUM_CLASSES) / max(1, predicted.size)
     result: dict[str, Any] = {
         "n": int(labels.size),

@@ -20,13 +20,14 @@ from typing import Any
 
 import keras
 
-from fer_lib.augment import AugmentConfig, build_augmentation
+from fer_lib.augment import build_augmentation
 from fer_lib.labels import IMAGE_SIZE, NUM_CLASSES
+from fer_lib.params import AugmentConfig, ParamsError
 
 INPUT_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 1)
 
 
-class ModelConfigError(ValueError):
+class ModelConfigError(ParamsError):
     """An unknown model name or an invalid model option; the message lists what is accepted."""
 
 

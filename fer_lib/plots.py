@@ -18,7 +18,7 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from fer_lib.augment import AugmentConfig, augment_preview
+from fer_lib.params import AugmentConfig
 from fer_lib.data import FerDataset, Split
 from fer_lib.labels import EMOTIONS, NUM_CLASSES
 from fer_lib.report import epochs_of
@@ -192,6 +192,8 @@ def plot_augmentation_preview(images: np.ndarray, config: AugmentConfig | Mappin
                               variants: int = 6, seed: int = 0, *, labels: Sequence[str] | None = None,
                               synthetic: bool = False) -> Figure:
     """Each image (rows, optionally ``labels``) next to ``variants`` random augmentations (uint8 images in)."""
+    from fer_lib.augment import augment_preview  # imports Keras: only for this figure
+
     images = np.asarray(images)
     if images.ndim == 3:
         images = images[..., None]

@@ -17,12 +17,8 @@ import pandas as pd
 
 from fer_lib import runs
 from fer_lib.evaluate import COLLAPSE_MARGIN, load_json
-from fer_lib.study import DATA_DEFAULTS
-from fer_lib.train import HISTORY_FILE
 
 SPLIT_KEYS: tuple[str, ...] = ("val", "test", "test_tta")
-EXPLORE_PARAM_KEYS: tuple[str, ...] = (*DATA_DEFAULTS, "seed", "augmentation")
-"""The study parameters the 01_explore_data notebook takes (besides ``run_dir``)."""
 
 PAPER_EARLY_ACCURACY: dict[str, float] = {"basic_cnn": 0.5, "resnet50v2": 0.25}
 """The paper's observation: early in training the CNN is near 0.5 accuracy, ResNet50V2 near 0.25 (= 'happy' share)."""
@@ -92,7 +88,7 @@ def load_model_results(model_dir: str | Path) -> tuple[dict[str, Any], pd.DataFr
     """One model folder's ``metrics.json`` and its history (None when it has no history.csv)."""
     model_dir = Path(model_dir)
     summary = load_json(model_dir / runs.METRICS_FILE)
-    history_file = model_dir / HISTORY_FILE
+    history_file = model_dir / runs.HISTORY_FILE
     return summary, load_history(history_file) if history_file.is_file() else None
 
 

@@ -12,20 +12,16 @@ notebook kept, and the manifest's status ``failed``.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
-import logging
 import os
 import platform
-import re
 import signal
 import sys
-import tempfile
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +36,6 @@ KERNEL_NAME = "python3"
 KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
 NOTEBOOKS = ("01_explore_data", "02_train", "03_compare")
 DEFAULT_NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
-# Parameters of 01_explore_data when its parameters cell cannot be inspected (see docs/CONTRACTS.md).
-EXPLORE_FALLBACK_KEYS = ("seed", "augmentation")
 BANNER = "!" * 100
 
 
@@ -51,38 +45,6 @@ class UserError(Exception):
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
-
-
-# Lines TensorFlow's C++ side prints on import whatever TF_CPP_MIN_LOG_LEVEL says; anything else is passed through.
-IMPORT_NOISE = (
-    re.compile(r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$"),
-    re.compile(r"^[IW]\d{4} [\d:.]+\s+\d+ (port|cpu_feature_guard)\.cc:\d+\] "),
-    re.compile(r"^To enable the following instructions: .* in other operations, rebuild TensorFlow"),
-)
-
-
-@contextlib.contextmanager
-def _native_stderr_filtered() -> Iterator[None]:
-    """Capture what native code writes to file descriptor 2 meanwhile; give back all of it but the known noise."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError, AttributeError):
-        yield
-        return
-    with tempfile.TemporaryFile(mode="w+b") as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            lines = capture.read().decode(errors="replace").splitlines()
-            kept = [line for line in lines if not any(pattern.search(line) for pattern in IMPORT_NOISE)]
-            if kept:
-                print("\n".join(kept), file=sys.stderr)
 
 
 def _terminated(signum: int, frame: Any) -> None:
@@ -96,8 +58,8 @@ def prepare_run(params_files: Sequence[str | Path] = (), overrides: Sequence[str
 
     Params are: defaults, then each params file in order, then ``data``/``name``, then each ``key=value`` override.
     """
-    from fer_lib.data import FerDataError, detect_layout, source_fingerprint
-    from fer_lib.study import ParamsError, data_source, resolve_params_files
+    from fer_lib.data import FerDataError, data_source, detect_layout, source_fingerprint
+    from fer_lib.params import ParamsError, resolve_params_files
 
     extra: dict[str, Any] = {}
     if data is not None:
@@ -136,30 +98,21 @@ def prepare_run(params_files: Sequence[str | Path] = (), overrides: Sequence[str
 
 
 def notebook_jobs(plan: Mapping[str, Any], run_dir: Path) -> list[dict[str, Any]]:
-    """The notebooks to execute, in order, each with its output path and papermill parameters."""
-    params, notebooks_dir = plan["params"], plan["notebooks_dir"]
+    """The notebooks to execute, in order, each with its output path and papermill parameters.
+
+    01 and 02 get the resolved params as one ``overrides`` mapping (and no ``params_file``), 02 its ``model`` too,
+    03 only the run folder: every notebook declares exactly these, so nothing has to be reconciled.
+    """
+    params, notebooks_dir = dict(plan["params"]), plan["notebooks_dir"]
     run_dir_text = str(run_dir.resolve())
     out = runs.notebooks_dir(run_dir)
-
-    def declared(name: str) -> set[str]:
-        try:
-            import papermill
-
-            return set(papermill.inspect_notebook(str(notebooks_dir / f"{name}.ipynb")))
-        except Exception:  # noqa: BLE001 - an uninspectable notebook just gets the documented parameters
-            return set()
-
-    from fer_lib.study import DATA_DEFAULTS
-
-    explore_keys = declared("01_explore_data") or {*DATA_DEFAULTS, *EXPLORE_FALLBACK_KEYS}
-    compare_keys = declared("03_compare")
-    jobs = [{"name": "01_explore_data", "model": None, "output": out / "01_explore_data.ipynb",
-             "parameters": {**{k: v for k, v in params.items() if k in explore_keys}, "run_dir": run_dir_text}}]
+    study = {"run_dir": run_dir_text, "params_file": None, "overrides": params}
+    jobs = [{"name": "01_explore_data", "model": None, "output": out / "01_explore_data.ipynb", "parameters": study}]
     for model in params["models"]:
         jobs.append({"name": "02_train", "model": model, "output": out / f"02_train-{model}.ipynb",
-                     "parameters": {**params, "model": model, "run_dir": run_dir_text}})
+                     "parameters": {**study, "model": model}})
     jobs.append({"name": "03_compare", "model": None, "output": out / "03_compare.ipynb",
-                 "parameters": {**{k: v for k, v in params.items() if k in compare_keys}, "run_dir": run_dir_text}})
+                 "parameters": {"run_dir": run_dir_text}})
     for job in jobs:
         job["input"] = notebooks_dir / f"{job['name']}.ipynb"
     return jobs
@@ -238,7 +191,7 @@ def resume_run(run_dir: str | Path, *, argv: Sequence[str], log_output: bool = F
     if status == "running":
         raise UserError(f"'{run_dir}' is still running (process {manifest.get('pid')} on {manifest.get('host')}); "
                         f"stop it first")
-    from fer_lib.study import ParamsError, resolve_params
+    from fer_lib.params import ParamsError, resolve_params
 
     try:
         params = resolve_params(runs.read_params(run_dir))
@@ -391,34 +344,9 @@ class EpochProgress(threading.Thread):
         self.poll()  # the last epoch, if it ended between two polls
 
 
-class _DropUnknownParameterWarnings(logging.Filter):
-    """papermill warns once per parameter a notebook does not declare; the runner warns once per notebook."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Passed unknown parameter")
-
-
-def _undeclared(job: Mapping[str, Any]) -> list[str]:
-    try:
-        import papermill
-
-        declared = set(papermill.inspect_notebook(str(job["input"])))
-    except Exception:  # noqa: BLE001 - nothing to compare with
-        return []
-    return sorted(set(job["parameters"]) - declared) if declared else []
-
-
 def _execute_notebook(job: Mapping[str, Any], notebooks_dir: Path, *, log_output: bool,
                       progress: bool | dict[str, Any]) -> None:
     import papermill
-
-    logger = logging.getLogger("papermill")
-    if not any(isinstance(f, _DropUnknownParameterWarnings) for f in logger.filters):
-        logger.addFilter(_DropUnknownParameterWarnings())
-    undeclared = _undeclared(job)
-    if undeclared:
-        print(f"{PROG}: note: {job['input'].name} does not declare parameter(s) {', '.join(undeclared)} in its "
-              f"parameters cell; they are injected anyway", file=sys.stderr)
 
     job["output"].parent.mkdir(parents=True, exist_ok=True)
     papermill.execute_notebook(

@@ -27,6 +27,7 @@ import yaml
 PARAMS_FILE = "params.yaml"
 METRICS_FILE = "metrics.json"  # per model: fer_lib.study.run_model's summary
 MANIFEST_FILE = "manifest.json"
+HISTORY_FILE = "history.csv"  # per model: one row per epoch (fer_lib.train writes it)
 PROGRESS_FILE = "progress.json"  # per model: the last finished training epoch (fer_lib.train writes it)
 
 
@@ -162,7 +163,7 @@ def list_runs(outputs_dir: str | Path | None = None) -> list[Path]:
 
 
 def model_headline(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """The few numbers a table of runs shows for one model's metrics.json (cf. fer_lib.study.headline)."""
+    """The few numbers a table of runs shows for one model's metrics.json."""
     test = metrics.get("test") or {}
     row: dict[str, Any] = {
         "model": metrics.get("model"),

@@ -33,123 +33,20 @@ import keras
 import numpy as np
 import pandas as pd
 
-from fer_lib.augment import AugmentConfig
-from fer_lib.runs import PROGRESS_FILE
+from fer_lib.runs import HISTORY_FILE, PROGRESS_FILE
 from fer_lib.data import FerDataset, Split
 from fer_lib.evaluate import evaluation_batch_size, predict_proba
 from fer_lib.labels import NUM_CLASSES
 from fer_lib.models import build_model
+from fer_lib.params import AugmentConfig, TrainConfig, TrainConfigError
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
-LR_SCHEDULES = ("constant", "cosine", "step")
-MONITORS = ("val_accuracy", "val_loss")
-HISTORY_FILE = "history.csv"
 BEST_MODEL_FILE = "best.keras"
 TRAINING_FILE = "training.json"  # written when training ends: best epoch, monitor, seconds, resumed from
 BACKUP_DIR = "backup"
 
 
-class TrainConfigError(ValueError):
-    """A training parameter with a wrong type or an impossible value; raised before any training starts."""
-
-
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite; training stopped at that epoch (the message says what to try)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Everything that decides how a model is trained (not which model, nor which data)."""
-
-    epochs: int = 30
-    batch_size: int = 64
-    optimizer: str = "adam"
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    momentum: float = 0.9
-    lr_schedule: str = "constant"
-    warmup_epochs: float = 0.0
-    reduce_lr_on_plateau: bool = False
-    label_smoothing: float = 0.0
-    class_weights: str | tuple[float, ...] | None = None  # None, "balanced" or 7 weights in csv label order
-    early_stopping_patience: int | None = None
-    monitor: str = "val_accuracy"
-    seed: int = 0
-    mixed_precision: bool = False
-    jit_compile: bool | str = "auto"
-    verbose: int = 2
-    backup_every_epochs: int | None = None  # write the resumable backup at least every this many epochs ...
-    backup_every_seconds: float = 60.0  # ... and whenever this many seconds have passed since the last one (0: every epoch)
-
-    def __post_init__(self) -> None:
-        _require_int("epochs", self.epochs, minimum=1)
-        _require_int("batch_size", self.batch_size, minimum=1)
-        _require_int("seed", self.seed, minimum=0)
-        _require_int("verbose", self.verbose, minimum=0)
-        _require_choice("optimizer", self.optimizer, OPTIMIZERS)
-        _require_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        _require_choice("monitor", self.monitor, MONITORS)
-        _require_number("learning_rate", self.learning_rate, low=0.0, low_inclusive=False)
-        _require_number("weight_decay", self.weight_decay, low=0.0)
-        _require_number("momentum", self.momentum, low=0.0, high=1.0, high_inclusive=False)
-        _require_number("warmup_epochs", self.warmup_epochs, low=0.0)
-        _require_number("label_smoothing", self.label_smoothing, low=0.0, high=1.0, high_inclusive=False)
-        _require_number("backup_every_seconds", self.backup_every_seconds, low=0.0)
-        if self.backup_every_epochs is not None:
-            _require_int("backup_every_epochs", self.backup_every_epochs, minimum=1)
-        for name in ("reduce_lr_on_plateau", "mixed_precision"):
-            if not isinstance(getattr(self, name), bool):
-                raise TrainConfigError(f"training parameter {name} must be true or false, got {getattr(self, name)!r}")
-        if self.early_stopping_patience is not None:
-            _require_int("early_stopping_patience", self.early_stopping_patience, minimum=1)
-        if self.jit_compile not in (True, False, "auto"):
-            raise TrainConfigError(f"training parameter jit_compile must be true, false or 'auto', "
-                                   f"got {self.jit_compile!r}")
-        if self.reduce_lr_on_plateau and self.lr_schedule != "constant":
-            raise TrainConfigError(f"reduce_lr_on_plateau needs lr_schedule 'constant' (it changes the learning rate "
-                                   f"itself), got lr_schedule {self.lr_schedule!r}")
-        if self.warmup_epochs >= self.epochs:
-            raise TrainConfigError(f"warmup_epochs ({self.warmup_epochs}) must be below epochs ({self.epochs})")
-        weights = self.class_weights
-        if weights is not None and weights != "balanced":
-            if (isinstance(weights, str) or not isinstance(weights, Sequence) or len(weights) != NUM_CLASSES
-                    or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0 for w in weights)):
-                raise TrainConfigError(f"training parameter class_weights must be null, 'balanced' or a list of "
-                                       f"{NUM_CLASSES} positive numbers (csv label order), got {weights!r}")
-            object.__setattr__(self, "class_weights", tuple(float(w) for w in weights))
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> TrainConfig:
-        """Take the training keys of a params mapping; unknown keys are the caller's to check (see fer_lib.params)."""
-        names = {field.name for field in dataclasses.fields(cls)}
-        return cls(**{key: value for key, value in values.items() if key in names})
-
-    def as_dict(self) -> dict[str, Any]:
-        values = dataclasses.asdict(self)
-        if isinstance(values["class_weights"], tuple):
-            values["class_weights"] = list(values["class_weights"])
-        return values
-
-
-def _require_int(name: str, value: Any, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise TrainConfigError(f"training parameter {name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _require_choice(name: str, value: Any, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise TrainConfigError(f"training parameter {name} must be one of {', '.join(choices)}, got {value!r}")
-
-
-def _require_number(name: str, value: Any, *, low: float, high: float = math.inf, low_inclusive: bool = True,
-                    high_inclusive: bool = True) -> None:
-    ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = (value >= low if low_inclusive else value > low) and (value <= high if high_inclusive else value < high)
-    if not ok:
-        interval = f"{'[' if low_inclusive else '('}{low}, {high}{']' if high_inclusive else ')'}"
-        raise TrainConfigError(f"training parameter {name} must be a number in {interval}, got {value!r}")
-
 
 
 @dataclasses.dataclass

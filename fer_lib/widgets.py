@@ -7,7 +7,7 @@
   augmentation, so the augmentation ranges can be judged by eye.
 
 Everything that decides *what* is shown lives in pure functions (:func:`cell_indices`, :func:`page`, :func:`top_k`,
-:func:`confusion_counts`, :func:`align_ids`, ...) and in plain methods and properties of the widgets
+:func:`cell_indices`, :func:`align_ids`, ...) and in plain methods and properties of the widgets
 (``select_cell``, ``current_ids``, ``page_ids``, ...), so tests can drive the widgets without a browser. Keras is
 imported lazily (only when a data set is reloaded or an augmentation is drawn), so importing this module is cheap.
 """
@@ -31,6 +31,7 @@ from PIL import Image
 
 from fer_lib import runs
 from fer_lib.data import SPLITS, FerDataset, Split
+from fer_lib.evaluate import confusion_counts, row_normalise
 from fer_lib.labels import EMOTIONS, NUM_CLASSES
 
 DEFAULT_PAGE_SIZE = 24
@@ -40,8 +41,7 @@ MODES: tuple[tuple[str, str], ...] = (("counts", "counts"), ("row-normalised", "
 DATASET_CACHE_SIZE = 2  # FER2013 is ~85 MB of pixels: keep the last two runs' data sets, not every run's
 
 __all__ = ["ConfusionInspector", "SampleBrowser", "align_ids", "caption_html", "cell_colours", "cell_indices",
-           "cell_intensities", "cell_text", "confusion_counts", "load_run_dataset", "page", "png_bytes",
-           "row_normalise", "top_k"]
+           "cell_intensities", "cell_text", "load_run_dataset", "page", "png_bytes", "top_k"]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -100,23 +100,6 @@ def top_k(probabilities: np.ndarray | Sequence[float], k: int = 3) -> list[tuple
         raise ValueError(f"k must be an integer in 1..{NUM_CLASSES}, got {k!r}")
     order = np.argsort(-values, kind="stable")[:k]
     return [(EMOTIONS[int(i)], float(values[i])) for i in order]
-
-
-def confusion_counts(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """The (7, 7) matrix of counts: rows are true classes, columns predicted classes (csv label order)."""
-    labels, predicted = np.asarray(labels, dtype=np.int64), np.asarray(predicted, dtype=np.int64)
-    if labels.shape != predicted.shape:
-        raise ValueError(f"labels and predicted differ in shape: {labels.shape} vs {predicted.shape}")
-    counts = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
-    np.add.at(counts, (labels, predicted), 1)
-    return counts
-
-
-def row_normalise(counts: np.ndarray) -> np.ndarray:
-    """Each row divided by its total (the share of a true class given each prediction); empty rows stay 0."""
-    counts = np.asarray(counts, dtype=np.float64)
-    totals = counts.sum(axis=1, keepdims=True)
-    return np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
 
 
 def cell_text(counts: np.ndarray, true_class: int, predicted_class: int, mode: str) -> str:
@@ -212,7 +195,7 @@ def load_run_dataset(run_dir: str | Path) -> tuple[FerDataset, str]:
     cache, synthetic data regenerated deterministically from the params. Cached per run folder (and params.yaml
     version), keeping the last :data:`DATASET_CACHE_SIZE`, so re-creating a widget or switching models is instant.
     """
-    from fer_lib.study import load_study_data  # imports Keras: only when images are really needed
+    from fer_lib.data import load_study_data
 
     run_dir = Path(run_dir).resolve()
     params_file = run_dir / runs.PARAMS_FILE
@@ -711,7 +694,7 @@ class ConfusionInspector(_Quiet, widgets.VBox):
 
 
 def _augmentation_config(augmentation: Any) -> Any:
-    from fer_lib.augment import PAPER_AUGMENTATION, AugmentConfig
+    from fer_lib.params import PAPER_AUGMENTATION, AugmentConfig
 
     if augmentation is None:
         return PAPER_AUGMENTATION
@@ -723,7 +706,7 @@ class SampleBrowser(_Quiet, widgets.VBox):
 
     ``dataset_or_run_dir``: a :class:`fer_lib.data.FerDataset`, or a run folder (its data set is reloaded from its
     params.yaml and its augmentation params are used). ``augmentation`` overrides the augmentation (default: the
-    run's, else :data:`fer_lib.augment.PAPER_AUGMENTATION`). Moving the seed slider draws new augmentations.
+    run's, else :data:`fer_lib.params.PAPER_AUGMENTATION`). Moving the seed slider draws new augmentations.
     """
 
     def __init__(self, dataset_or_run_dir: FerDataset | str | Path, *,

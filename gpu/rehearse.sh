@@ -5,7 +5,8 @@
 # 2. a bundle for THIS machine's Python ($PYTHON) from it, exactly as `make gpu-bundle` makes one for the GPU;
 # 3. a fresh virtual environment standing in for the GPU machine: JAX (CPU) and the packages the bundle expects the
 #    target to have (bundle.json), and nothing else: no TensorFlow, no Keras, no Jupyter (checked);
-# 4. the bundle's run.sh --allow-cpu on it with tiny settings (one epoch, both models, every stage);
+# 4. the bundle's run.sh --allow-cpu on it, with the options of the GPU run (README, Results) and tiny settings
+#    (one epoch, both models, every stage);
 # 5. gpu/check_results.py on what came back (file count and sizes, each stage's records, backend jax).
 # Everything happens under one temporary folder, removed at the end unless KEEP=1.
 set -euo pipefail
@@ -34,10 +35,11 @@ for absent in tensorflow keras jupyterlab notebook ipykernel papermill; do
   fi
 done
 
-log "bash bundle/run.sh --allow-cpu --parallel (tiny settings: 1 epoch in float32, every stage)"
+log "bash bundle/run.sh --allow-cpu, as on the GPU machine (tiny settings: 1 epoch in float32, every stage)"
 env -u OUT -u KERAS_BACKEND -u PYTHONPATH -u JUPYTER_PATH bash "$tmp/bundle/run.sh" --allow-cpu \
   --python "$tmp/target/bin/python" --out "$tmp/out" --work "$tmp/work" --deadline "${REHEARSAL_DEADLINE:-900}" \
-  --parallel --bench-min-steps 2 -p epochs=1 -p warmup_epochs=0 -p batch_size=16 -p mixed_precision=false
+  --stages bench,strong,paper --parallel --bench-protocols strong --bench-min-steps 2 \
+  -p epochs=1 -p warmup_epochs=0 -p batch_size=16 -p mixed_precision=false
 
 log "checking what came back"
 "$BUILDER" gpu/check_results.py "$tmp/out" --stages bench,paper,strong --backend jax

@@ -41,7 +41,7 @@ def log(message: str) -> None:
 
 def params_of(project: Path, stage: str, overrides: list[str], data: str | None) -> dict[str, Any]:
     sys.path.insert(0, str(project))
-    from fer_lib.study import resolve_params_files
+    from fer_lib.params import resolve_params_files
 
     return resolve_params_files([project / STUDY_STAGES[stage]], overrides, {"data": data} if data else None)
 

@@ -17,7 +17,8 @@ from fer_lib import runs
 from fer_lib.data import load_synthetic
 from fer_lib.evaluate import evaluate_predictions, save_json, save_predictions
 from fer_lib.labels import NUM_CLASSES
-from fer_lib.study import resolve_params, run_model
+from fer_lib.params import resolve_params
+from fer_lib.study import run_model
 
 SMALL_RUN: dict[str, Any] = {
     "name": "widget-test",

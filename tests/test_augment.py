@@ -9,7 +9,8 @@ import keras
 import numpy as np
 import pytest
 
-from fer_lib.augment import PAPER_AUGMENTATION, AugmentConfig, RandomAffine, augment_preview, build_augmentation
+from fer_lib.augment import RandomAffine, augment_preview, build_augmentation
+from fer_lib.params import PAPER_AUGMENTATION, AugmentConfig
 
 pytestmark = pytest.mark.backend
 

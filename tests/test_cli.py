@@ -70,11 +70,13 @@ def _notebook(parameters: str, *cells: str) -> nbformat.NotebookNode:
 
 
 RECORD = ("import json, pathlib\n"
-          "given = {{k: v for k, v in dict(globals()).items() if k in {names!r}}}\n"
+          "given = {{k: v for k, v in {{**dict(globals()), **globals().get('overrides', {{}})}}.items() "
+          "if k in {names!r}}}\n"
           "pathlib.Path(run_dir, {file!r}).write_text(json.dumps(given))")
 
 FAKE_TRAIN = """\
 import json, pathlib
+epochs, synthetic = overrides.get('epochs', 2), overrides.get('synthetic', True)
 folder = pathlib.Path(run_dir, 'models', model)
 folder.mkdir(parents=True)
 if epochs == 99:
@@ -91,11 +93,11 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "project"
     notebooks = root / "notebooks"
     notebooks.mkdir(parents=True)
-    nbformat.write(_notebook("run_dir = None\nsynthetic = True\nseed = 0\ndata = None",
+    nbformat.write(_notebook("run_dir = None\nparams_file = None\noverrides = {}",
                              RECORD.format(names=("run_dir", "synthetic", "seed", "data", "epochs"),
                                            file="given_01.json")),
                    notebooks / "01_explore_data.ipynb")
-    nbformat.write(_notebook("model = 'basic_cnn'\nrun_dir = None\nsynthetic = True\nepochs = 2",
+    nbformat.write(_notebook("model = 'basic_cnn'\nrun_dir = None\nparams_file = None\noverrides = {}",
                              RECORD.format(names=("run_dir", "model", "epochs", "batch_size", "synthetic", "data"),
                                            file="given_02_{}.json").replace("'given_02_{}.json'",
                                                                             "f'given_02_{model}.json'"),
@@ -252,7 +254,7 @@ def test_run_records_everything_and_identical_runs_never_overwrite(project: Path
     # what each notebook was given
     absolute = str(run_dir.resolve())
     assert json.loads((run_dir / "given_01.json").read_text()) == {"run_dir": absolute, "synthetic": True,
-                                                                   "seed": 0, "data": None}
+                                                                   "seed": 0, "data": None, "epochs": 3}
     for model in ("basic_cnn", "resnet50v2"):
         given = json.loads((run_dir / f"given_02_{model}.json").read_text())
         assert given == {"run_dir": absolute, "model": model, "epochs": 3, "batch_size": 64, "synthetic": True,

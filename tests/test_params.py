@@ -5,11 +5,12 @@ Fast: nothing here trains or loads data.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from fer_lib.study import (STUDY_DEFAULTS, ParamsError, parse_override, resolve_params, resolve_params_files,
+from fer_lib.params import (STUDY_DEFAULTS, ParamsError, parse_override, resolve_params, resolve_params_files,
                            valid_names)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -197,3 +198,37 @@ def test_paper_params_follow_the_paper() -> None:
     training_keys = set(STUDY_DEFAULTS) - {"model_options"}
     for options in params["model_options"].values():
         assert not set(options) & training_keys
+
+
+def test_a_new_parameter_is_added_in_one_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key added to STUDY_DEFAULTS alone reaches the runner's -p, the notebooks' overrides and papermill's -p."""
+    from fer_lib import params
+
+    monkeypatch.setitem(params.STUDY_DEFAULTS, "new_knob", 1)
+    assert params.resolve_params_files([], ["new_knob=3"])["new_knob"] == 3  # fer-study run -p new_knob=3
+    assert params.for_notebook(None, {"new_knob": 7}, {})["new_knob"] == 7  # what the runner passes a notebook
+    assert params.for_notebook(None, {}, {"new_knob": 5, "unrelated": 0})["new_knob"] == 5  # papermill -p new_knob 5
+    assert params.for_notebook("notebook.yaml", {}, {})["new_knob"] == 1  # the default, beside the notebook's file
+
+
+def test_notebook_params_file_holds_cheap_synthetic_defaults() -> None:
+    from fer_lib import params
+
+    values = params.for_notebook("notebook.yaml", {}, {})  # found in params/ of the project from anywhere
+    assert values["synthetic"] is True and values["epochs"] <= 3 and values["models"] == ["basic_cnn"]
+    assert params.for_notebook("notebook.yaml", {"epochs": 1}, {"epochs": 2})["epochs"] == 2  # -p wins
+
+
+@pytest.mark.notebooks
+def test_a_notebook_run_alone_takes_any_study_parameter_with_papermill(tmp_path: Path) -> None:
+    """01_explore_data declares no data-size parameter, yet `-p synthetic_train 70` reaches it."""
+    import papermill
+
+    out = tmp_path / "explore.ipynb"
+    papermill.execute_notebook(str(REPO_ROOT / "notebooks" / "01_explore_data.ipynb"), str(out),
+                               parameters={"synthetic_train": 70, "synthetic_val": 14, "synthetic_test": 21},
+                               kernel_name="python3", cwd=str(REPO_ROOT / "notebooks"), progress_bar=False)
+    counts = next(cell for cell in json.loads(out.read_text())["cells"]
+                  if "summarize(dataset)" in "".join(cell["source"]))
+    plain = "".join(counts["outputs"][0]["data"]["text/plain"])
+    assert plain.splitlines()[-1].split() == ["total", "70", "14", "21"], plain

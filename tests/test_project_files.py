@@ -90,11 +90,11 @@ def test_readme_leads_with_the_two_commands() -> None:
 
 
 def test_readme_documents_every_parameter() -> None:
-    from fer_lib.study import STUDY_DEFAULTS
+    from fer_lib.params import STUDY_DEFAULTS
 
     missing = [key for key in STUDY_DEFAULTS if f"`{key}`" not in README]
     assert not missing, f"README.md's params table lacks {missing}"
-    from fer_lib.augment import AugmentConfig
+    from fer_lib.params import AugmentConfig
 
     missing = [f.name for f in dataclasses.fields(AugmentConfig) if f"`{f.name}`" not in README]
     assert not missing, f"README.md does not describe augmentation keys {missing}"
@@ -117,7 +117,7 @@ def test_every_line_of_the_params_files_is_explained(name: str) -> None:
 
 
 def test_params_files_use_only_known_names() -> None:
-    from fer_lib.study import STUDY_DEFAULTS
+    from fer_lib.params import STUDY_DEFAULTS
 
     for file in (REPO_ROOT / "params").glob("*.yaml"):
         assert set(yaml.safe_load(file.read_text())) <= set(STUDY_DEFAULTS), file

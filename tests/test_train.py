@@ -17,7 +17,8 @@ import pytest
 
 from fer_lib import data, train
 from fer_lib.evaluate import evaluate_model, evaluation_batch_size
-from fer_lib.train import TrainConfig, TrainConfigError, train_model
+from fer_lib.params import TrainConfig, TrainConfigError
+from fer_lib.train import train_model
 
 TINY_CNN = {"filters": [8, 16], "dense_units": [16], "convs_per_block": 1}
 

@@ -14,10 +14,10 @@ import pytest
 from PIL import Image
 
 from fer_lib import runs
-from fer_lib.evaluate import load_predictions
+from fer_lib.evaluate import confusion_counts, load_predictions, row_normalise
 from fer_lib.labels import EMOTIONS, NUM_CLASSES
 from fer_lib.widgets import (ConfusionInspector, SampleBrowser, align_ids, cell_colours, cell_indices, cell_text,
-                             confusion_counts, load_run_dataset, page, png_bytes, row_normalise, top_k)
+                             load_run_dataset, page, png_bytes, top_k)
 
 try:  # tests/ on sys.path (pytest's default rootdir-less import) or the repo root on it (tests as a package)
     from fixtures_runs import (copy_run_without_predictions, make_crafted_run, make_finished_run,
@@ -338,7 +338,7 @@ def test_sample_browser_seed_slider_redraws_the_preview(trained: tuple[Path, Pat
 
 
 def test_sample_browser_accepts_a_dataset(trained: tuple[Path, Path]) -> None:
-    from fer_lib.augment import PAPER_AUGMENTATION
+    from fer_lib.params import PAPER_AUGMENTATION
 
     dataset, _ = load_run_dataset(trained[1])
     browser = SampleBrowser(dataset, variants=2, split="val")
