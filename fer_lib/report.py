@@ -308,8 +308,10 @@ def ensemble_summary(results: RunResults, split: str = "test") -> dict[str, Any]
 
     files = [runs.model_dir(results.run_dir, model) / f"predictions_{split}.npz" for model in results.models]
     files = [file for file in files if file.is_file()]
-    if len(files) < 2:
-        return None
+    if len(files) < 2:  # a copy of the run without predictions (results/): the compare step's summary.json
+        saved = results.run_dir / runs.SUMMARY_FILE
+        ensemble = load_json(saved).get("ensemble", {}).get(split) if saved.is_file() else None
+        return {"split": split, **ensemble} if ensemble else None
     predictions = [load_predictions(file) for file in files]
     for file, other in zip(files[1:], predictions[1:]):
         if not np.array_equal(other["ids"], predictions[0]["ids"]):
@@ -317,6 +319,121 @@ def ensemble_summary(results: RunResults, split: str = "test") -> dict[str, Any]
     probabilities = ensemble_probabilities([p["probabilities"] for p in predictions])
     metrics = evaluate_predictions(predictions[0]["labels"], probabilities)
     return {"split": split, "models": [file.parent.name for file in files], **metrics}
+
+
+STATISTICS_SPLITS: tuple[str, ...] = ("test", "test_tta")
+ENSEMBLE = "ensemble"
+
+
+def _split_predictions(results: RunResults, split: str) -> dict[str, dict[str, Any]]:
+    """The models' saved predictions on ``split`` (all on the same images, checked), by model."""
+    import numpy as np
+
+    from fer_lib.evaluate import load_predictions
+
+    files = {model: runs.model_dir(results.run_dir, model) / f"predictions_{split}.npz" for model in results.models}
+    predictions = {model: load_predictions(path) for model, path in files.items() if path.is_file()}
+    first = next(iter(predictions.values()), None)
+    for model, stored in predictions.items():
+        if not np.array_equal(stored["ids"], first["ids"]):
+            raise ValueError(f"{files[model]} covers other images than the run's other predictions on {split}")
+    return predictions
+
+
+def run_statistics(results: RunResults, *, seed: int = 0, resamples: int = 2000) -> dict[str, Any]:
+    """The numbers behind every comparison of a run, from its saved predictions on test (and test with TTA).
+
+    Per model and for the ensemble (averaged probabilities, two models or more): the accuracy with a 95% bootstrap
+    interval over the test images; for each pair: the accuracy difference with its paired-bootstrap interval,
+    McNemar's exact test on the same images, and a verdict on "the first beats the second" (fer_lib.stats). The
+    ensemble's metrics are kept too, so the README table can be regenerated from a run folder without predictions.
+    """
+    from fer_lib import stats
+    from fer_lib.data import majority_class_accuracy
+    from fer_lib.evaluate import ensemble_probabilities, evaluate_predictions
+
+    summary: dict[str, Any] = {"seed": seed, "resamples": resamples, "confidence": 0.95, "splits": {},
+                               "ensemble": {}}
+    for split in STATISTICS_SPLITS:
+        predictions = _split_predictions(results, split)
+        if not predictions:
+            continue
+        labels = next(iter(predictions.values()))["labels"]
+        predicted = {model: stored["probabilities"].argmax(axis=1) for model, stored in predictions.items()}
+        if len(predictions) >= 2:
+            averaged = ensemble_probabilities([stored["probabilities"] for stored in predictions.values()])
+            predicted[ENSEMBLE] = averaged.argmax(axis=1)
+            metrics = evaluate_predictions(labels, averaged)
+            summary["ensemble"][split] = {"models": list(predictions), **{
+                key: metrics[key] for key in ("n", "accuracy", "macro_f1", "weighted_f1", "top2_accuracy",
+                                              "majority_class_accuracy", "majority_class", "collapse_warning")}}
+        entry: dict[str, Any] = {"n": int(len(labels)), "majority_baseline": majority_class_accuracy(labels),
+                                 "accuracy": {}, "comparisons": []}
+        for name, values in predicted.items():
+            entry["accuracy"][name] = stats.bootstrap_accuracy_interval(labels, values, resamples=resamples,
+                                                                        seed=seed)
+        names = list(predicted)
+        for index, a in enumerate(names):
+            for b in names[index + 1:]:
+                difference = stats.bootstrap_difference_interval(labels, predicted[a], predicted[b],
+                                                                 resamples=resamples, seed=seed)
+                mcnemar = stats.mcnemar_exact(labels, predicted[a], predicted[b])
+                entry["comparisons"].append({
+                    "a": a, "b": b, "difference": difference["difference"], "low": difference["low"],
+                    "high": difference["high"], "mcnemar": mcnemar,
+                    "verdict_a_beats_b": stats.verdict(difference["difference"], difference["low"],
+                                                       difference["high"], mcnemar["p_value"])})
+        summary["splits"][split] = entry
+    return summary
+
+
+def write_summary(run_dir: str | Path, summary: Mapping[str, Any]) -> Path:
+    """Save :func:`run_statistics` as the run's summary.json."""
+    from fer_lib.evaluate import save_json
+
+    return save_json(summary, Path(run_dir) / runs.SUMMARY_FILE)
+
+
+def interval_table(summary: Mapping[str, Any]) -> pd.DataFrame:
+    """Accuracy with its 95% interval, per split and model (and the ensemble), beside the majority baseline."""
+    rows = [{"split": split, "model": name, "accuracy": value["accuracy"], "95% low": value["low"],
+             "95% high": value["high"], "majority baseline": entry["majority_baseline"], "n": entry["n"]}
+            for split, entry in summary["splits"].items() for name, value in entry["accuracy"].items()]
+    columns = ["split", "model", "accuracy", "95% low", "95% high", "majority baseline", "n"]
+    return pd.DataFrame(rows, columns=columns).set_index(["split", "model"])
+
+
+def comparison_table(summary: Mapping[str, Any]) -> pd.DataFrame:
+    """Per split and pair: the accuracy difference (first minus second), its interval, McNemar's counts and p."""
+    rows = [{"split": split, "a": c["a"], "b": c["b"], "difference": c["difference"], "95% low": c["low"],
+             "95% high": c["high"], "a right, b wrong": c["mcnemar"]["a_right_b_wrong"],
+             "a wrong, b right": c["mcnemar"]["a_wrong_b_right"], "McNemar p": c["mcnemar"]["p_value"],
+             "a beats b": c["verdict_a_beats_b"]}
+            for split, entry in summary["splits"].items() for c in entry["comparisons"]]
+    columns = ["split", "a", "b", "difference", "95% low", "95% high", "a right, b wrong", "a wrong, b right",
+               "McNemar p", "a beats b"]
+    return pd.DataFrame(rows, columns=columns).set_index(["split", "a", "b"])
+
+
+def statistics_sentences(summary: Mapping[str, Any]) -> list[str]:
+    """One sentence per pair compared on test: who is ahead, by how much (interval), McNemar's p and the verdict."""
+    from fer_lib.stats import verdict
+
+    entry = summary.get("splits", {}).get("test")
+    lines = []
+    for c in (entry or {}).get("comparisons", []):
+        counts = c["mcnemar"]
+        if c["difference"] >= 0:
+            better, worse, gap, low, high = c["a"], c["b"], c["difference"], c["low"], c["high"]
+            only_better, only_worse = counts["a_right_b_wrong"], counts["a_wrong_b_right"]
+        else:
+            better, worse, gap, low, high = c["b"], c["a"], -c["difference"], -c["high"], -c["low"]
+            only_better, only_worse = counts["a_wrong_b_right"], counts["a_right_b_wrong"]
+        claim = verdict(gap, low, high, counts["p_value"])
+        lines.append(f"{better} vs {worse} on test: {better} is ahead by {gap:.3f} (95% interval {low:+.3f} to "
+                     f"{high:+.3f}); McNemar's exact test p = {counts['p_value']:.2g} ({only_better} images only "
+                     f"{better} gets right, {only_worse} only {worse}): \"{better} is better\" is {claim}.")
+    return lines
 
 
 def ensemble_table(ensembles: Sequence[Mapping[str, Any]]) -> pd.DataFrame:

@@ -27,6 +27,7 @@ import yaml
 PARAMS_FILE = "params.yaml"
 METRICS_FILE = "metrics.json"  # per model: fer_lib.study.run_model's summary
 MANIFEST_FILE = "manifest.json"
+SUMMARY_FILE = "summary.json"  # the compare step's statistics (fer_lib.report.run_statistics)
 HISTORY_FILE = "history.csv"  # per model: one row per epoch (fer_lib.train writes it)
 PROGRESS_FILE = "progress.json"  # per model: the last finished training epoch (fer_lib.train writes it)
 

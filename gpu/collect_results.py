@@ -4,7 +4,8 @@
 
 * every stage archive is unpacked, whole, into ``<outputs>/`` (git-ignored): the run folders as `fer-study list`,
   `fer-study results` and the notebooks know them;
-* each study run's shareable records are copied into ``<results>/<run id>/``: params.yaml, manifest.json, per model
+* each study run's shareable records are copied into ``<results>/<run id>/``: params.yaml, manifest.json, summary.json
+  (the statistics), per model
   metrics.json, history.csv and the curves / confusion-matrix figures, and the comparison figures. Nothing that
   shows or lists FER2013 itself is copied: no sample grids, augmentation previews or pixel statistics (faces), no
   executed notebooks or report (they embed those figures), no predictions (they hold the test labels);
@@ -21,7 +22,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-SHAREABLE = ("params.yaml", "manifest.json", "models/*/metrics.json", "models/*/history.csv",
+SHAREABLE = ("params.yaml", "manifest.json", "summary.json", "models/*/metrics.json", "models/*/history.csv",
              "models/*/train_config.json", "models/*/curves.png", "models/*/confusion_counts.png",
              "models/*/confusion_normalised.png", "figures/fig4_training_curves.png", "figures/fig5_confusion_*.png",
              "figures/per_class_f1.png", "figures/test_accuracy.png", "figures/class_distribution.png")

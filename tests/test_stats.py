@@ -257,3 +257,22 @@ def test_mismatched_lengths_name_the_argument(call, name: str) -> None:
 def test_bad_inputs_name_the_argument(call, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_paired_difference_interval_matches_scipy_and_contains_the_difference() -> None:
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 7, 400)
+    a = np.where(rng.random(400) < 0.7, labels, (labels + 1) % 7)
+    b = np.where(rng.random(400) < 0.6, labels, (labels + 2) % 7)
+    result = stats.bootstrap_difference_interval(labels, a, b, resamples=1000, seed=4)
+    right_a, right_b = (a == labels).astype(float), (b == labels).astype(float)
+    assert result["difference"] == pytest.approx(right_a.mean() - right_b.mean())
+    assert result["low"] <= result["difference"] <= result["high"]
+    reference = scipy_stats.bootstrap((right_a, right_b), lambda x, y, axis=-1: x.mean(axis=axis) - y.mean(axis=axis),
+                                      n_resamples=1000, paired=True, vectorized=True, method="percentile",
+                                      confidence_level=0.95, batch=stats.BOOTSTRAP_BATCH,
+                                      **{stats._BOOTSTRAP_RNG_KEYWORD: np.random.default_rng(4)})
+    assert (result["low"], result["high"]) == pytest.approx((reference.confidence_interval.low,
+                                                             reference.confidence_interval.high))
+    with pytest.raises(ValueError, match="^predicted_b"):
+        stats.bootstrap_difference_interval(labels, a, b[:-1])
