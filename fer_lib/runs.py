@@ -7,6 +7,7 @@ Layout of ``outputs/<YYYYmmdd-HHMMSS>-<name>/``::
     notebooks/                  the executed notebooks
     figures/                    data exploration and comparison figures
     models/<model>/             history.csv, best.keras, metrics.json, predictions_*.npz, figures
+    seeds/seed-<s>/models/<model>/  the same per model and seed, for a run with several seeds (instead of models/)
     report.html                 the compare notebook as HTML
 """
 
@@ -82,14 +83,52 @@ def read_params(run_dir: str | Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text()) or {}
 
 
-def model_dir(run_dir: str | Path, model: str) -> Path:
-    return Path(run_dir) / "models" / model
+MODELS_DIR = "models"
+SEEDS_DIR = "seeds"  # a run with several seeds: seeds/seed-<seed>/models/<model>/, one sub-folder per seed
+BEST_MODEL_FILE = "best.keras"  # per model: the best epoch's model, without optimizer state (fer_lib.train saves it)
 
 
-def run_models(run_dir: str | Path) -> list[str]:
-    """The models of a run that finished evaluation (have metrics.json), in name order."""
-    models = Path(run_dir) / "models"
+def seed_dir(run_dir: str | Path, seed: int) -> Path:
+    """The folder of one seed of a several-seed run (it holds ``models/`` like a single-seed run folder does)."""
+    return Path(run_dir) / SEEDS_DIR / f"seed-{int(seed)}"
+
+
+def model_dir(run_dir: str | Path, model: str, seed: int | None = None) -> Path:
+    """Where one model's records go: ``models/<model>/``, or ``seeds/seed-<seed>/models/<model>/`` for one seed of
+    a several-seed run."""
+    root = Path(run_dir) if seed is None else seed_dir(run_dir, seed)
+    return root / MODELS_DIR / model
+
+
+def run_seeds(run_dir: str | Path) -> list[int]:
+    """The seeds of a several-seed run that have a folder, in increasing order; [] for a single-seed run."""
+    folder = Path(run_dir) / SEEDS_DIR
+    if not folder.is_dir():
+        return []
+    found = [p.name.removeprefix("seed-") for p in folder.iterdir() if p.is_dir() and p.name.startswith("seed-")]
+    return sorted(int(text) for text in found if text.lstrip("-").isdigit())
+
+
+def run_models(run_dir: str | Path, seed: int | None = None) -> list[str]:
+    """The models of a run (of one seed, for a several-seed run) that finished evaluation (have metrics.json), in
+    name order. A several-seed run asked without ``seed``: the models finished for every one of its seeds."""
+    if seed is None and run_seeds(run_dir):
+        per_seed = [set(run_models(run_dir, s)) for s in run_seeds(run_dir)]
+        return sorted(set.intersection(*per_seed))
+    models = model_dir(run_dir, "_", seed).parent
     return sorted(p.name for p in models.iterdir() if (p / METRICS_FILE).is_file()) if models.is_dir() else []
+
+
+def trained_model_files(run_dir: str | Path) -> dict[str, list[Path]]:
+    """Each trained model's saved best model (``best.keras``): one file per seed, seeds in increasing order."""
+    seeds: list[int | None] = list(run_seeds(run_dir)) or [None]
+    files: dict[str, list[Path]] = {}
+    for seed in seeds:
+        for model in run_models(run_dir, seed):
+            path = model_dir(run_dir, model, seed) / BEST_MODEL_FILE
+            if path.is_file():
+                files.setdefault(model, []).append(path)
+    return files
 
 
 def latest_run(outputs_dir: str | Path | None = None, *, require_models: bool = True) -> Path:

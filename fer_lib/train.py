@@ -33,14 +33,13 @@ import keras
 import numpy as np
 import pandas as pd
 
-from fer_lib.runs import HISTORY_FILE, PROGRESS_FILE
+from fer_lib.runs import BEST_MODEL_FILE, HISTORY_FILE, PROGRESS_FILE
 from fer_lib.data import FerDataset, Split
 from fer_lib.evaluate import evaluation_batch_size, predict_proba
 from fer_lib.labels import NUM_CLASSES
 from fer_lib.models import build_model
 from fer_lib.params import AugmentConfig, TrainConfig, TrainConfigError
 
-BEST_MODEL_FILE = "best.keras"
 TRAINING_FILE = "training.json"  # written when training ends: best epoch, monitor, seconds, resumed from
 BACKUP_DIR = "backup"
 
