@@ -6,21 +6,21 @@
 * :class:`SampleBrowser` (01_explore_data): browse images by split and class, with a preview of the run's random
   augmentation, so the augmentation ranges can be judged by eye.
 
-Everything that decides *what* is shown lives in pure functions (:func:`cell_indices`, :func:`page`, :func:`top_k`,
-:func:`cell_indices`, :func:`align_ids`, ...) and in plain methods and properties of the widgets
-(``select_cell``, ``current_ids``, ``page_ids``, ...), so tests can drive the widgets without a browser. Keras is
-imported lazily (only when a data set is reloaded or an augmentation is drawn), so importing this module is cheap.
+The widgets are views only. Everything that decides *what* the inspector shows (runs, seeds, models and splits to
+choose from, a split's predictions and confusion counts, which images fall in a cell, paging, top-3 probabilities,
+the cells' text and colours, the run's reloaded data set) lives in :mod:`fer_lib.confusion`, plain functions tested
+without widgets; its public names are re-exported here. The widgets keep plain read-only views of their state
+(``selected``, ``current_ids``, ``page_ids``, ...), so tests can drive them without a browser. Keras is imported
+lazily (only when an augmentation is drawn), so importing this module is cheap.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import dataclasses
 import functools
 import html
 import io
-import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,123 +30,22 @@ import numpy as np
 from PIL import Image
 
 from fer_lib import runs
+from fer_lib.confusion import (DATASET_CACHE_SIZE, DEFAULT_PAGE_SIZE, MODES, PREDICTION_SPLITS, CellPage,
+                               SplitPredictions, align_ids, available_splits, cell_colours, cell_indices,
+                               cell_intensities, cell_page, cell_text, cell_tooltip, check_class, choose,
+                               default_split, load_run_dataset, page, predictions_path, run_choices, split_positions,
+                               split_title, top_k)
 from fer_lib.data import SPLITS, FerDataset, Split
-from fer_lib.evaluate import confusion_counts, row_normalise
 from fer_lib.labels import EMOTIONS, NUM_CLASSES
 
-DEFAULT_PAGE_SIZE = 24
-PREDICTION_SPLITS: tuple[str, ...] = ("val", "test", "test_tta")
-"""The ``predictions_<split>.npz`` files a model folder can hold (see :func:`fer_lib.study.run_model`)."""
-MODES: tuple[tuple[str, str], ...] = (("counts", "counts"), ("row-normalised", "normalised"))
-DATASET_CACHE_SIZE = 2  # FER2013 is ~85 MB of pixels: keep the last two runs' data sets, not every run's
-
-__all__ = ["ConfusionInspector", "SampleBrowser", "align_ids", "caption_html", "cell_colours", "cell_indices",
-           "cell_intensities", "cell_text", "load_run_dataset", "page", "png_bytes", "top_k"]
+__all__ = ["DATASET_CACHE_SIZE", "DEFAULT_PAGE_SIZE", "MODES", "PREDICTION_SPLITS", "ConfusionInspector",
+           "SampleBrowser", "align_ids", "caption_html", "cell_colours", "cell_indices", "cell_intensities",
+           "cell_text", "load_run_dataset", "page", "png_bytes", "top_k"]
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Pure functions: what the widgets show, testable without any widget
+# View helpers: pixels and HTML
 # --------------------------------------------------------------------------------------------------------------------
-
-
-def _check_class(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < NUM_CLASSES:
-        raise ValueError(f"{name} must be a class code 0-{NUM_CLASSES - 1} "
-                         f"({', '.join(f'{i} {e}' for i, e in enumerate(EMOTIONS))}), got {value!r}")
-    return int(value)
-
-
-def cell_indices(labels: np.ndarray, predicted: np.ndarray, true_class: int, predicted_class: int) -> np.ndarray:
-    """Positions (ascending) of the images whose true label is ``true_class`` and prediction ``predicted_class``.
-
-    This is the definition of a confusion-matrix cell, kept in one place so the widget and its tests agree on it.
-    """
-    labels, predicted = np.asarray(labels), np.asarray(predicted)
-    if labels.shape != predicted.shape or labels.ndim != 1:
-        raise ValueError(f"labels and predicted must be 1-D arrays of one length, got shapes {labels.shape} and "
-                         f"{predicted.shape}")
-    true_class = _check_class(true_class, "true_class")
-    predicted_class = _check_class(predicted_class, "predicted_class")
-    return np.flatnonzero((labels == true_class) & (predicted == predicted_class))
-
-
-def page(indices: np.ndarray | Sequence[int], page_number: int, page_size: int) -> tuple[np.ndarray, int]:
-    """The ``page_number``-th (0-based) slice of ``page_size`` items of ``indices``, and the number of pages.
-
-    An empty ``indices`` has one (empty) page, so "page 1 of 1" is always a valid label. A page number outside
-    ``0 .. n_pages - 1`` is an error rather than an empty page: paging past the end is a bug in the caller.
-    """
-    indices = np.asarray(indices)
-    if isinstance(page_size, bool) or not isinstance(page_size, (int, np.integer)) or page_size < 1:
-        raise ValueError(f"page_size must be a positive integer, got {page_size!r}")
-    n_pages = max(1, math.ceil(len(indices) / page_size))
-    if isinstance(page_number, bool) or not isinstance(page_number, (int, np.integer)) \
-            or not 0 <= page_number < n_pages:
-        raise ValueError(f"page_number must be in 0..{n_pages - 1} ({len(indices)} items, {page_size} per page), "
-                         f"got {page_number!r}")
-    start = int(page_number) * int(page_size)
-    return indices[start:start + int(page_size)], n_pages
-
-
-def top_k(probabilities: np.ndarray | Sequence[float], k: int = 3) -> list[tuple[str, float]]:
-    """The ``k`` most probable classes of one image as ``(class name, probability)``, most probable first.
-
-    Ties keep class-code order, so captions are stable between runs.
-    """
-    values = np.asarray(probabilities, dtype=np.float64).ravel()
-    if values.shape != (NUM_CLASSES,):
-        raise ValueError(f"probabilities must hold {NUM_CLASSES} values (one per class), got shape {values.shape}")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= NUM_CLASSES:
-        raise ValueError(f"k must be an integer in 1..{NUM_CLASSES}, got {k!r}")
-    order = np.argsort(-values, kind="stable")[:k]
-    return [(EMOTIONS[int(i)], float(values[i])) for i in order]
-
-
-def cell_text(counts: np.ndarray, true_class: int, predicted_class: int, mode: str) -> str:
-    """A cell's label: the count, or (``mode="normalised"``) the row share with two decimals."""
-    if mode == "counts":
-        return str(int(counts[true_class, predicted_class]))
-    if mode == "normalised":
-        return f"{row_normalise(counts)[true_class, predicted_class]:.2f}"
-    raise ValueError(f"mode must be 'counts' or 'normalised', got {mode!r}")
-
-
-def cell_intensities(counts: np.ndarray, mode: str) -> np.ndarray:
-    """Colour intensity in [0, 1] per cell: count / largest count, or the row share when normalised."""
-    if mode == "normalised":
-        return row_normalise(counts)
-    if mode == "counts":
-        largest = max(int(np.max(counts)), 1)
-        return np.asarray(counts, dtype=np.float64) / largest
-    raise ValueError(f"mode must be 'counts' or 'normalised', got {mode!r}")
-
-
-_LIGHT = np.array([247, 251, 255])  # the two ends of matplotlib's "Blues", as in the saved confusion figures
-_DARK = np.array([8, 48, 107])
-
-
-def cell_colours(intensity: float) -> tuple[str, str]:
-    """Background and text colour (CSS hex) for an intensity in [0, 1]; dark cells get white text to stay legible."""
-    intensity = float(np.clip(intensity, 0.0, 1.0))
-    rgb = np.rint(_LIGHT + (_DARK - _LIGHT) * intensity).astype(int)
-    return "#{:02x}{:02x}{:02x}".format(*rgb), ("#ffffff" if intensity > 0.5 else "#08306b")
-
-
-def align_ids(wanted: np.ndarray | Sequence[str], available: np.ndarray | Sequence[str]) -> np.ndarray:
-    """Positions in ``available`` of each id in ``wanted`` (in ``wanted``'s order).
-
-    Predictions are stored with ids, not images; the images come from reloading the run's data set, and ids (not
-    positions) tie the two together, so a reordered or changed data set is detected instead of showing wrong images.
-    Raises KeyError naming the first missing ids.
-    """
-    lookup = {str(item): position for position, item in enumerate(np.asarray(available).tolist())}
-    wanted_list = [str(item) for item in np.asarray(wanted).tolist()]
-    missing = [item for item in wanted_list if item not in lookup]
-    if missing:
-        shown = ", ".join(repr(item) for item in missing[:3])
-        raise KeyError(f"{len(missing)} of {len(wanted_list)} image ids are not in the reloaded data set "
-                       f"(first: {shown})")
-    return np.array([lookup[item] for item in wanted_list], dtype=np.int64)
 
 
 def png_bytes(image: np.ndarray, *, size: int | None = None) -> bytes:
@@ -181,53 +80,9 @@ def caption_html(image_id: str, top: Sequence[tuple[str, float]], true_class: in
             + "<br>".join(lines) + "</div>")
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# Data: a run's data set, reloaded once and cached
-# --------------------------------------------------------------------------------------------------------------------
-
-_DATASETS: collections.OrderedDict[tuple[str, int], tuple[FerDataset, str]] = collections.OrderedDict()
-
-
-def load_run_dataset(run_dir: str | Path) -> tuple[FerDataset, str]:
-    """The data set a run was trained on, reloaded from its params.yaml, and where it came from.
-
-    Predictions files hold ids, not pixels (keeping runs small), so widgets reload the data: FER2013 from its decoded
-    cache, synthetic data regenerated deterministically from the params. Cached per run folder (and params.yaml
-    version), keeping the last :data:`DATASET_CACHE_SIZE`, so re-creating a widget or switching models is instant.
-    """
-    from fer_lib.data import load_study_data
-
-    run_dir = Path(run_dir).resolve()
-    params_file = run_dir / runs.PARAMS_FILE
-    key = (str(run_dir), params_file.stat().st_mtime_ns if params_file.is_file() else 0)
-    if key in _DATASETS:
-        _DATASETS.move_to_end(key)
-        return _DATASETS[key]
-    params = runs.read_params(run_dir)
-    # Data discovery (data/fer2013) is relative to the project: find it from the run folder (outputs/<run> lives in
-    # it), so the notebook's working directory does not matter; fall back to the working directory's project.
-    root = runs.project_root(run_dir)
-    loaded = load_study_data(params, project_root=root if root != run_dir else runs.project_root())
-    _DATASETS[key] = loaded
-    while len(_DATASETS) > DATASET_CACHE_SIZE:
-        _DATASETS.popitem(last=False)
-    return loaded
-
-
-def _run_folders(outputs_dir: Path) -> list[Path]:
-    """Run folders (those with params.yaml) under ``outputs_dir``, newest first."""
-    if not outputs_dir.is_dir():
-        return []
-    return sorted((p for p in outputs_dir.iterdir() if (p / runs.PARAMS_FILE).is_file()), key=lambda p: p.name,
-                  reverse=True)
-
 
 def _option_values(dropdown: widgets.Dropdown) -> list[Any]:
     return [option[1] if isinstance(option, tuple) else option for option in dropdown.options]
-
-
-def _split_title(split: str) -> str:
-    return "test (with flip TTA)" if split == "test_tta" else split
 
 
 def _message(text: str, kind: str = "info") -> str:
@@ -275,23 +130,26 @@ class _Quiet:
             self._quiet -= 1
 
 
+
 class ConfusionInspector(_Quiet, widgets.VBox):
     """A run's confusion matrix as buttons; clicking a cell shows its images with their top-3 predictions.
 
     ``run_dir``: the run to open (default: the newest run under ``outputs_dir`` with a trained model).
     ``outputs_dir`` (default: the folder holding ``run_dir``, else the project's ``outputs/``) is where the run
-    dropdown looks for runs. ``model`` / ``split``: what to show first (default: the first model, ``test``); all
-    three can be changed in the widget. ``page_size`` images are shown per page.
+    dropdown looks for runs. ``model`` / ``split`` / ``seed``: what to show first (default: the first model,
+    ``test``, the run's first seed); all can be changed in the widget. The seed dropdown appears only for a run with
+    several seeds (``seeds/seed-<s>/``). ``page_size`` images are shown per page.
 
     Selecting a cell (a click, :meth:`select_cell`, or the ``true`` / ``predicted`` dropdowns) sets :attr:`selected`,
     :attr:`current_indices` / :attr:`current_ids` (rows of the predictions file) and shows page 1 of its images;
     :meth:`set_page` and the Prev / Next buttons page through them (:attr:`page_ids`, :attr:`n_pages`). Nothing is
     selected at first, so showing the widget never loads the data set; the first selection does (then cached).
+    What is shown is decided by :mod:`fer_lib.confusion`; this class only wires it to the controls.
     """
 
     def __init__(self, run_dir: str | Path | None = None, *, outputs_dir: str | Path | None = None,
-                 model: str | None = None, split: str = "test", page_size: int = DEFAULT_PAGE_SIZE,
-                 image_size: int = 96) -> None:
+                 model: str | None = None, split: str = "test", seed: int | None = None,
+                 page_size: int = DEFAULT_PAGE_SIZE, image_size: int = 96) -> None:
         super().__init__()
         if split not in PREDICTION_SPLITS:
             raise ValueError(f"split must be one of {', '.join(PREDICTION_SPLITS)}, got {split!r}")
@@ -302,28 +160,27 @@ class ConfusionInspector(_Quiet, widgets.VBox):
         self.outputs_dir = Path(outputs_dir)
         self.page_size = int(page_size)
         self.image_size = int(image_size)
-        self._wanted_model, self._wanted_split = model, split
+        self._wanted_model, self._wanted_split, self._wanted_seed = model, split, seed
         self._quiet = 0  # >0 while options are set programmatically: observers then do nothing
-        self._positions: dict[tuple[str, str, str], np.ndarray] = {}  # (run, model, split) -> rows in the data set
+        # (run, seed, model, split) -> each prediction row's position in the reloaded data split
+        self._positions: dict[tuple[str, int | None, str, str], np.ndarray] = {}
 
         # State (plain attributes, read by tests and by the display code)
         self.run_dir: Path | None = None
+        self.seeds: list[int] = []  # the run's seeds; [] for a single-seed run
+        self.seed: int | None = None
         self.model: str | None = None
         self.split: str | None = None
-        self.ids: np.ndarray | None = None
-        self.labels: np.ndarray | None = None
-        self.probabilities: np.ndarray | None = None
-        self.predicted: np.ndarray | None = None
-        self.counts: np.ndarray | None = None
+        self.predictions: SplitPredictions | None = None
         self.selected: tuple[int, int] | None = None
-        self.current_indices: np.ndarray = np.array([], dtype=np.int64)
-        self.page_number = 0
-        self.n_pages = 1
-        self.page_indices: np.ndarray = np.array([], dtype=np.int64)
+        self.shown: CellPage | None = None  # the selected cell's page on display
 
         # Controls
         wide = widgets.Layout(width="auto", min_width="260px")
         self.run_dropdown = widgets.Dropdown(description="run", layout=widgets.Layout(width="auto", min_width="420px"))
+        self.seed_dropdown = widgets.Dropdown(description="seed", layout=widgets.Layout(width="auto",
+                                                                                        min_width="160px",
+                                                                                        display="none"))
         self.model_dropdown = widgets.Dropdown(description="model", layout=wide)
         self.split_dropdown = widgets.Dropdown(description="split", layout=wide)
         self.mode_toggle = widgets.ToggleButtons(options=list(MODES), value="counts",
@@ -333,9 +190,10 @@ class ConfusionInspector(_Quiet, widgets.VBox):
                                               value=None)
         self.predicted_dropdown = widgets.Dropdown(description="predicted",
                                                    options=[(n, i) for i, n in enumerate(EMOTIONS)], value=None)
-        for control, css in ((self.run_dropdown, "fer-run-select"), (self.model_dropdown, "fer-model-select"),
-                             (self.split_dropdown, "fer-split-select"), (self.mode_toggle, "fer-cm-mode"),
-                             (self.true_dropdown, "fer-true-select"), (self.predicted_dropdown, "fer-pred-select")):
+        for control, css in ((self.run_dropdown, "fer-run-select"), (self.seed_dropdown, "fer-seed-select"),
+                             (self.model_dropdown, "fer-model-select"), (self.split_dropdown, "fer-split-select"),
+                             (self.mode_toggle, "fer-cm-mode"), (self.true_dropdown, "fer-true-select"),
+                             (self.predicted_dropdown, "fer-pred-select")):
             control.add_class(css)
         self.message = widgets.HTML().add_class("fer-message")
         self.summary = widgets.HTML().add_class("fer-summary")
@@ -377,7 +235,7 @@ class ConfusionInspector(_Quiet, widgets.VBox):
         self.image_grid.add_class("fer-image-grid")
 
         self.children = (
-            widgets.HBox([self.run_dropdown, self.model_dropdown, self.split_dropdown],
+            widgets.HBox([self.run_dropdown, self.seed_dropdown, self.model_dropdown, self.split_dropdown],
                          layout=widgets.Layout(flex_flow="row wrap")),
             widgets.HBox([widgets.Label("cells show:"), self.mode_toggle],
                          layout=widgets.Layout(align_items="center")),
@@ -390,6 +248,7 @@ class ConfusionInspector(_Quiet, widgets.VBox):
         )
 
         self.run_dropdown.observe(self._on_run_change, names="value")
+        self.seed_dropdown.observe(self._on_seed_change, names="value")
         self.model_dropdown.observe(self._on_model_change, names="value")
         self.split_dropdown.observe(self._on_split_change, names="value")
         self.mode_toggle.observe(self._on_mode_change, names="value")
@@ -402,6 +261,44 @@ class ConfusionInspector(_Quiet, widgets.VBox):
     @property
     def mode(self) -> str:
         return str(self.mode_toggle.value)
+
+    @property
+    def ids(self) -> np.ndarray | None:
+        return None if self.predictions is None else self.predictions.ids
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        return None if self.predictions is None else self.predictions.labels
+
+    @property
+    def probabilities(self) -> np.ndarray | None:
+        return None if self.predictions is None else self.predictions.probabilities
+
+    @property
+    def predicted(self) -> np.ndarray | None:
+        return None if self.predictions is None else self.predictions.predicted
+
+    @property
+    def counts(self) -> np.ndarray | None:
+        return None if self.predictions is None else self.predictions.counts
+
+    @property
+    def current_indices(self) -> np.ndarray:
+        """Rows (of the predictions file) of all images of the selected cell (empty when nothing is selected)."""
+        return self.shown.indices if self.shown is not None else np.array([], dtype=np.int64)
+
+    @property
+    def page_indices(self) -> np.ndarray:
+        """Rows of the images shown on the current page."""
+        return self.shown.page_indices if self.shown is not None else np.array([], dtype=np.int64)
+
+    @property
+    def page_number(self) -> int:
+        return self.shown.page_number if self.shown is not None else 0
+
+    @property
+    def n_pages(self) -> int:
+        return self.shown.n_pages if self.shown is not None else 1
 
     @property
     def current_ids(self) -> np.ndarray:
@@ -420,97 +317,99 @@ class ConfusionInspector(_Quiet, widgets.VBox):
 
     # ---- actions ----------------------------------------------------------------------------------------------------
 
+    def _model_folder(self, model: str) -> str:
+        """``models/<model>`` (``seeds/seed-<s>/models/<model>`` for one seed), as messages name it."""
+        assert self.run_dir is not None
+        return runs.model_dir(self.run_dir, model, self.seed).relative_to(self.run_dir).as_posix()
+
     def _populate_runs(self, run_dir: str | Path | None) -> None:
-        folders = _run_folders(self.outputs_dir)
-        chosen: Path | None = None
-        if run_dir is not None:
-            chosen = Path(run_dir).resolve()
-            if not (chosen / runs.PARAMS_FILE).is_file():
-                self._show_nothing(_message(f"'{html.escape(str(run_dir))}' is not a run folder: it has no "
-                                            f"{runs.PARAMS_FILE}.", "error"))
-                return
-        elif folders:
-            with_models = [folder for folder in folders if runs.run_models(folder)]
-            chosen = (with_models or folders)[0].resolve()
-        options = [(folder.name, str(folder.resolve())) for folder in folders]
-        if chosen is not None and str(chosen) not in {value for _, value in options}:
-            options.insert(0, (chosen.name, str(chosen)))
+        try:
+            choices = run_choices(self.outputs_dir, run_dir)
+        except FileNotFoundError as error:
+            self._show_nothing(_message(html.escape(str(error)), "error"))
+            return
         with self._quietly():
-            self.run_dropdown.options = options
-            self.run_dropdown.value = str(chosen) if chosen is not None else None
-        if chosen is None:
+            self.run_dropdown.options = choices.options
+            self.run_dropdown.value = str(choices.chosen) if choices.chosen is not None else None
+        if choices.chosen is None:
             self._show_nothing(_message(
                 f"No run folders under '{html.escape(str(self.outputs_dir))}'. Train a model first: "
                 f"<code>fer-study run</code> or the 02_train notebook.", "warning"))
             return
-        self.load_run(chosen)
+        self.load_run(choices.chosen)
 
     @_reporting
     def load_run(self, run_dir: str | Path) -> None:
-        """Open a run folder: list its trained models and show the first (or the requested) one."""
+        """Open a run folder: list its seeds (if several) and show the first (or the requested) one."""
         self.run_dir = Path(run_dir).resolve()
-        models = runs.run_models(self.run_dir)
+        self.seeds = runs.run_seeds(self.run_dir)
         with self._quietly():
             if str(self.run_dir) not in _option_values(self.run_dropdown):
                 self.run_dropdown.options = [(self.run_dir.name, str(self.run_dir)), *self.run_dropdown.options]
             self.run_dropdown.value = str(self.run_dir)
+            self.seed_dropdown.options = [(str(seed), seed) for seed in self.seeds]
+            self.seed_dropdown.value = None
+            self.seed_dropdown.layout.display = None if self.seeds else "none"
+        self.load_seed(choose(self.seeds, self._wanted_seed))
+
+    @_reporting
+    def load_seed(self, seed: int | None) -> None:
+        """Show one seed of a several-seed run (``None`` for a single-seed run): list its trained models."""
+        assert self.run_dir is not None, "load a run first"
+        if self.seeds and seed not in self.seeds:
+            raise ValueError(f"seed must be one of {self.seeds} (the run's seeds), got {seed!r}")
+        self.seed = seed if self.seeds else None
+        models = runs.run_models(self.run_dir, self.seed)
+        with self._quietly():
+            self.seed_dropdown.value = self.seed
             self.model_dropdown.options = models
             self.model_dropdown.value = None
         if not models:
+            where = ("models/&lt;model&gt;" if self.seed is None
+                     else f"seeds/seed-{self.seed}/models/&lt;model&gt;")
             self._show_nothing(_message(
                 f"Run '{html.escape(self.run_dir.name)}' has no trained model yet (no "
-                f"models/&lt;model&gt;/metrics.json): train one with <code>fer-study run</code> or the 02_train "
+                f"{where}/metrics.json): train one with <code>fer-study run</code> or the 02_train "
                 f"notebook, or choose another run.", "warning"))
             return
-        model = self._wanted_model if self._wanted_model in models else models[0]
-        self.load_model(model)
+        self.load_model(choose(models, self._wanted_model))
 
     @_reporting
     def load_model(self, model: str) -> None:
         """Show one model of the current run: list its prediction files and load the requested split."""
         assert self.run_dir is not None, "load a run first"
-        model_dir = runs.model_dir(self.run_dir, model)
-        available = [s for s in PREDICTION_SPLITS if (model_dir / f"predictions_{s}.npz").is_file()]
+        available = available_splits(self.run_dir, model, self.seed)
         self.model = model
         with self._quietly():
             self.model_dropdown.value = model
-            self.split_dropdown.options = [(_split_title(s), s) for s in available]
+            self.split_dropdown.options = [(split_title(s), s) for s in available]
             self.split_dropdown.value = None
-        if not available:
+        split = default_split(available, self._wanted_split)
+        if split is None:
             self._show_nothing(_message(
                 f"Model '{html.escape(model)}' of run '{html.escape(self.run_dir.name)}' has no predictions file "
-                f"(models/{html.escape(model)}/predictions_{self._wanted_split}.npz): it was not evaluated. "
-                f"Re-run its evaluation (<code>fer-study run</code> or 02_train).", "warning"))
+                f"({html.escape(self._model_folder(model))}/predictions_{self._wanted_split}.npz): it was not "
+                f"evaluated. Re-run its evaluation (<code>fer-study run</code> or 02_train).", "warning"))
             return
-        split = self._wanted_split if self._wanted_split in available else ("test" if "test" in available
-                                                                            else available[0])
         self.load_split(split)
         if split != self._wanted_split:
             self.message.value = _message(
                 f"Model '{html.escape(model)}' has no predictions_{self._wanted_split}.npz; showing the "
-                f"{_split_title(split)} split instead.", "warning")
+                f"{split_title(split)} split instead.", "warning")
 
     @_reporting
     def load_split(self, split: str) -> None:
         """Load ``predictions_<split>.npz`` of the current model and draw its confusion matrix."""
-        from fer_lib.evaluate import load_predictions
-
         assert self.run_dir is not None and self.model is not None, "load a run and a model first"
-        path = runs.model_dir(self.run_dir, self.model) / f"predictions_{split}.npz"
+        path = predictions_path(self.run_dir, self.model, split, self.seed)
         if not path.is_file():
             self._show_nothing(_message(f"No predictions file {html.escape(str(path))}.", "warning"))
             return
-        stored = load_predictions(path)
-        ids, labels, probabilities = stored["ids"], stored["labels"].astype(np.int64), stored["probabilities"]
-        if probabilities.shape != (len(labels), NUM_CLASSES) or ids.shape != labels.shape:
-            raise ValueError(f"{path}: expected ids (n,), labels (n,), probabilities (n, {NUM_CLASSES}); got "
-                             f"{ids.shape}, {labels.shape}, {probabilities.shape}")
+        predictions = SplitPredictions.load(path, split)
         self.split = split
         with self._quietly():
             self.split_dropdown.value = split
-        self.ids, self.labels, self.probabilities = ids, labels, probabilities
-        self.predicted = probabilities.argmax(axis=1)
-        self.counts = confusion_counts(labels, self.predicted)
+        self.predictions = predictions
         self.message.value = ""
         self.summary.value = self._summary_html()
         self.matrix.layout.display = None
@@ -522,11 +421,11 @@ class ConfusionInspector(_Quiet, widgets.VBox):
                                         "below) to see its images."))
 
     def _summary_html(self) -> str:
-        assert self.labels is not None and self.predicted is not None and self.run_dir is not None
-        accuracy = float(np.mean(self.labels == self.predicted)) if len(self.labels) else float("nan")
-        text = (f"<b>{html.escape(str(self.model))}</b> on <b>{_split_title(str(self.split))}</b> of run "
-                f"<code>{html.escape(self.run_dir.name)}</code>: {len(self.labels)} images, accuracy "
-                f"{accuracy:.3f}. Rows: true class; columns: predicted class.")
+        assert self.predictions is not None and self.run_dir is not None
+        seed = f" (seed {self.seed})" if self.seed is not None else ""
+        text = (f"<b>{html.escape(str(self.model))}</b>{seed} on <b>{split_title(str(self.split))}</b> of run "
+                f"<code>{html.escape(self.run_dir.name)}</code>: {len(self.predictions)} images, accuracy "
+                f"{self.predictions.accuracy:.3f}. Rows: true class; columns: predicted class.")
         try:
             synthetic = bool(runs.read_params(self.run_dir).get("synthetic"))
         except (OSError, ValueError):
@@ -538,21 +437,18 @@ class ConfusionInspector(_Quiet, widgets.VBox):
 
     def _draw_matrix(self) -> None:
         """Set every cell button's label, colour and tooltip from the counts and the current mode."""
-        if self.counts is None:
+        counts = self.counts
+        if counts is None:
             return
-        intensities = cell_intensities(self.counts, self.mode)
-        shares = row_normalise(self.counts)
+        intensities = cell_intensities(counts, self.mode)
         for true_class, row in enumerate(self.cell_buttons):
             for predicted_class, button in enumerate(row):
-                count = int(self.counts[true_class, predicted_class])
-                button.description = cell_text(self.counts, true_class, predicted_class, self.mode)
+                button.description = cell_text(counts, true_class, predicted_class, self.mode)
                 background, foreground = cell_colours(intensities[true_class, predicted_class])
                 button.style.button_color = background
                 button.style.text_color = foreground
-                button.tooltip = (f"true {EMOTIONS[true_class]}, predicted {EMOTIONS[predicted_class]}: {count} "
-                                  f"image{'s' if count != 1 else ''} ({shares[true_class, predicted_class]:.1%} of "
-                                  f"true {EMOTIONS[true_class]})")
-                if count == 0:
+                button.tooltip = cell_tooltip(counts, true_class, predicted_class)
+                if counts[true_class, predicted_class] == 0:
                     button.add_class("fer-cm-empty")
                 else:
                     button.remove_class("fer-cm-empty")
@@ -570,16 +466,14 @@ class ConfusionInspector(_Quiet, widgets.VBox):
 
     def _show_nothing(self, notice: str) -> None:
         """No matrix to show (no run, no model, no predictions): say why and clear everything below."""
-        self.ids = self.labels = self.probabilities = self.predicted = self.counts = None
+        self.predictions = None
         self.message.value = notice
         self.summary.value = ""
         self.matrix.layout.display = "none"
         self._clear_images("")
 
     def _clear_images(self, notice: str) -> None:
-        self.current_indices = np.array([], dtype=np.int64)
-        self.page_indices = np.array([], dtype=np.int64)
-        self.page_number, self.n_pages = 0, 1
+        self.shown = None
         self.cell_info.value = notice
         self.page_label.value = ""
         self.prev_button.disabled = self.next_button.disabled = True
@@ -588,70 +482,62 @@ class ConfusionInspector(_Quiet, widgets.VBox):
     @_reporting
     def select_cell(self, true_class: int, predicted_class: int) -> None:
         """Select the cell (true, predicted): sync the dropdowns and buttons, and show its first page of images."""
-        true_class = _check_class(true_class, "true_class")
-        predicted_class = _check_class(predicted_class, "predicted_class")
+        true_class = check_class(true_class, "true_class")
+        predicted_class = check_class(predicted_class, "predicted_class")
         self.selected = (true_class, predicted_class)
         with self._quietly():
             self.true_dropdown.value = true_class
             self.predicted_dropdown.value = predicted_class
         self._highlight()
-        if self.labels is None or self.predicted is None:
+        if self.predictions is None:
             return
-        self.current_indices = cell_indices(self.labels, self.predicted, true_class, predicted_class)
         self.set_page(0)
 
     @_reporting
     def set_page(self, page_number: int) -> None:
         """Show page ``page_number`` (0-based) of the selected cell's images."""
-        if self.selected is None or self.labels is None:
+        if self.selected is None or self.predictions is None:
             return
         true_class, predicted_class = self.selected
-        self.page_indices, self.n_pages = page(self.current_indices, page_number, self.page_size)
-        self.page_number = int(page_number)
-        n = len(self.current_indices)
-        where = (f"true <b>{EMOTIONS[true_class]}</b>, predicted <b>{EMOTIONS[predicted_class]}</b> "
-                 f"({_split_title(str(self.split))})")
-        self.prev_button.disabled = self.page_number == 0
-        self.next_button.disabled = self.page_number >= self.n_pages - 1
+        shown = self.shown = cell_page(self.predictions, true_class, predicted_class, page_number, self.page_size)
+        n = len(shown.indices)
+        title = split_title(str(self.split))
+        where = f"true <b>{EMOTIONS[true_class]}</b>, predicted <b>{EMOTIONS[predicted_class]}</b> ({title})"
+        self.prev_button.disabled = not shown.has_previous
+        self.next_button.disabled = not shown.has_next
+        self.page_label.value = shown.label
         if n == 0:
             self.cell_info.value = _message(
-                f"No images in this cell: no {_split_title(str(self.split))} image of true class "
+                f"No images in this cell: no {title} image of true class "
                 f"'{EMOTIONS[true_class]}' was predicted as '{EMOTIONS[predicted_class]}'.")
-            self.page_label.value = ""
             self.image_grid.children = ()
             return
-        self.page_label.value = f"page {self.page_number + 1} of {self.n_pages}"
         self.cell_info.value = (f"{where}: {n} image{'s' if n != 1 else ''}; captions: id and top-3 predicted "
                                 f"probabilities (true class in bold).")
         try:
-            images = self._images(self.page_indices)
+            images = self._images(shown.page_indices)
         except Exception as error:  # data moved or changed since the run: say so, keep the ids
             self.cell_info.value += _message(f"Cannot show the images: {html.escape(str(error))}", "error")
             self.image_grid.children = ()
             return
-        assert self.ids is not None and self.probabilities is not None
         items = []
-        for image, position in zip(images, self.page_indices):
+        for image, row in zip(images, shown.page_indices):
             picture = widgets.Image(value=png_bytes(image, size=self.image_size), format="png",
                                     width=self.image_size, height=self.image_size).add_class("fer-image")
-            caption = widgets.HTML(caption_html(str(self.ids[position]), top_k(self.probabilities[position], 3),
-                                                true_class))
+            caption = widgets.HTML(caption_html(str(self.predictions.ids[row]),
+                                                top_k(self.predictions.probabilities[row], 3), true_class))
             items.append(widgets.VBox([picture, caption], layout=widgets.Layout(align_items="flex-start"))
                          .add_class("fer-image-item"))
         self.image_grid.children = tuple(items)
 
     def _images(self, rows: np.ndarray) -> np.ndarray:
         """Pixels of the given prediction rows, from the run's reloaded data set, matched by id (and label)."""
-        assert self.run_dir is not None and self.ids is not None and self.labels is not None
+        assert self.run_dir is not None and self.predictions is not None
         dataset, _ = load_run_dataset(self.run_dir)
         data_split: Split = dataset.split(str(self.split).removesuffix("_tta"))
-        key = (str(self.run_dir), str(self.model), str(self.split))
+        key = (str(self.run_dir), self.seed, str(self.model), str(self.split))
         if key not in self._positions:  # align the whole split once: paging is then only indexing
-            where = align_ids(self.ids, data_split.ids)
-            if not np.array_equal(data_split.labels[where], self.labels):
-                raise ValueError("the reloaded data set labels these images differently from the predictions "
-                                 "file: the data changed since the run")
-            self._positions[key] = where
+            self._positions[key] = split_positions(self.predictions, data_split)
         return data_split.images[self._positions[key][rows]]
 
     # ---- callbacks ---------------------------------------------------------------------------------------------------
@@ -662,6 +548,11 @@ class ConfusionInspector(_Quiet, widgets.VBox):
     def _on_run_change(self, change: Mapping[str, Any]) -> None:
         if not self._quiet and change["new"]:
             self.load_run(change["new"])
+
+    def _on_seed_change(self, change: Mapping[str, Any]) -> None:
+        if not self._quiet and change["new"] is not None:
+            self._wanted_seed = change["new"]
+            self.load_seed(change["new"])
 
     def _on_model_change(self, change: Mapping[str, Any]) -> None:
         if not self._quiet and change["new"]:

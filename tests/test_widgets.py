@@ -345,3 +345,57 @@ def test_sample_browser_accepts_a_dataset(trained: tuple[Path, Path]) -> None:
     assert browser.augmentation == PAPER_AUGMENTATION
     assert browser.class_dropdown.options[0][0].startswith(f"{EMOTIONS[0]} (")
     assert len(browser.preview_images) == 2
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# ConfusionInspector: a run with several seeds
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _seeded_copy(crafted: Path, outputs: Path) -> Path:
+    """The crafted run as a two-seed run: its predictions become seed 0's; seed 1 predicts every image 'angry'."""
+    import shutil
+
+    run_dir = outputs / f"{crafted.name}-seeds"
+    shutil.copytree(crafted, run_dir)
+    seed_0 = runs.model_dir(run_dir, "basic_cnn", 0)
+    seed_0.parent.mkdir(parents=True)
+    shutil.move(run_dir / runs.MODELS_DIR / "basic_cnn", seed_0)
+    (run_dir / runs.MODELS_DIR).rmdir()
+    seed_1 = runs.model_dir(run_dir, "basic_cnn", 1)
+    seed_1.mkdir(parents=True)
+    stored = load_predictions(seed_0 / "predictions_test.npz")
+    angry = np.full_like(stored["probabilities"], 0.05)
+    angry[:, 0] = 0.7
+    np.savez_compressed(seed_1 / "predictions_test.npz", ids=stored["ids"], labels=stored["labels"],
+                        probabilities=angry)
+    shutil.copy(seed_0 / runs.METRICS_FILE, seed_1 / runs.METRICS_FILE)
+    return run_dir
+
+
+def test_seed_selector_only_for_runs_with_seeds(crafted: Path, tmp_path: Path) -> None:
+    single = ConfusionInspector(crafted)
+    assert single.seeds == [] and single.seed is None and single.seed_dropdown.layout.display == "none"
+
+    run_dir = _seeded_copy(crafted, tmp_path / "outputs")
+    inspector = ConfusionInspector(run_dir)
+    assert inspector.seeds == [0, 1] and inspector.seed == 0
+    assert inspector.seed_dropdown.layout.display is None and inspector.seed_dropdown.value == 0
+    assert "(seed 0)" in inspector.summary.value
+    assert np.array_equal(inspector.counts, single.counts)  # seed 0 holds the crafted predictions
+    inspector.select_cell(1, 0)
+    assert inspector.current_ids.tolist() == direct_cell_ids(expected(crafted), 1, 0)
+    assert len(inspector.image_grid.children) == len(inspector.page_ids) > 0
+
+    inspector.seed_dropdown.value = 1  # seed 1 predicts 'angry' for every image: the cell keeps its selection
+    assert inspector.seed == 1 and inspector.selected == (1, 0) and "(seed 1)" in inspector.summary.value
+    assert inspector.counts[:, 0].sum() == inspector.counts.sum()
+    stored = load_predictions(runs.model_dir(run_dir, "basic_cnn", 1) / "predictions_test.npz")
+    assert inspector.current_ids.tolist() == [str(i) for i in stored["ids"][stored["labels"] == 1]]
+    assert len(inspector.image_grid.children) == len(inspector.page_ids) > 0
+
+    assert ConfusionInspector(run_dir, seed=1).seed == 1
+    (runs.model_dir(run_dir, "basic_cnn", 1) / "predictions_test.npz").unlink()
+    inspector.seed_dropdown.value = 0
+    inspector.seed_dropdown.value = 1
+    assert "seeds/seed-1/models/basic_cnn/predictions_test.npz" in inspector.message.value

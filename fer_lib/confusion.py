@@ -1,0 +1,365 @@
+"""What the confusion inspector shows, as plain functions and a small dataclass, without any widget.
+
+:class:`fer_lib.widgets.ConfusionInspector` is only the view: dropdowns, buttons and images wired to the functions
+here. Everything that decides *what* it shows lives here so it is unit-tested without ipywidgets:
+
+* which runs, seeds, models and prediction splits there are to choose from, and which one is chosen first
+  (:func:`run_choices`, :func:`choose`, :func:`available_splits`, :func:`default_split`);
+* one split's saved predictions with their confusion counts (:class:`SplitPredictions`);
+* which images fall in a cell, page by page (:func:`cell_indices`, :func:`page`, :func:`cell_page`), their top-3
+  probabilities (:func:`top_k`), and each cell's text, colour and tooltip (:func:`cell_text`,
+  :func:`cell_intensities`, :func:`cell_colours`, :func:`cell_tooltip`);
+* the run's data set, reloaded and cached, and the link from prediction rows to its images by id
+  (:func:`load_run_dataset`, :func:`align_ids`, :func:`split_positions`).
+
+No ipywidgets and no Keras here (reading a run must not start a backend).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fer_lib import runs
+from fer_lib.data import FerDataset, Split
+from fer_lib.evaluate import confusion_counts, row_normalise
+from fer_lib.labels import EMOTIONS, NUM_CLASSES
+
+DEFAULT_PAGE_SIZE = 24
+PREDICTION_SPLITS: tuple[str, ...] = ("val", "test", "test_tta")
+"""The ``predictions_<split>.npz`` files a model folder can hold (see :func:`fer_lib.study.run_model`)."""
+MODES: tuple[tuple[str, str], ...] = (("counts", "counts"), ("row-normalised", "normalised"))
+DATASET_CACHE_SIZE = 2  # FER2013 is ~85 MB of pixels: keep the last two runs' data sets, not every run's
+
+__all__ = ["DEFAULT_PAGE_SIZE", "MODES", "PREDICTION_SPLITS", "CellPage", "RunChoices", "SplitPredictions",
+           "align_ids", "available_splits", "cell_colours", "cell_indices", "cell_intensities", "cell_page",
+           "cell_text", "cell_tooltip", "check_class", "choose", "default_split", "load_run_dataset", "page",
+           "predictions_path", "run_choices", "run_folders", "split_positions", "split_title", "top_k"]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Cells, pages, probabilities
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def check_class(value: Any, name: str) -> int:
+    """``value`` as a class code 0-6; a ValueError naming ``name`` and the classes otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < NUM_CLASSES:
+        raise ValueError(f"{name} must be a class code 0-{NUM_CLASSES - 1} "
+                         f"({', '.join(f'{i} {e}' for i, e in enumerate(EMOTIONS))}), got {value!r}")
+    return int(value)
+
+
+def cell_indices(labels: np.ndarray, predicted: np.ndarray, true_class: int, predicted_class: int) -> np.ndarray:
+    """Positions (ascending) of the images whose true label is ``true_class`` and prediction ``predicted_class``.
+
+    This is the definition of a confusion-matrix cell, kept in one place so the widget and its tests agree on it.
+    """
+    labels, predicted = np.asarray(labels), np.asarray(predicted)
+    if labels.shape != predicted.shape or labels.ndim != 1:
+        raise ValueError(f"labels and predicted must be 1-D arrays of one length, got shapes {labels.shape} and "
+                         f"{predicted.shape}")
+    true_class = check_class(true_class, "true_class")
+    predicted_class = check_class(predicted_class, "predicted_class")
+    return np.flatnonzero((labels == true_class) & (predicted == predicted_class))
+
+
+def page(indices: np.ndarray | Sequence[int], page_number: int, page_size: int) -> tuple[np.ndarray, int]:
+    """The ``page_number``-th (0-based) slice of ``page_size`` items of ``indices``, and the number of pages.
+
+    An empty ``indices`` has one (empty) page, so "page 1 of 1" is always a valid label. A page number outside
+    ``0 .. n_pages - 1`` is an error rather than an empty page: paging past the end is a bug in the caller.
+    """
+    indices = np.asarray(indices)
+    if isinstance(page_size, bool) or not isinstance(page_size, (int, np.integer)) or page_size < 1:
+        raise ValueError(f"page_size must be a positive integer, got {page_size!r}")
+    n_pages = max(1, math.ceil(len(indices) / page_size))
+    if isinstance(page_number, bool) or not isinstance(page_number, (int, np.integer)) \
+            or not 0 <= page_number < n_pages:
+        raise ValueError(f"page_number must be in 0..{n_pages - 1} ({len(indices)} items, {page_size} per page), "
+                         f"got {page_number!r}")
+    start = int(page_number) * int(page_size)
+    return indices[start:start + int(page_size)], n_pages
+
+
+def top_k(probabilities: np.ndarray | Sequence[float], k: int = 3) -> list[tuple[str, float]]:
+    """The ``k`` most probable classes of one image as ``(class name, probability)``, most probable first.
+
+    Ties keep class-code order, so captions are stable between runs.
+    """
+    values = np.asarray(probabilities, dtype=np.float64).ravel()
+    if values.shape != (NUM_CLASSES,):
+        raise ValueError(f"probabilities must hold {NUM_CLASSES} values (one per class), got shape {values.shape}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= NUM_CLASSES:
+        raise ValueError(f"k must be an integer in 1..{NUM_CLASSES}, got {k!r}")
+    order = np.argsort(-values, kind="stable")[:k]
+    return [(EMOTIONS[int(i)], float(values[i])) for i in order]
+
+
+def cell_text(counts: np.ndarray, true_class: int, predicted_class: int, mode: str) -> str:
+    """A cell's label: the count, or (``mode="normalised"``) the row share with two decimals."""
+    if mode == "counts":
+        return str(int(counts[true_class, predicted_class]))
+    if mode == "normalised":
+        return f"{row_normalise(counts)[true_class, predicted_class]:.2f}"
+    raise ValueError(f"mode must be 'counts' or 'normalised', got {mode!r}")
+
+
+def cell_intensities(counts: np.ndarray, mode: str) -> np.ndarray:
+    """Colour intensity in [0, 1] per cell: count / largest count, or the row share when normalised."""
+    if mode == "normalised":
+        return row_normalise(counts)
+    if mode == "counts":
+        largest = max(int(np.max(counts)), 1)
+        return np.asarray(counts, dtype=np.float64) / largest
+    raise ValueError(f"mode must be 'counts' or 'normalised', got {mode!r}")
+
+
+_LIGHT = np.array([247, 251, 255])  # the two ends of matplotlib's "Blues", as in the saved confusion figures
+_DARK = np.array([8, 48, 107])
+
+
+def cell_colours(intensity: float) -> tuple[str, str]:
+    """Background and text colour (CSS hex) for an intensity in [0, 1]; dark cells get white text to stay legible."""
+    intensity = float(np.clip(intensity, 0.0, 1.0))
+    rgb = np.rint(_LIGHT + (_DARK - _LIGHT) * intensity).astype(int)
+    return "#{:02x}{:02x}{:02x}".format(*rgb), ("#ffffff" if intensity > 0.5 else "#08306b")
+
+
+def cell_tooltip(counts: np.ndarray, true_class: int, predicted_class: int) -> str:
+    """A cell's tooltip: its classes, its count and its share of the true class."""
+    count = int(counts[true_class, predicted_class])
+    share = row_normalise(counts)[true_class, predicted_class]
+    return (f"true {EMOTIONS[true_class]}, predicted {EMOTIONS[predicted_class]}: {count} "
+            f"image{'s' if count != 1 else ''} ({share:.1%} of true {EMOTIONS[true_class]})")
+
+
+def split_title(split: str) -> str:
+    """How a prediction split is named to a user (``test_tta`` is the test split with flip TTA)."""
+    return "test (with flip TTA)" if split == "test_tta" else split
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# One split's predictions, and the cell page shown
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitPredictions:
+    """One ``predictions_<split>.npz`` of a model: ids, true labels and probabilities, plus what follows from them.
+
+    ``predicted`` (argmax) and ``counts`` (the 7x7 confusion matrix, rows true) are computed once on creation.
+    """
+
+    split: str
+    ids: np.ndarray
+    labels: np.ndarray
+    probabilities: np.ndarray
+    predicted: np.ndarray = dataclasses.field(init=False)
+    counts: np.ndarray = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        n = len(self.labels)
+        if self.probabilities.shape != (n, NUM_CLASSES) or self.ids.shape != self.labels.shape \
+                or self.labels.ndim != 1:
+            raise ValueError(f"expected ids (n,), labels (n,), probabilities (n, {NUM_CLASSES}); got "
+                             f"{self.ids.shape}, {self.labels.shape}, {self.probabilities.shape}")
+        predicted = self.probabilities.argmax(axis=1)
+        object.__setattr__(self, "predicted", predicted)
+        object.__setattr__(self, "counts", confusion_counts(self.labels, predicted))
+
+    @classmethod
+    def load(cls, path: str | Path, split: str | None = None) -> SplitPredictions:
+        """Read a predictions file (``split`` defaults to the file's ``predictions_<split>.npz`` name)."""
+        from fer_lib.evaluate import load_predictions
+
+        path = Path(path)
+        stored = load_predictions(path)
+        name = split if split is not None else path.stem.removeprefix("predictions_")
+        try:
+            return cls(name, stored["ids"], stored["labels"].astype(np.int64), stored["probabilities"])
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from None
+
+    def __len__(self) -> int:
+        return int(len(self.labels))
+
+    @property
+    def accuracy(self) -> float:
+        return float(np.mean(self.labels == self.predicted)) if len(self.labels) else float("nan")
+
+    def cell(self, true_class: int, predicted_class: int) -> np.ndarray:
+        """Rows of the images in cell (true, predicted), ascending."""
+        return cell_indices(self.labels, self.predicted, true_class, predicted_class)
+
+
+@dataclasses.dataclass(frozen=True)
+class CellPage:
+    """One page of a confusion-matrix cell: the cell's rows, and the rows on page ``page_number`` of ``n_pages``."""
+
+    true_class: int
+    predicted_class: int
+    indices: np.ndarray
+    page_number: int
+    n_pages: int
+    page_indices: np.ndarray
+
+    @property
+    def has_previous(self) -> bool:
+        return self.page_number > 0
+
+    @property
+    def has_next(self) -> bool:
+        return self.page_number < self.n_pages - 1
+
+    @property
+    def label(self) -> str:
+        """``page 2 of 5``; empty for an empty cell (there is nothing to page through)."""
+        return f"page {self.page_number + 1} of {self.n_pages}" if len(self.indices) else ""
+
+
+def cell_page(predictions: SplitPredictions, true_class: int, predicted_class: int, page_number: int = 0,
+              page_size: int = DEFAULT_PAGE_SIZE) -> CellPage:
+    """Page ``page_number`` (0-based) of the images of cell (true, predicted) of ``predictions``."""
+    indices = predictions.cell(true_class, predicted_class)
+    page_indices, n_pages = page(indices, page_number, page_size)
+    return CellPage(int(true_class), int(predicted_class), indices, int(page_number), n_pages, page_indices)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Runs, seeds, models and splits to choose from
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def run_folders(outputs_dir: str | Path) -> list[Path]:
+    """Run folders (those with params.yaml) under ``outputs_dir``, newest first."""
+    outputs_dir = Path(outputs_dir)
+    if not outputs_dir.is_dir():
+        return []
+    return sorted((p for p in outputs_dir.iterdir() if (p / runs.PARAMS_FILE).is_file()), key=lambda p: p.name,
+                  reverse=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunChoices:
+    """The run dropdown's options ``(label, resolved path)`` and the run to open first (None: nothing to open)."""
+
+    options: list[tuple[str, str]]
+    chosen: Path | None
+
+
+def run_choices(outputs_dir: str | Path, run_dir: str | Path | None = None) -> RunChoices:
+    """The runs under ``outputs_dir`` (newest first) and the one to open: ``run_dir`` if given (listed first when it
+    is not under ``outputs_dir``), else the newest run with a trained model, else the newest run.
+
+    Raises FileNotFoundError when ``run_dir`` is given but is not a run folder (it has no params.yaml).
+    """
+    folders = run_folders(outputs_dir)
+    chosen: Path | None = None
+    if run_dir is not None:
+        chosen = Path(run_dir).resolve()
+        if not (chosen / runs.PARAMS_FILE).is_file():
+            raise FileNotFoundError(f"'{run_dir}' is not a run folder: it has no {runs.PARAMS_FILE}.")
+    elif folders:
+        with_models = [folder for folder in folders if runs.run_models(folder)]
+        chosen = (with_models or folders)[0].resolve()
+    options = [(folder.name, str(folder.resolve())) for folder in folders]
+    if chosen is not None and str(chosen) not in {value for _, value in options}:
+        options.insert(0, (chosen.name, str(chosen)))
+    return RunChoices(options, chosen)
+
+
+def choose(available: Sequence[Any], wanted: Any, preferred: Any = None) -> Any:
+    """``wanted`` if available, else ``preferred`` if available, else the first; None when nothing is available.
+
+    Why: switching run, seed or model keeps the user's model and split where the new one has them.
+    """
+    for candidate in (wanted, preferred):
+        if candidate is not None and candidate in available:
+            return candidate
+    return available[0] if len(available) else None
+
+
+def predictions_path(run_dir: str | Path, model: str, split: str, seed: int | None = None) -> Path:
+    """The predictions file of one model (of one seed, in a several-seed run) on one split."""
+    return runs.model_dir(run_dir, model, seed) / f"predictions_{split}.npz"
+
+
+def available_splits(run_dir: str | Path, model: str, seed: int | None = None) -> list[str]:
+    """The splits (of :data:`PREDICTION_SPLITS`, in that order) with a predictions file for this model."""
+    return [split for split in PREDICTION_SPLITS if predictions_path(run_dir, model, split, seed).is_file()]
+
+
+def default_split(available: Sequence[str], wanted: str | None) -> str | None:
+    """The split to show: ``wanted`` if available, else ``test``, else the first available (None: none)."""
+    return choose(available, wanted, "test")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The run's images: reloaded once, cached, linked to prediction rows by id
+# --------------------------------------------------------------------------------------------------------------------
+
+_DATASETS: collections.OrderedDict[tuple[str, int], tuple[FerDataset, str]] = collections.OrderedDict()
+
+
+def load_run_dataset(run_dir: str | Path) -> tuple[FerDataset, str]:
+    """The data set a run was trained on, reloaded from its params.yaml, and where it came from.
+
+    Predictions files hold ids, not pixels (keeping runs small), so the inspector (and the occlusion maps of
+    :mod:`fer_lib.explain`) reload the data: FER2013 from its decoded cache, synthetic data regenerated
+    deterministically from the params. Every seed of a several-seed run uses the same images. Cached per run folder
+    (and params.yaml version), keeping the last :data:`DATASET_CACHE_SIZE`, so switching models is instant.
+    """
+    from fer_lib.data import load_study_data
+
+    run_dir = Path(run_dir).resolve()
+    params_file = run_dir / runs.PARAMS_FILE
+    key = (str(run_dir), params_file.stat().st_mtime_ns if params_file.is_file() else 0)
+    if key in _DATASETS:
+        _DATASETS.move_to_end(key)
+        return _DATASETS[key]
+    params = runs.read_params(run_dir)
+    # Data discovery (data/fer2013) is relative to the project: find it from the run folder (outputs/<run> lives in
+    # it), so the notebook's working directory does not matter; fall back to the working directory's project.
+    root = runs.project_root(run_dir)
+    loaded = load_study_data(params, project_root=root if root != run_dir else runs.project_root())
+    _DATASETS[key] = loaded
+    while len(_DATASETS) > DATASET_CACHE_SIZE:
+        _DATASETS.popitem(last=False)
+    return loaded
+
+
+def align_ids(wanted: np.ndarray | Sequence[str], available: np.ndarray | Sequence[str]) -> np.ndarray:
+    """Positions in ``available`` of each id in ``wanted`` (in ``wanted``'s order).
+
+    Predictions are stored with ids, not images; the images come from reloading the run's data set, and ids (not
+    positions) tie the two together, so a reordered or changed data set is detected instead of showing wrong images.
+    Raises KeyError naming the first missing ids.
+    """
+    lookup = {str(item): position for position, item in enumerate(np.asarray(available).tolist())}
+    wanted_list = [str(item) for item in np.asarray(wanted).tolist()]
+    missing = [item for item in wanted_list if item not in lookup]
+    if missing:
+        shown = ", ".join(repr(item) for item in missing[:3])
+        raise KeyError(f"{len(missing)} of {len(wanted_list)} image ids are not in the reloaded data set "
+                       f"(first: {shown})")
+    return np.array([lookup[item] for item in wanted_list], dtype=np.int64)
+
+
+def split_positions(predictions: SplitPredictions, data_split: Split) -> np.ndarray:
+    """For each prediction row, the position of its image in ``data_split`` (matched by id, labels checked).
+
+    Raises KeyError (an id is missing) or ValueError (a label differs): the data changed since the run, and the
+    inspector must say so rather than show other images.
+    """
+    where = align_ids(predictions.ids, data_split.ids)
+    if not np.array_equal(data_split.labels[where], predictions.labels):
+        raise ValueError("the reloaded data set labels these images differently from the predictions file: the "
+                         "data changed since the run")
+    return where
