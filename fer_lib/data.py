@@ -571,15 +571,17 @@ def data_source(params: Mapping[str, Any], *, project_root: str | os.PathLike[st
 
 def load_study_data(params: Mapping[str, Any], *, project_root: str | os.PathLike[str] = ".") -> tuple[FerDataset, str]:
     """The data set a run uses, and a sentence saying where it came from (loudly, when it is synthetic)."""
+    from fer_lib.params import data_seed
+
+    seed = data_seed(params)  # the same images for every seed of a run
     path, how = data_source(params, project_root=project_root)
     if path is None:
         dataset = load_synthetic(params["synthetic_train"], params["synthetic_val"], params["synthetic_test"],
-                                 seed=params["seed"], class_balance=params["synthetic_balance"])
+                                 seed=seed, class_balance=params["synthetic_balance"])
         how = f"{how}. {SYNTHETIC_NOTICE}"
     else:
-        dataset = load_fer2013(path, val_fraction=params["val_fraction"], seed=params["seed"],
-                               resize=params["resize"])
+        dataset = load_fer2013(path, val_fraction=params["val_fraction"], seed=seed, resize=params["resize"])
     if params["subset"] is not None:
-        dataset = subsample(dataset, params["subset"], seed=params["seed"])
+        dataset = subsample(dataset, params["subset"], seed=seed)
         how = f"{how} (train subset of {len(dataset.train)} images)"
     return dataset, how

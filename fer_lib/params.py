@@ -220,6 +220,7 @@ STUDY_DEFAULTS: dict[str, Any] = {
     "model_options": {},  # {model name: {option: value}}
     "augmentation": dataclasses.asdict(PAPER_AUGMENTATION),
     "tta": True,  # also report test accuracy with horizontal-flip test-time augmentation
+    "seeds": None,  # train every model once per seed (a list); null: once, with `seed`
     **TrainConfig().as_dict(),
 }
 
@@ -295,8 +296,32 @@ def _validate(params: dict[str, Any]) -> None:
         fail("model_options", f"a mapping from model name ({', '.join(MODEL_REGISTRY)}) to a mapping of options")
     for model, model_options in options.items():
         check_model_options(model, model_options, where=f"model_options.{model}")
+    seeds = params["seeds"]
+    if seeds is None:
+        seeds = params["seeds"] = [params["seed"]]
+    if (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
+            or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds)):
+        fail("seeds", "null or a non-empty list of distinct integers >= 0 (e.g. [0, 1, 2])")
+    if params["seed"] not in seeds:  # `seeds` decides; `seed` is the one being trained (the first, unless set)
+        params["seed"] = seeds[0]
     AugmentConfig.from_mapping(params["augmentation"])
     TrainConfig.from_mapping(params)
+
+
+def several_seeds(params: Mapping[str, Any]) -> bool:
+    """True when the run trains every model once per seed (each seed in its own sub-folder of the run)."""
+    return len(params["seeds"]) > 1
+
+
+def seed_folder(params: Mapping[str, Any]) -> int | None:
+    """The seed whose sub-folder a model of these params trains in (fer_lib.runs.model_dir); None: one seed."""
+    return int(params["seed"]) if several_seeds(params) else None
+
+
+def data_seed(params: Mapping[str, Any]) -> int:
+    """The seed that draws the data (validation carved from train, a train subset, the synthetic faces): the first
+    of ``seeds``, so every seed of a run trains, selects and is tested on the same images (paired comparisons)."""
+    return int(params["seeds"][0])
 
 
 def parse_override(text: str) -> dict[str, Any]:

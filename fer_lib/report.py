@@ -34,12 +34,23 @@ class RunResults:
 
     run_dir: Path
     params: dict[str, Any]
-    summaries: dict[str, dict[str, Any]]
+    summaries: dict[str, dict[str, Any]]  # per model; in a run with several seeds, those of ``seed``
     histories: dict[str, pd.DataFrame]
+    seed: int | None = None  # the seed ``summaries`` and ``histories`` come from (None: a single-seed run)
+    by_seed: dict[int, RunResults] = dataclasses.field(default_factory=dict)  # several seeds: each seed's results
 
     @property
     def models(self) -> list[str]:
         return list(self.summaries)
+
+    @property
+    def seeds(self) -> list[int]:
+        """The run's seeds (several-seed runs), in increasing order; [] for a single-seed run."""
+        return list(self.by_seed)
+
+    def model_dir(self, model: str) -> Path:
+        """The folder of ``model``'s records (of this seed, in a several-seed run)."""
+        return runs.model_dir(self.run_dir, model, self.seed)
 
     @property
     def synthetic(self) -> bool:
@@ -92,10 +103,23 @@ def load_model_results(model_dir: str | Path) -> tuple[dict[str, Any], pd.DataFr
     return summary, load_history(history_file) if history_file.is_file() else None
 
 
-def load_run_results(run_dir: str | Path | None = None) -> RunResults:
-    """Params, metrics and histories of every finished model of a run (``None``: the newest run)."""
+def load_run_results(run_dir: str | Path | None = None, *, seed: int | None = None) -> RunResults:
+    """Params, metrics and histories of every finished model of a run (``None``: the newest run).
+
+    A run with several seeds: the results of ``seed`` (default: its first seed), with every seed's in ``by_seed``.
+    """
     run_dir = resolve_run_dir(run_dir)
-    models = runs.run_models(run_dir)
+    seeds = runs.run_seeds(run_dir)
+    if seeds and seed is None:
+        by_seed = {s: load_run_results(run_dir, seed=s) for s in seeds if runs.run_models(run_dir, s)}
+        if not by_seed:
+            raise FileNotFoundError(f"run folder '{run_dir}' has no trained model in any of its seed folders "
+                                    f"({runs.SEEDS_DIR}/seed-<seed>/models/<model>/{runs.METRICS_FILE})")
+        first = next(iter(by_seed.values()))
+        return dataclasses.replace(first, by_seed=by_seed)
+    if seed is not None and seed not in seeds:
+        raise FileNotFoundError(f"run folder '{run_dir}' has no seed {seed} (seeds: {seeds or 'none'})")
+    models = runs.run_models(run_dir, seed)
     if not models:
         raise FileNotFoundError(f"run folder '{run_dir}' has no trained model (no "
                                 f"models/<model>/{runs.METRICS_FILE}); run the 02_train notebook or `fer-study run` "
@@ -106,11 +130,11 @@ def load_run_results(run_dir: str | Path | None = None) -> RunResults:
     summaries: dict[str, dict[str, Any]] = {}
     histories: dict[str, pd.DataFrame] = {}
     for model in ordered:
-        summary, history = load_model_results(runs.model_dir(run_dir, model))
+        summary, history = load_model_results(runs.model_dir(run_dir, model, seed))
         summaries[model] = summary
         if history is not None:
             histories[model] = history
-    return RunResults(run_dir=Path(run_dir), params=params, summaries=summaries, histories=histories)
+    return RunResults(run_dir=Path(run_dir), params=params, summaries=summaries, histories=histories, seed=seed)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -306,11 +330,10 @@ def ensemble_summary(results: RunResults, split: str = "test") -> dict[str, Any]
 
     from fer_lib.evaluate import ensemble_probabilities, evaluate_predictions, load_predictions
 
-    files = [runs.model_dir(results.run_dir, model) / f"predictions_{split}.npz" for model in results.models]
+    files = [results.model_dir(model) / f"predictions_{split}.npz" for model in results.models]
     files = [file for file in files if file.is_file()]
     if len(files) < 2:  # a copy of the run without predictions (results/): the compare step's summary.json
-        saved = results.run_dir / runs.SUMMARY_FILE
-        ensemble = load_json(saved).get("ensemble", {}).get(split) if saved.is_file() else None
+        ensemble = saved_statistics(results).get("ensemble", {}).get(split)
         return {"split": split, **ensemble} if ensemble else None
     predictions = [load_predictions(file) for file in files]
     for file, other in zip(files[1:], predictions[1:]):
@@ -331,13 +354,22 @@ def _split_predictions(results: RunResults, split: str) -> dict[str, dict[str, A
 
     from fer_lib.evaluate import load_predictions
 
-    files = {model: runs.model_dir(results.run_dir, model) / f"predictions_{split}.npz" for model in results.models}
+    files = {model: results.model_dir(model) / f"predictions_{split}.npz" for model in results.models}
     predictions = {model: load_predictions(path) for model, path in files.items() if path.is_file()}
     first = next(iter(predictions.values()), None)
     for model, stored in predictions.items():
         if not np.array_equal(stored["ids"], first["ids"]):
             raise ValueError(f"{files[model]} covers other images than the run's other predictions on {split}")
     return predictions
+
+
+def saved_statistics(results: RunResults) -> dict[str, Any]:
+    """The run's summary.json as :func:`run_statistics` wrote it, for ``results``'s seed ({} when there is none)."""
+    saved = results.run_dir / runs.SUMMARY_FILE
+    summary = load_json(saved) if saved.is_file() else {}
+    if results.seed is not None:
+        return summary.get("per_seed", {}).get(str(results.seed), {})
+    return summary
 
 
 def run_statistics(results: RunResults, *, seed: int = 0, resamples: int = 2000) -> dict[str, Any]:
@@ -347,7 +379,15 @@ def run_statistics(results: RunResults, *, seed: int = 0, resamples: int = 2000)
     interval over the test images; for each pair: the accuracy difference with its paired-bootstrap interval,
     McNemar's exact test on the same images, and a verdict on "the first beats the second" (fer_lib.stats). The
     ensemble's metrics are kept too, so the README table can be regenerated from a run folder without predictions.
+
+    A run with several seeds: these statistics per seed (``per_seed``), and over seeds (``over_seeds``): each model's
+    (and the ensemble's) mean and standard deviation of test accuracy, accuracy with TTA and macro-F1, and a paired
+    comparison of each pair over seeds (:func:`seed_statistics`). ``seed`` seeds the bootstrap, not training.
     """
+    if results.by_seed:
+        per_seed = {str(s): run_statistics(r, seed=seed, resamples=resamples) for s, r in results.by_seed.items()}
+        return {"seeds": results.seeds, "per_seed": per_seed,
+                "over_seeds": seed_statistics(results, per_seed)}
     from fer_lib import stats
     from fer_lib.data import majority_class_accuracy
     from fer_lib.evaluate import ensemble_probabilities, evaluate_predictions
@@ -387,6 +427,99 @@ def run_statistics(results: RunResults, *, seed: int = 0, resamples: int = 2000)
     return summary
 
 
+SEED_METRICS: tuple[tuple[str, str, str], ...] = (("test_accuracy", "test", "accuracy"),
+                                                   ("test_accuracy_tta", "test_tta", "accuracy"),
+                                                   ("macro_f1", "test", "macro_f1"))
+"""The per-seed numbers summarised over seeds: (name, split of metrics.json, key)."""
+
+
+def seed_values(results: RunResults, per_seed: Mapping[str, Mapping[str, Any]] | None = None) -> pd.DataFrame:
+    """One row per seed and model (and the ensemble, from the per-seed statistics when given): the numbers of
+    :data:`SEED_METRICS`. The long table behind the mean ± std over seeds."""
+    rows = []
+    for seed, seed_results in (results.by_seed or {results.seed: results}).items():
+        for model, summary in seed_results.summaries.items():
+            row: dict[str, Any] = {"model": model, "seed": seed}
+            for name, split, key in SEED_METRICS:
+                row[name] = (summary.get(split) or {}).get(key)
+            rows.append(row)
+        ensemble = ((per_seed or {}).get(str(seed)) or {}).get("ensemble", {})
+        if ensemble.get("test"):
+            rows.append({"model": ENSEMBLE, "seed": seed, "test_accuracy": ensemble["test"]["accuracy"],
+                         "test_accuracy_tta": (ensemble.get("test_tta") or {}).get("accuracy"),
+                         "macro_f1": ensemble["test"]["macro_f1"]})
+    return pd.DataFrame(rows, columns=["model", "seed", *(name for name, _, _ in SEED_METRICS)])
+
+
+def seed_statistics(results: RunResults, per_seed: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Over the seeds of a run: per model (and the ensemble) mean, std and values of :data:`SEED_METRICS`, and for
+    each pair a paired comparison of test accuracy over seeds (fer_lib.stats.paired_seed_comparison) with its
+    verdict on "the first beats the second"."""
+    from fer_lib import stats
+
+    values = seed_values(results, per_seed)
+    models: dict[str, Any] = {}
+    for model, rows in values.groupby("model", sort=False):
+        rows = rows.sort_values("seed")
+        models[model] = {"seeds": [int(s) for s in rows["seed"]]}
+        for name, _, _ in SEED_METRICS:
+            column = rows[name].dropna()
+            if len(column):
+                interval = stats.mean_interval(column.to_numpy(float))
+                models[model][name] = {**stats.mean_std(column.to_numpy(float)), "low": interval["low"],
+                                       "high": interval["high"], "values": column.tolist()}
+            else:
+                models[model][name] = None
+    names, comparisons = list(models), []
+    for index, a in enumerate(names):
+        for b in names[index + 1:]:
+            paired = values.pivot(index="seed", columns="model", values="test_accuracy")[[a, b]].dropna()
+            if len(paired) == 0:
+                continue
+            result = stats.paired_seed_comparison(paired[a].to_numpy(float), paired[b].to_numpy(float))
+            comparisons.append({"a": a, "b": b, "metric": "test_accuracy", **result,
+                                "verdict_a_beats_b": stats.verdict(result["mean_difference"], result["low"],
+                                                                   result["high"], result["p_value"])})
+    return {"models": models, "comparisons": comparisons}
+
+
+def seed_table(summary: Mapping[str, Any]) -> pd.DataFrame:
+    """Mean ± std over seeds per model (and the ensemble): test accuracy, with TTA, macro-F1, and the seed count."""
+    rows = []
+    for model, entry in summary["over_seeds"]["models"].items():
+        row: dict[str, Any] = {"model": model, "seeds": len(entry["seeds"])}
+        for name, _, _ in SEED_METRICS:
+            value = entry.get(name)
+            row[f"{name} mean"] = value["mean"] if value else None
+            row[f"{name} std"] = value["std"] if value else None
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("model")
+
+
+def seed_comparison_table(summary: Mapping[str, Any]) -> pd.DataFrame:
+    """Per pair, over seeds: mean difference of test accuracy (first minus second), its t-interval, the paired
+    t-test's p-value and the verdict."""
+    rows = [{"a": c["a"], "b": c["b"], "seeds": c["n"], "mean difference": c["mean_difference"],
+             "95% low": c["low"], "95% high": c["high"], "paired t-test p": c["p_value"],
+             "a beats b": c["verdict_a_beats_b"], "note": c["note"] or ""}
+            for c in summary["over_seeds"]["comparisons"]]
+    columns = ["a", "b", "seeds", "mean difference", "95% low", "95% high", "paired t-test p", "a beats b", "note"]
+    return pd.DataFrame(rows, columns=columns).set_index(["a", "b"])
+
+
+def seed_histories(results: RunResults) -> pd.DataFrame:
+    """Every seed's training curves in one long table (model, seed, epoch, curve, value), for mean curves with a
+    band over seeds."""
+    frames = []
+    for seed, seed_results in (results.by_seed or {results.seed: results}).items():
+        for model, history in seed_results.histories.items():
+            curves = [c for c in ("accuracy", "val_accuracy", "loss", "val_loss") if c in history]
+            long = history.melt(id_vars="epoch", value_vars=curves, var_name="curve", value_name="value")
+            frames.append(long.assign(model=model, seed=seed))
+    columns = ["model", "seed", "epoch", "curve", "value"]
+    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+
+
 def write_summary(run_dir: str | Path, summary: Mapping[str, Any]) -> Path:
     """Save :func:`run_statistics` as the run's summary.json."""
     from fer_lib.evaluate import save_json
@@ -394,29 +527,46 @@ def write_summary(run_dir: str | Path, summary: Mapping[str, Any]) -> Path:
     return save_json(summary, Path(run_dir) / runs.SUMMARY_FILE)
 
 
+def per_seed_statistics(summary: Mapping[str, Any]) -> dict[Any, Mapping[str, Any]]:
+    """{seed: that seed's statistics} of a several-seed summary; {None: summary} of a single-seed one."""
+    return {int(s): entry for s, entry in summary["per_seed"].items()} if "per_seed" in summary else {None: summary}
+
+
 def interval_table(summary: Mapping[str, Any]) -> pd.DataFrame:
-    """Accuracy with its 95% interval, per split and model (and the ensemble), beside the majority baseline."""
-    rows = [{"split": split, "model": name, "accuracy": value["accuracy"], "95% low": value["low"],
+    """Accuracy with its 95% interval, per split and model (and the ensemble), beside the majority baseline; per
+    seed too in a run with several seeds."""
+    rows = [{"seed": seed, "split": split, "model": name, "accuracy": value["accuracy"], "95% low": value["low"],
              "95% high": value["high"], "majority baseline": entry["majority_baseline"], "n": entry["n"]}
-            for split, entry in summary["splits"].items() for name, value in entry["accuracy"].items()]
-    columns = ["split", "model", "accuracy", "95% low", "95% high", "majority baseline", "n"]
-    return pd.DataFrame(rows, columns=columns).set_index(["split", "model"])
+            for seed, statistics in per_seed_statistics(summary).items()
+            for split, entry in statistics["splits"].items() for name, value in entry["accuracy"].items()]
+    index = ["split", "model"] if "per_seed" not in summary else ["seed", "split", "model"]
+    columns = ["seed", "split", "model", "accuracy", "95% low", "95% high", "majority baseline", "n"]
+    return pd.DataFrame(rows, columns=columns).set_index(index).drop(columns=[c for c in ["seed"] if c not in index])
 
 
 def comparison_table(summary: Mapping[str, Any]) -> pd.DataFrame:
-    """Per split and pair: the accuracy difference (first minus second), its interval, McNemar's counts and p."""
-    rows = [{"split": split, "a": c["a"], "b": c["b"], "difference": c["difference"], "95% low": c["low"],
-             "95% high": c["high"], "a right, b wrong": c["mcnemar"]["a_right_b_wrong"],
+    """Per split and pair: the accuracy difference (first minus second), its interval, McNemar's counts and p; per
+    seed too in a run with several seeds."""
+    rows = [{"seed": seed, "split": split, "a": c["a"], "b": c["b"], "difference": c["difference"],
+             "95% low": c["low"], "95% high": c["high"], "a right, b wrong": c["mcnemar"]["a_right_b_wrong"],
              "a wrong, b right": c["mcnemar"]["a_wrong_b_right"], "McNemar p": c["mcnemar"]["p_value"],
              "a beats b": c["verdict_a_beats_b"]}
-            for split, entry in summary["splits"].items() for c in entry["comparisons"]]
-    columns = ["split", "a", "b", "difference", "95% low", "95% high", "a right, b wrong", "a wrong, b right",
-               "McNemar p", "a beats b"]
-    return pd.DataFrame(rows, columns=columns).set_index(["split", "a", "b"])
+            for seed, statistics in per_seed_statistics(summary).items()
+            for split, entry in statistics["splits"].items() for c in entry["comparisons"]]
+    index = ["split", "a", "b"] if "per_seed" not in summary else ["seed", "split", "a", "b"]
+    columns = ["seed", "split", "a", "b", "difference", "95% low", "95% high", "a right, b wrong",
+               "a wrong, b right", "McNemar p", "a beats b"]
+    return pd.DataFrame(rows, columns=columns).set_index(index).drop(columns=[c for c in ["seed"] if c not in index])
 
 
 def statistics_sentences(summary: Mapping[str, Any]) -> list[str]:
-    """One sentence per pair compared on test: who is ahead, by how much (interval), McNemar's p and the verdict."""
+    """One sentence per pair compared on test: who is ahead, by how much (interval), McNemar's p and the verdict.
+    Several seeds: one sentence per pair over seeds (paired t-test), then each seed's."""
+    if "per_seed" in summary:
+        lines = [_seed_sentence(c) for c in summary["over_seeds"]["comparisons"]]
+        for seed, statistics in per_seed_statistics(summary).items():
+            lines += [f"Seed {seed}: {line}" for line in statistics_sentences(statistics)]
+        return lines
     from fer_lib.stats import verdict
 
     entry = summary.get("splits", {}).get("test")
@@ -436,6 +586,16 @@ def statistics_sentences(summary: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _seed_sentence(c: Mapping[str, Any]) -> str:
+    """A pair compared over seeds, in words: mean difference, its t-interval, the paired t-test and the verdict."""
+    head = (f"{c['a']} vs {c['b']} over {c['n']} seeds: mean test accuracy {c['mean_a']:.3f} vs {c['mean_b']:.3f}, "
+            f"difference {c['mean_difference']:+.3f}")
+    if c["p_value"] is None:
+        return f"{head} ({c['note']}): \"{c['a']} is better\" is {c['verdict_a_beats_b']}."
+    return (f"{head} (95% t-interval {c['low']:+.3f} to {c['high']:+.3f}, paired t-test p = {c['p_value']:.2g}): "
+            f"\"{c['a']} is better\" is {c['verdict_a_beats_b']}.")
+
+
 def ensemble_table(ensembles: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """One row per ensemble summary: accuracy and macro-F1 beside the majority-class baseline."""
     return pd.DataFrame([{"split": e["split"], "models": " + ".join(e["models"]), "accuracy": e["accuracy"],
@@ -447,10 +607,26 @@ RESULTS_START = "<!-- results:start (generated by `fer-study results --update-re
 RESULTS_END = "<!-- results:end -->"
 
 
+def run_statistics_for_table(results: RunResults) -> dict[str, Any]:
+    """The run's statistics for its results rows: summary.json when the compare step wrote it (a copy of the run
+    without predictions has only that), else computed from the predictions."""
+    saved = results.run_dir / runs.SUMMARY_FILE
+    if saved.is_file():
+        return load_json(saved)
+    if any(results.model_dir(model).joinpath("predictions_test.npz").is_file() for model in results.models):
+        return run_statistics(results)
+    return {}
+
+
 def results_rows(run_dir: str | Path) -> list[dict[str, Any]]:
-    """One row per finished model of a run (and one for the ensemble), every number read from the run folder."""
+    """One row per finished model of a run (and one for the ensemble), every number read from the run folder.
+
+    ``low``/``high``: the 95% interval of test accuracy (bootstrap over test images; over seeds, the t-interval of
+    the mean). A run with several seeds: means over seeds, with ``*_std`` beside them and ``seeds`` their count.
+    """
     run_dir = Path(run_dir)
     results = load_run_results(run_dir)
+    statistics = run_statistics_for_table(results)
     manifest = runs.read_manifest(run_dir)
     device = (manifest.get("device") or {}).get("summary", "unknown device")
     backend = manifest.get("backend", "unknown backend")
@@ -458,55 +634,107 @@ def results_rows(run_dir: str | Path) -> list[dict[str, Any]]:
     subset = results.params.get("subset")
     if subset and not results.synthetic:
         data += f" (train subset {subset})"
+    common = {"run": run_dir.name, "data": data, "device": f"{device}, {backend}"}
+    if results.by_seed:
+        return _seed_rows(results, statistics, common)
+    intervals = statistics.get("splits", {}).get("test", {}).get("accuracy", {})
     rows = []
     for model, summary in results.summaries.items():
         rows.append({
-            "run": run_dir.name, "model": model, "data": data,
+            **common, "model": model,
             "test_accuracy": summary["test"]["accuracy"],
             "test_accuracy_tta": summary.get("test_tta", {}).get("accuracy"),
             "macro_f1": summary["test"]["macro_f1"],
             "majority_baseline": summary["test"]["majority_class_accuracy"],
+            "low": intervals.get(model, {}).get("low"), "high": intervals.get(model, {}).get("high"),
             "epochs": f"{summary['epochs_run']} (best {summary['best_epoch']})",
             "train_minutes": summary["train_seconds"] / 60.0,
-            "device": f"{device}, {backend}",
             "collapsed": summary["test"]["collapse_warning"] is not None,
+            "seeds": 1,
         })
     plain, tta = ensemble_summary(results, "test"), ensemble_summary(results, "test_tta")
     if plain:
         rows.append({
-            "run": run_dir.name, "model": " + ".join(plain["models"]) + " (ensemble)", "data": data,
+            **common, "model": " + ".join(plain["models"]) + " (ensemble)",
             "test_accuracy": plain["accuracy"], "test_accuracy_tta": tta["accuracy"] if tta else None,
             "macro_f1": plain["macro_f1"], "majority_baseline": plain["majority_class_accuracy"],
-            "epochs": "", "train_minutes": None, "device": f"{device}, {backend}",
-            "collapsed": plain["collapse_warning"] is not None,
+            "low": intervals.get(ENSEMBLE, {}).get("low"), "high": intervals.get(ENSEMBLE, {}).get("high"),
+            "epochs": "", "train_minutes": None, "collapsed": plain["collapse_warning"] is not None, "seeds": 1,
+        })
+    return rows
+
+
+def _seed_rows(results: RunResults, statistics: Mapping[str, Any], common: Mapping[str, Any]
+               ) -> list[dict[str, Any]]:
+    """The results rows of a several-seed run: per model (and the ensemble) means over seeds, std and interval."""
+    over = (statistics.get("over_seeds") or {}).get("models") or seed_statistics(results, {})["models"]
+    rows = []
+    for model, entry in over.items():
+        def value(name: str, key: str) -> Any:
+            return (entry.get(name) or {}).get(key)
+
+        per_seed = [r.summaries[model] for r in results.by_seed.values() if model in r.summaries]
+        collapsed = [s["test"]["collapse_warning"] is not None for s in per_seed]
+        if model == ENSEMBLE:
+            baseline = next(iter(results.summaries.values()))["test"]["majority_class_accuracy"]
+            label, epochs, minutes = " + ".join(results.models) + " (ensemble)", "", None
+            ensembles = [statistics["per_seed"][str(s)]["ensemble"]["test"] for s in entry["seeds"]]
+            collapsed = [e["collapse_warning"] is not None for e in ensembles]
+        else:
+            baseline = per_seed[0]["test"]["majority_class_accuracy"]
+            label = model
+            epochs = ", ".join(dict.fromkeys(f"{s['epochs_run']} (best {s['best_epoch']})" for s in per_seed))
+            minutes = sum(s["train_seconds"] for s in per_seed) / 60.0 / len(per_seed)
+        rows.append({
+            **common, "model": label, "seeds": len(entry["seeds"]),
+            "test_accuracy": value("test_accuracy", "mean"), "test_accuracy_std": value("test_accuracy", "std"),
+            "test_accuracy_tta": value("test_accuracy_tta", "mean"),
+            "test_accuracy_tta_std": value("test_accuracy_tta", "std"),
+            "macro_f1": value("macro_f1", "mean"), "macro_f1_std": value("macro_f1", "std"),
+            "majority_baseline": baseline,
+            "low": value("test_accuracy", "low"), "high": value("test_accuracy", "high"),
+            "epochs": epochs, "train_minutes": minutes,
+            "collapsed": all(collapsed) if collapsed else False,
         })
     return rows
 
 
 def headline_table(run_dir: str | Path) -> pd.DataFrame:
-    """The report's first table: per model and for the ensemble, test accuracy (and with flip TTA), macro-F1, the
-    majority-class baseline, collapsed or not, epochs and training minutes (the README table's rows for one run)."""
-    columns = {"test_accuracy": "test accuracy", "test_accuracy_tta": "with flip TTA", "macro_f1": "macro-F1",
-               "majority_baseline": "majority baseline", "collapsed": "collapsed", "epochs": "epochs",
-               "train_minutes": "training minutes"}
+    """The report's first table: per model and for the ensemble, test accuracy with its 95% interval (and with flip
+    TTA), macro-F1, the majority-class baseline, collapsed or not, epochs and training minutes (the README table's
+    rows for one run); means and std over seeds for a run with several seeds."""
     rows = results_rows(run_dir)
+    several = any(row.get("seeds", 1) > 1 for row in rows)
+    columns = {"test_accuracy": "test accuracy" + (" (mean)" if several else ""),
+               **({"test_accuracy_std": "± std"} if several else {}),
+               "low": "95% low", "high": "95% high", "test_accuracy_tta": "with flip TTA", "macro_f1": "macro-F1",
+               "majority_baseline": "majority baseline", "collapsed": "collapsed", "epochs": "epochs",
+               "train_minutes": "training minutes", **({"seeds": "seeds"} if several else {})}
     return pd.DataFrame(rows, columns=["model", *columns]).set_index("model").rename(columns=columns)
 
 
 def results_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
-    """A markdown table of :func:`results_rows` rows (test = the provided PublicTest split)."""
+    """A markdown table of :func:`results_rows` rows (test = the provided PublicTest split). Runs with several
+    seeds show mean ± std over seeds; the interval column is the 95% interval of test accuracy."""
     def number(value: Any, digits: int = 3) -> str:
         return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
-    header = ("| run | model | data | test acc | test acc (flip TTA) | macro-F1 | majority baseline | epochs | "
-              "train min | device | collapsed |")
-    lines = [header, "|" + "---|" * 11]
+    def spread(row: Mapping[str, Any], key: str) -> str:
+        std = row.get(f"{key}_std")
+        return number(row[key]) + (f" ± {std:.3f}" if std is not None and row.get("seeds", 1) > 1 else "")
+
+    def interval(row: Mapping[str, Any]) -> str:
+        return f"{row['low']:.3f}–{row['high']:.3f}" if row.get("low") is not None else ""
+
+    header = ("| run | model | data | seeds | test acc | 95% interval | test acc (flip TTA) | macro-F1 | "
+              "majority baseline | epochs | train min | device | collapsed |")
+    lines = [header, "|" + "---|" * 13]
     for row in rows:
         lines.append(
-            f"| `{row['run']}` | {row['model']} | {row['data']} | {number(row['test_accuracy'])} | "
-            f"{number(row['test_accuracy_tta'])} | {number(row['macro_f1'])} | {number(row['majority_baseline'])} | "
-            f"{row['epochs']} | {number(row['train_minutes'], 1)} | {row['device']} | "
-            f"{'**yes**' if row['collapsed'] else 'no'} |")
+            f"| `{row['run']}` | {row['model']} | {row['data']} | {row.get('seeds', 1)} | "
+            f"{spread(row, 'test_accuracy')} | {interval(row)} | {spread(row, 'test_accuracy_tta')} | "
+            f"{spread(row, 'macro_f1')} | {number(row['majority_baseline'])} | {row['epochs']} | "
+            f"{number(row['train_minutes'], 1)} | {row['device']} | {'**yes**' if row['collapsed'] else 'no'} |")
     return "\n".join(lines)
 
 

@@ -31,9 +31,11 @@ from fer_lib.provenance import device_info, git_info, keras_backend, package_ver
 PROG = "fer-study"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 KERNEL_NAME = "python3"
-# The kernel logs only errors to the terminal: its start-up warnings (e.g. "Kernel is running over TCP without
-# encryption", about a kernel on the loopback interface of this machine) are not for the user of the runner.
-KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
+# The kernel's own log stays off the terminal: its start-up warnings (e.g. "Kernel is running over TCP without
+# encryption", about a kernel on the loopback interface of this machine) and, on a busy machine, "KeyboardInterrupt
+# caught in kernel" when a slow kernel is stopped after its notebook ended, are not for the user of the runner. A
+# failing cell or a dead kernel is reported by papermill from the notebook itself (see failure_message).
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
 NOTEBOOKS = ("01_explore_data", "02_train", "03_compare")
 DEFAULT_NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 BANNER = "!" * 100
@@ -101,17 +103,27 @@ def notebook_jobs(plan: Mapping[str, Any], run_dir: Path) -> list[dict[str, Any]
     """The notebooks to execute, in order, each with its output path and papermill parameters.
 
     01 and 02 get the resolved params as one ``overrides`` mapping (and no ``params_file``), 02 its ``model`` too,
-    03 only the run folder: every notebook declares exactly these, so nothing has to be reconciled.
+    03 only the run folder: every notebook declares exactly these, so nothing has to be reconciled. With several
+    ``seeds``, 02 runs once per seed and model (seed by seed, so a short run still has whole seeds), its ``seed``
+    in ``overrides``.
     """
+    from fer_lib.params import several_seeds
+
     params, notebooks_dir = dict(plan["params"]), plan["notebooks_dir"]
     run_dir_text = str(run_dir.resolve())
     out = runs.notebooks_dir(run_dir)
     study = {"run_dir": run_dir_text, "params_file": None, "overrides": params}
-    jobs = [{"name": "01_explore_data", "model": None, "output": out / "01_explore_data.ipynb", "parameters": study}]
-    for model in params["models"]:
-        jobs.append({"name": "02_train", "model": model, "output": out / f"02_train-{model}.ipynb",
-                     "parameters": {**study, "model": model}})
-    jobs.append({"name": "03_compare", "model": None, "output": out / "03_compare.ipynb",
+    jobs = [{"name": "01_explore_data", "model": None, "seed": None, "output": out / "01_explore_data.ipynb",
+             "parameters": study}]
+    seeds = params["seeds"] if several_seeds(params) else [None]
+    for seed in seeds:
+        overrides = params if seed is None else {**params, "seed": seed}
+        suffix = "" if seed is None else f"-seed{seed}"
+        for model in params["models"]:
+            jobs.append({"name": "02_train", "model": model, "seed": seed,
+                         "output": out / f"02_train-{model}{suffix}.ipynb",
+                         "parameters": {**study, "overrides": overrides, "model": model}})
+    jobs.append({"name": "03_compare", "model": None, "seed": None, "output": out / "03_compare.ipynb",
                  "parameters": {"run_dir": run_dir_text}})
     for job in jobs:
         job["input"] = notebooks_dir / f"{job['name']}.ipynb"
@@ -123,10 +135,11 @@ def run_context(plan: Mapping[str, Any]) -> dict[str, Any]:
     params, data = plan["params"], dict(plan["data"])
     if data["synthetic"]:
         from fer_lib.data import SYNTHETIC_NOTICE, load_synthetic
+        from fer_lib.params import data_seed
 
         data["notice"] = SYNTHETIC_NOTICE
         data["fingerprint"] = load_synthetic(params["synthetic_train"], params["synthetic_val"],
-                                             params["synthetic_test"], seed=params["seed"],
+                                             params["synthetic_test"], seed=data_seed(params),
                                              class_balance=params["synthetic_balance"]).fingerprint
     return {
         "data": data,
@@ -160,7 +173,7 @@ def start_run(plan: dict[str, Any], *, argv: Sequence[str], out: str | Path | No
         "params_files": plan["params_files"],
         "overrides": plan["overrides"],
         **plan["context"],
-        "notebooks": [{"notebook": job["name"], "model": job["model"],
+        "notebooks": [{"notebook": job["name"], "model": job["model"], "seed": job["seed"],
                        "output": str(job["output"].relative_to(run_dir)), "status": "pending", "started": None,
                        "seconds": None} for job in jobs],
         "results": {},
@@ -203,7 +216,8 @@ def resume_run(run_dir: str | Path, *, argv: Sequence[str], log_output: bool = F
                             "project_root": runs.project_root(DEFAULT_NOTEBOOKS_DIR.parent),
                             "context": {key: manifest.get(key) for key in ("data", "backend", "device")}}
     jobs = notebook_jobs(plan, run_dir)
-    done = {(entry["notebook"], entry["model"]) for entry in manifest["notebooks"] if entry["status"] == "complete"}
+    done = {_job_key(entry["notebook"], entry["model"], entry.get("seed")) for entry in manifest["notebooks"]
+            if entry["status"] == "complete"}
     manifest["resumes"] = [*manifest.get("resumes", []),
                            {"started": _now(), "previous_status": status, "command": [PROG, *argv],
                             "host": platform.node(), "pid": os.getpid(),
@@ -214,8 +228,18 @@ def resume_run(run_dir: str | Path, *, argv: Sequence[str], log_output: bool = F
     return execute_jobs(plan, run_dir, manifest, jobs, log_output=log_output, skip=done)
 
 
+def job_label(job: Mapping[str, Any]) -> str:
+    """A notebook job as the user reads it: ``02_train (basic_cnn, seed 1)``."""
+    details = [part for part in (job.get("model"), None if job.get("seed") is None else f"seed {job['seed']}") if part]
+    return job["name"] + (f" ({', '.join(details)})" if details else "")
+
+
+def _job_key(notebook: str, model: str | None, seed: int | None) -> tuple[str, str | None, int | None]:
+    return notebook, model, seed
+
+
 def execute_jobs(plan: Mapping[str, Any], run_dir: Path, manifest: dict[str, Any], jobs: list[dict[str, Any]], *,
-                 log_output: bool = False, skip: set[tuple[str, str | None]] = frozenset()) -> int:
+                 log_output: bool = False, skip: set[tuple[str, str | None, int | None]] = frozenset()) -> int:
     """Execute ``jobs`` into ``run_dir`` (all but those in ``skip``), keeping manifest.json up to date; then the
     report. Ctrl-C (or SIGTERM) marks the run interrupted, a failing notebook marks it failed; the exit code."""
     data = manifest["data"]
@@ -236,7 +260,7 @@ def execute_jobs(plan: Mapping[str, Any], run_dir: Path, manifest: dict[str, Any
 
 
 def _execute_jobs(plan: Mapping[str, Any], run_dir: Path, manifest: dict[str, Any], jobs: list[dict[str, Any]], *,
-                  log_output: bool, skip: set[tuple[str, str | None]], started: float) -> int:
+                  log_output: bool, skip: set[tuple[str, str | None, int | None]], started: float) -> int:
     from tqdm.auto import tqdm
 
     data = manifest["data"]
@@ -247,8 +271,8 @@ def _execute_jobs(plan: Mapping[str, Any], run_dir: Path, manifest: dict[str, An
     try:
         for index, job in enumerate(jobs):
             entry = manifest["notebooks"][index]
-            label = job["name"] + (f" ({job['model']})" if job["model"] else "")
-            if (job["name"], job["model"]) in skip:
+            label = job_label(job)
+            if _job_key(job["name"], job["model"], job["seed"]) in skip:
                 bar.update(1)
                 tqdm.write(f"{PROG}: [{index + 1}/{len(jobs)}] {label} complete already (kept)", file=sys.stderr)
                 continue
@@ -260,7 +284,7 @@ def _execute_jobs(plan: Mapping[str, Any], run_dir: Path, manifest: dict[str, An
             show = bar.set_postfix_str if interactive else (lambda text: print(f"{PROG}: {text}", file=sys.stderr,
                                                                                   flush=True))
             watcher = None if job["model"] is None or log_output else EpochProgress(
-                runs.model_dir(run_dir, job["model"]) / runs.PROGRESS_FILE, show)
+                runs.model_dir(run_dir, job["model"], job["seed"]) / runs.PROGRESS_FILE, show)
             try:
                 if watcher is not None:
                     watcher.start()
@@ -378,7 +402,7 @@ def failure_message(error: BaseException, job: Mapping[str, Any] | None, run_dir
 
     where = "after the notebooks, while writing report.html"
     if job is not None:
-        where = f"notebook {job['name']}.ipynb" + (f" (model {job['model']})" if job["model"] else "")
+        where = f"notebook {job_label({**job, 'name': job['name'] + '.ipynb'})}"
     if isinstance(error, PapermillExecutionError):
         first_line = next((line.strip() for line in str(error.source or "").splitlines() if line.strip()), "")
         cell = f"cell [{error.exec_count}]" if error.exec_count is not None else "a cell"
@@ -400,12 +424,14 @@ def _finish(manifest: dict[str, Any], run_dir: Path, started: float, status: str
 def _check_fingerprints(manifest: dict[str, Any], run_dir: Path) -> None:
     """Record the data fingerprint each model was trained on; warn if it is not the one the runner checked."""
     used = {}
-    for model in runs.run_models(run_dir):
-        config = runs.model_dir(run_dir, model) / "train_config.json"
-        try:
-            used[model] = json.loads(config.read_text())["data"]["fingerprint"]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
+    for seed in runs.run_seeds(run_dir) or [None]:
+        for model in runs.run_models(run_dir, seed):
+            config = runs.model_dir(run_dir, model, seed) / "train_config.json"
+            try:
+                used[model if seed is None else f"{model} seed {seed}"] = json.loads(
+                    config.read_text())["data"]["fingerprint"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
     manifest["data"]["fingerprints_used"] = used
     expected = manifest["data"].get("fingerprint")
     if expected and any(value != expected for value in used.values()):

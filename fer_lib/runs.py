@@ -218,6 +218,19 @@ def model_headline(metrics: Mapping[str, Any]) -> dict[str, Any]:
     return row
 
 
+def _mean_headline(headlines: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One headline for a model trained on several seeds: numbers averaged, collapsed only if every seed was."""
+    if len(headlines) == 1:
+        return {**headlines[0], "seeds": 1}
+    merged: dict[str, Any] = {**headlines[0], "seeds": len(headlines)}
+    for key in ("test_accuracy", "test_macro_f1", "majority_baseline", "test_accuracy_tta", "epochs"):
+        values = [h.get(key) for h in headlines]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            merged[key] = sum(values) / len(values)
+    merged["collapsed"] = all(bool(h.get("collapsed")) for h in headlines)
+    return merged
+
+
 def run_summary(run_dir: str | Path) -> dict[str, Any]:
     """One run at a glance: id, status, whether its data was synthetic, and each finished model's headline."""
     run_dir = Path(run_dir)
@@ -227,13 +240,15 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
     except (FileNotFoundError, yaml.YAMLError):
         params = {}
     models: list[dict[str, Any]] = []
+    seeds: list[int | None] = list(run_seeds(run_dir)) or [None]
     for name in run_models(run_dir):
         try:
-            metrics = json.loads((model_dir(run_dir, name) / METRICS_FILE).read_text())
-        except ValueError:
+            per_seed = [json.loads((model_dir(run_dir, name, seed) / METRICS_FILE).read_text()) for seed in seeds]
+        except (OSError, ValueError):
             models.append({"model": name, "error": "unreadable metrics.json"})
             continue
-        models.append({**model_headline(metrics), "model": name, "synthetic": metrics.get("synthetic")})
+        headline = _mean_headline([model_headline(metrics) for metrics in per_seed])
+        models.append({**headline, "model": name, "synthetic": per_seed[0].get("synthetic")})
     data = manifest.get("data") or {}
     synthetic = data.get("synthetic")
     if synthetic is None and models:
@@ -265,7 +280,7 @@ def _process_gone(manifest: Mapping[str, Any]) -> bool:
 # The run listing (`fer-study list`, the runner's closing summary)
 # --------------------------------------------------------------------------------------------------------------------
 
-LIST_COLUMNS = ("run", "status", "data", "model", "test_acc", "macro_f1", "collapsed")
+LIST_COLUMNS = ("run", "status", "data", "model", "seeds", "test_acc", "macro_f1", "collapsed")
 
 
 def list_rows(outputs_dir: str | Path | None) -> list[dict[str, str]]:
@@ -276,10 +291,11 @@ def list_rows(outputs_dir: str | Path | None) -> list[dict[str, str]]:
         data = {True: "SYNTHETIC", False: "real"}.get(summary["synthetic"], "?")
         base = {"run": summary["id"], "status": summary["status"], "data": data}
         if not summary["models"]:
-            rows.append({**base, "model": "-", "test_acc": "-", "macro_f1": "-", "collapsed": "-"})
+            rows.append({**base, "model": "-", "seeds": "-", "test_acc": "-", "macro_f1": "-", "collapsed": "-"})
         for model in summary["models"]:
             collapsed = model.get("collapsed")
-            rows.append({**base, "model": str(model["model"]), "test_acc": _fmt(model.get("test_accuracy")),
+            rows.append({**base, "model": str(model["model"]), "seeds": str(model.get("seeds", 1)),
+                         "test_acc": _fmt(model.get("test_accuracy")),
                          "macro_f1": _fmt(model.get("test_macro_f1")),
                          "collapsed": {True: "COLLAPSED", False: "no"}.get(collapsed, "?")})
     return rows

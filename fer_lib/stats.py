@@ -259,6 +259,22 @@ def mean_std(values: Sequence[float] | np.ndarray) -> dict[str, Any]:
     }
 
 
+def mean_interval(values: Sequence[float] | np.ndarray, *, confidence: float = 0.95) -> dict[str, Any]:
+    """The ``confidence`` t-interval of the mean of per-seed results (``scipy.stats.t.interval``).
+
+    Why: the README's interval column for a several-seed run says where the mean over seeds lies, not how one
+    seed's test accuracy varies over test images. With one value (or no spread) the interval is None.
+    """
+    array = _as_1d(values, "values", numeric=True)
+    level = _probability_level(confidence, "confidence")
+    result: dict[str, Any] = {"mean": float(array.mean()), "low": None, "high": None, "n": int(len(array)),
+                              "confidence": level, "method": "t-interval of the mean over seeds"}
+    if len(array) > 1 and float(array.std(ddof=1)) > 0:
+        low, high = stats.t.interval(level, len(array) - 1, loc=float(array.mean()), scale=stats.sem(array))
+        result.update(low=float(low), high=float(high))
+    return result
+
+
 def paired_seed_comparison(
     values_a: Sequence[float] | np.ndarray,
     values_b: Sequence[float] | np.ndarray,

@@ -84,3 +84,43 @@ def copy_run_without_predictions(run_dir: str | Path, outputs_dir: str | Path) -
     for file in target.glob("models/*/predictions_*.npz"):
         file.unlink()
     return target
+
+
+CRAFTED_ACCURACY: dict[str, float] = {"basic_cnn": 0.7, "resnet50v2": 0.45}
+
+
+def make_crafted_seed_run(outputs_dir: str | Path, seeds: tuple[int, ...] = (0, 1), *,
+                          accuracy: Mapping[str, float] = CRAFTED_ACCURACY, epochs: int = 5,
+                          name: str = "crafted-seeds") -> Path:
+    """A run with several seeds and two models whose records are chosen, not trained (seconds, no Keras training):
+    per seed and model, test/val/test_tta predictions right on about ``accuracy[model]`` of the images (seeded), a
+    ``history.csv`` of ``epochs`` rows and the metrics.json the study writes. The layout is the runner's:
+    ``seeds/seed-<s>/models/<model>/``."""
+    params = small_params({"name": name, "models": list(accuracy), "seeds": list(seeds), "epochs": epochs,
+                           "tta": True})
+    dataset = load_synthetic(params["synthetic_train"], params["synthetic_val"], params["synthetic_test"],
+                             seed=seeds[0], class_balance=params["synthetic_balance"])
+    run_dir = runs.new_run_dir(name, outputs_dir=outputs_dir, params=params)
+    for seed in seeds:
+        for index, (model, share) in enumerate(accuracy.items()):
+            folder = runs.model_dir(run_dir, model, seed)
+            rng = np.random.default_rng([seed, index])
+            summary: dict[str, Any] = {"model": model, "synthetic": True, "data_source": dataset.source,
+                                       "val_origin": dataset.val_origin, "params": 1000, "epochs_run": epochs,
+                                       "best_epoch": epochs, "monitor": "val_accuracy", "best_val": share,
+                                       "train_seconds": 1.0 + seed, "resumed_from_epoch": None}
+            for key, split in (("val", dataset.val), ("test", dataset.test), ("test_tta", dataset.test)):
+                right = rng.random(len(split)) < share
+                predicted = np.where(right, split.labels, (split.labels + 1 + rng.integers(0, 6, len(split))) % 7)
+                probabilities = rng.uniform(0.0, 0.1, size=(len(split), NUM_CLASSES))
+                probabilities[np.arange(len(split)), predicted] = 0.9
+                probabilities /= probabilities.sum(axis=1, keepdims=True)
+                save_predictions(folder / f"predictions_{key}.npz", split, probabilities)
+                summary[key] = evaluate_predictions(split.labels, probabilities)
+            save_json(summary, folder / runs.METRICS_FILE)
+            curve = np.linspace(0.2, share, epochs) + rng.normal(0, 0.01, epochs)
+            history = "epoch,accuracy,loss,val_accuracy,val_loss\n" + "".join(
+                f"{e},{curve[e] + 0.05:.4f},{2 - curve[e]:.4f},{curve[e]:.4f},{2.1 - curve[e]:.4f}\n"
+                for e in range(epochs))
+            (folder / runs.HISTORY_FILE).write_text(history)
+    return run_dir

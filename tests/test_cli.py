@@ -306,7 +306,7 @@ def test_failing_notebook_names_notebook_and_cell_and_marks_the_run_failed(proje
     code, stdout, err = run_cli(["run", "-p", "synthetic=true", *TINY, "-p", "epochs=99", "--out", str(out)], capsys)
     assert code == 1
     message = " ".join(err.split())
-    assert "notebook 02_train.ipynb (model basic_cnn) failed at cell [" in message
+    assert "notebook 02_train.ipynb (basic_cnn) failed at cell [" in message
     assert "ValueError: stand-in training failed on purpose" in message
     run_dir = only_run(out)
     partial = run_dir / "notebooks" / "02_train-basic_cnn.ipynb"
@@ -405,10 +405,13 @@ def test_list_without_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 @pytest.mark.slow
 @pytest.mark.notebooks
 def test_smoke_study_end_to_end(tmp_path: Path) -> None:
-    """params/smoke.yaml through the real notebooks, shrunk to the least that runs every cell: the basic CNN only.
+    """params/smoke.yaml through the real notebooks, shrunk to the least that runs every cell: the basic CNN only,
+    on two seeds (per-seed folders, mean ± std over seeds and the intervals in summary.json and the report).
 
     `make study` runs the full smoke study (both models learn), and `make gpu-rehearsal`, CI's next step, runs both
-    models through every notebook; ResNet50V2's tracing alone would take this test past a minute on 2 cores.
+    models through every notebook; ResNet50V2's tracing alone would take this test past a minute on 2 cores. The
+    statistics between two models over seeds (McNemar per seed, the paired t-test) are checked on a crafted run in
+    test_results.py.
     """
     for name in runner.NOTEBOOKS:
         assert (REPO_ROOT / "notebooks" / f"{name}.ipynb").is_file(), f"notebooks/{name}.ipynb is missing"
@@ -416,32 +419,37 @@ def test_smoke_study_end_to_end(tmp_path: Path) -> None:
     env = {**os.environ, "FER_STUDY_CACHE": str(tmp_path / "cache")}
     done = subprocess.run([str(FER_STUDY), "run", "--params", str(SMOKE), "--out", str(out), "-p", "synthetic_train=16",
                            "-p", "synthetic_val=8", "-p", "synthetic_test=8", "-p", "epochs=1",
-                           "-p", "models=[basic_cnn]"],
+                           "-p", "models=[basic_cnn]", "-p", "seeds=[0,1]"],
                           capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert done.returncode == 0, f"stdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-5000:]}"
     assert SYNTHETIC_NOTICE[:60] in " ".join(done.stderr.split())
     assert "IPKernelApp" not in done.stderr and "WARNING" not in done.stderr, done.stderr  # only what a user needs
     assert "basic_cnn epoch 1/1 · train acc" in done.stderr  # the progress line of each training epoch
+    assert "02_train (basic_cnn, seed 1) done in" in done.stderr
 
     run_dir = only_run(out)
     assert run_dir.name.endswith("-smoke")
     assert "run complete in " in done.stdout
     params = yaml.safe_load((run_dir / "params.yaml").read_text())
-    assert params["synthetic"] is True and params["models"] == ["basic_cnn"]
+    assert params["synthetic"] is True and params["models"] == ["basic_cnn"] and params["seeds"] == [0, 1]
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "complete", manifest.get("error")
     assert manifest["data"]["synthetic"] is True and manifest["data"]["notice"] == SYNTHETIC_NOTICE
     assert set(manifest["data"]["fingerprints_used"].values()) == {manifest["data"]["fingerprint"]}
     assert all(n["status"] == "complete" and n["seconds"] > 0 for n in manifest["notebooks"])
 
-    for name in ("01_explore_data.ipynb", "02_train-basic_cnn.ipynb", "03_compare.ipynb"):
+    assert [(n["model"], n["seed"]) for n in manifest["notebooks"]] == [(None, None), ("basic_cnn", 0),
+                                                                        ("basic_cnn", 1), (None, None)]
+    for name in ("01_explore_data.ipynb", "02_train-basic_cnn-seed0.ipynb", "02_train-basic_cnn-seed1.ipynb",
+                 "03_compare.ipynb"):
         notebook = nbformat.read(run_dir / "notebooks" / name, as_version=4)
         assert notebook.metadata["papermill"]["parameters"]["run_dir"] == str(run_dir.resolve())
         assert not any(output.get("output_type") == "error" for cell in notebook.cells
                        for output in cell.get("outputs", []))
     assert any((run_dir / "figures").glob("*.png")), "no explore/compare figures"
-    for model in ("basic_cnn",):
-        folder = run_dir / "models" / model
+    assert not (run_dir / "models").exists() and runs.run_seeds(run_dir) == [0, 1]
+    for model, seed in (("basic_cnn", 0), ("basic_cnn", 1)):
+        folder = run_dir / "seeds" / f"seed-{seed}" / "models" / model
         for name in ("history.csv", "best.keras", "metrics.json", "train_config.json", "predictions_val.npz",
                      "predictions_test.npz", "predictions_test_tta.npz"):
             assert (folder / name).is_file() and (folder / name).stat().st_size > 0, folder / name
@@ -449,15 +457,26 @@ def test_smoke_study_end_to_end(tmp_path: Path) -> None:
         metrics = json.loads((folder / "metrics.json").read_text())
         assert metrics["model"] == model and metrics["synthetic"] is True and metrics["epochs_run"] == 1
         assert 0.0 <= metrics["test"]["accuracy"] <= 1.0
+        assert json.loads((folder / "train_config.json").read_text())["train"]["seed"] == seed
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["seeds"] == [0, 1]
+    over = summary["over_seeds"]["models"]["basic_cnn"]["test_accuracy"]
+    assert over["n"] == 2 and over["std"] is not None and len(over["values"]) == 2
+    for seed in ("0", "1"):
+        interval = summary["per_seed"][seed]["splits"]["test"]["accuracy"]["basic_cnn"]
+        assert interval["low"] <= interval["accuracy"] <= interval["high"]
+    assert [claim["verdict"] for claim in summary["paper_claims"]] == [None, None]  # one model: claims not checked
     report = (run_dir / "report.html").read_text()
     assert report.lstrip().lower().startswith("<!doctype html") and "SYNTHETIC" in report.upper()
     assert "Headline" in report and "report.headline_table" not in report  # a report: tables first, code hidden
     assert report.index("Headline") < report.index("Training curves")
+    assert "test_accuracy mean" in report and "Training curves, mean over seeds" not in report  # a table, a figure
+    assert (run_dir / "figures" / "training_curves_over_seeds.png").is_file()
 
     listed = subprocess.run([str(FER_STUDY), "list", "--out", str(out)], capture_output=True, text=True, timeout=120)
     assert listed.returncode == 0, listed.stderr
     rows = [line for line in listed.stdout.splitlines() if line.startswith(run_dir.name)]
-    assert len(rows) == 1 and all("complete" in row and "SYNTHETIC" in row for row in rows)
+    assert len(rows) == 1 and all("complete" in row and "SYNTHETIC" in row and " 2 " in row for row in rows)
 
 
 @pytest.mark.slow

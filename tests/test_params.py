@@ -232,3 +232,42 @@ def test_a_notebook_run_alone_takes_any_study_parameter_with_papermill(tmp_path:
                   if "summarize(dataset)" in "".join(cell["source"]))
     plain = "".join(counts["outputs"][0]["data"]["text/plain"])
     assert plain.splitlines()[-1].split() == ["total", "70", "14", "21"], plain
+
+
+def test_seeds_default_to_the_single_seed_and_decide_the_seed_trained() -> None:
+    from fer_lib.params import data_seed, seed_folder, several_seeds
+
+    single = resolve_params({"seed": 4})
+    assert single["seeds"] == [4] and not several_seeds(single) and seed_folder(single) is None
+    assert data_seed(single) == 4
+    several = resolve_params({"seeds": [3, 1]})
+    assert several["seed"] == 3 and several_seeds(several) and seed_folder(several) == 3
+    one_of_them = resolve_params({"seeds": [3, 1], "seed": 1})  # what the runner passes to one seed's notebook
+    assert one_of_them["seed"] == 1 and seed_folder(one_of_them) == 1
+    assert data_seed(one_of_them) == 3, "every seed of a run draws the same data (the first seed's)"
+    assert resolve_params(several) == several, "resolving resolved params changes nothing"
+
+
+@pytest.mark.parametrize("seeds", [[], [1, 1], [-1], ["a"], 3, [True]])
+def test_bad_seeds_name_the_parameter(seeds: object) -> None:
+    with pytest.raises(ParamsError, match=r"parameter seeds must be null or a non-empty list of distinct integers"):
+        resolve_params({"seeds": seeds})
+
+
+def test_each_seed_trains_in_its_own_notebook_and_folder(tmp_path: Path) -> None:
+    from fer_lib import runner, runs
+
+    params = resolve_params({"seeds": [0, 5], "models": ["basic_cnn", "resnet50v2"]})
+    plan = {"params": params, "notebooks_dir": tmp_path}
+    jobs = runner.notebook_jobs(plan, tmp_path / "run")
+    trains = [job for job in jobs if job["name"] == "02_train"]
+    assert [(job["model"], job["seed"]) for job in trains] == [("basic_cnn", 0), ("resnet50v2", 0),
+                                                                ("basic_cnn", 5), ("resnet50v2", 5)]
+    assert [job["parameters"]["overrides"]["seed"] for job in trains] == [0, 0, 5, 5]
+    assert trains[3]["output"].name == "02_train-resnet50v2-seed5.ipynb"
+    assert runner.job_label(trains[3]) == "02_train (resnet50v2, seed 5)"
+    assert [job["name"] for job in jobs][::len(jobs) - 1] == ["01_explore_data", "03_compare"]
+    single = runner.notebook_jobs({"params": resolve_params({}), "notebooks_dir": tmp_path}, tmp_path / "run")
+    assert [job["seed"] for job in single] == [None, None, None, None]
+    assert [job["output"].name for job in single][1] == "02_train-basic_cnn.ipynb"
+    assert runs.model_dir("r", "basic_cnn", 5).as_posix() == "r/seeds/seed-5/models/basic_cnn"

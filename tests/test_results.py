@@ -12,9 +12,9 @@ from fer_lib import report, runs
 from fer_lib.evaluate import evaluate_predictions, load_json, load_predictions
 
 try:
-    from fixtures_runs import copy_run_without_predictions, make_finished_run
+    from fixtures_runs import copy_run_without_predictions, make_crafted_seed_run, make_finished_run
 except ImportError:  # pragma: no cover - when tests/ is imported as a package
-    from tests.fixtures_runs import copy_run_without_predictions, make_finished_run
+    from tests.fixtures_runs import copy_run_without_predictions, make_crafted_seed_run, make_finished_run
 
 TWO_TINY_MODELS = {"name": "results-test", "models": ["basic_cnn", "resnet50v2"], "tta": True,
                    "model_options": {"basic_cnn": {"filters": [8, 16], "dense_units": [16]}},
@@ -99,3 +99,89 @@ def test_run_statistics_intervals_mcnemar_and_the_summary_file(two_model_run: Pa
     rows = report.results_rows(copy)
     assert rows[-1]["model"].endswith("(ensemble)")
     assert rows[-1]["test_accuracy"] == pytest.approx(summary["ensemble"]["test"]["accuracy"])
+
+
+@pytest.fixture(scope="module")
+def seed_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_crafted_seed_run(tmp_path_factory.mktemp("seeds"), (0, 1, 2))
+
+
+def test_several_seeds_mean_std_paired_test_and_per_seed_mcnemar(seed_run: Path) -> None:
+    """Over seeds: mean and std (ddof=1) per model and for the ensemble, the paired t-test of scipy, and per seed
+    the intervals and McNemar counts of that seed's predictions."""
+    import numpy as np
+    from scipy import stats as scipy_stats
+
+    results = report.load_run_results(seed_run)
+    assert results.seeds == [0, 1, 2] and results.seed == 0 and results.models == ["basic_cnn", "resnet50v2"]
+    summary = report.run_statistics(results, resamples=1000)
+    assert summary["seeds"] == [0, 1, 2] and set(summary["per_seed"]) == {"0", "1", "2"}
+
+    right = {(seed, m): None for seed in (0, 1, 2) for m in ("basic_cnn", "resnet50v2")}
+    for seed, model in right:
+        saved = load_predictions(runs.model_dir(seed_run, model, seed) / "predictions_test.npz")
+        right[seed, model] = saved["probabilities"].argmax(1) == saved["labels"]
+    accuracies = {m: [float(right[s, m].mean()) for s in (0, 1, 2)] for m in ("basic_cnn", "resnet50v2")}
+    over = summary["over_seeds"]
+    for model, values in accuracies.items():
+        entry = over["models"][model]["test_accuracy"]
+        assert entry["values"] == pytest.approx(values)
+        assert entry["mean"] == pytest.approx(np.mean(values)) and entry["std"] == pytest.approx(np.std(values, ddof=1))
+        assert entry["low"] < entry["mean"] < entry["high"]
+    assert over["models"]["ensemble"]["test_accuracy"]["n"] == 3
+    pair = next(c for c in over["comparisons"] if (c["a"], c["b"]) == ("basic_cnn", "resnet50v2"))
+    reference = scipy_stats.ttest_rel(accuracies["basic_cnn"], accuracies["resnet50v2"])
+    assert pair["p_value"] == pytest.approx(reference.pvalue)
+    assert pair["verdict_a_beats_b"] == "supported"  # 0.7 vs 0.45 by construction
+    for seed in (0, 1, 2):
+        comparison = next(c for c in summary["per_seed"][str(seed)]["splits"]["test"]["comparisons"]
+                          if (c["a"], c["b"]) == ("basic_cnn", "resnet50v2"))
+        assert comparison["mcnemar"]["a_right_b_wrong"] == int(np.sum(right[seed, "basic_cnn"]
+                                                                      & ~right[seed, "resnet50v2"]))
+        assert comparison["mcnemar"]["a_wrong_b_right"] == int(np.sum(~right[seed, "basic_cnn"]
+                                                                      & right[seed, "resnet50v2"]))
+
+    table = report.seed_table(summary)
+    assert table.loc["basic_cnn", "seeds"] == 3
+    assert table.loc["resnet50v2", "test_accuracy mean"] == pytest.approx(np.mean(accuracies["resnet50v2"]))
+    assert report.interval_table(summary).index.names == ["seed", "split", "model"]
+    lines = report.statistics_sentences(summary)
+    assert lines[0].startswith("basic_cnn vs resnet50v2 over 3 seeds") and "paired t-test p = " in lines[0]
+    assert sum(line.startswith("Seed 1: ") for line in lines) == 3
+    curves = report.seed_histories(results)
+    assert set(curves["seed"]) == {0, 1, 2} and len(curves) == 3 * 2 * 5 * 4
+
+
+def test_several_seeds_in_the_results_table_listing_and_claims(seed_run: Path, tmp_path: Path) -> None:
+    from fer_lib import claims
+
+    results = report.load_run_results(seed_run)
+    summary = report.run_statistics(results, resamples=1000)
+    checked = claims.paper_claims(results, summary)
+    early, final = checked
+    assert [s["seed"] for s in early["seeds"]] == [0, 1, 2]
+    assert early["verdict"] == "not supported"  # the crafted ResNet50V2 climbs far above the baseline
+    assert final["verdict"] == "not supported" and all(s["difference"] < 0 for s in final["seeds"])
+    sentences = claims.claims_sentences(checked, synthetic=True)
+    assert "**not supported**" in sentences[1] and "paired t-test p = " in sentences[1]
+    assert claims.early_epochs_table(results).shape == (6, 6)
+
+    report.write_summary(seed_run, {**summary, "paper_claims": checked})
+    rows = report.results_rows(seed_run)
+    assert [row["seeds"] for row in rows] == [3, 3, 3] and rows[-1]["model"].endswith("(ensemble)")
+    table = report.results_markdown(rows)
+    mean, std = summary["over_seeds"]["models"]["basic_cnn"]["test_accuracy"]["mean"], \
+        summary["over_seeds"]["models"]["basic_cnn"]["test_accuracy"]["std"]
+    assert f"| 3 | {mean:.3f} ± {std:.3f} |" in table and "| 95% interval |" in table
+    assert "± std" in report.headline_table(seed_run).columns
+    listed = runs.format_table(runs.list_rows(seed_run.parent))
+    assert "seeds" in listed.splitlines()[0] and "  3  " in listed
+
+
+def test_a_model_dir_names_its_seed_and_the_seeds_are_found(tmp_path: Path) -> None:
+    assert runs.model_dir(tmp_path, "basic_cnn") == tmp_path / "models" / "basic_cnn"
+    assert runs.model_dir(tmp_path, "basic_cnn", 3) == tmp_path / "seeds" / "seed-3" / "models" / "basic_cnn"
+    for seed in (10, 2):
+        (runs.seed_dir(tmp_path, seed) / "models").mkdir(parents=True)
+    (tmp_path / "seeds" / "notes").mkdir()
+    assert runs.run_seeds(tmp_path) == [2, 10]

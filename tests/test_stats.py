@@ -197,6 +197,17 @@ def test_mean_std() -> None:
     assert_json_ready(stats.mean_std(np.array([0.6, 0.7], dtype=np.float32)))
 
 
+def test_mean_interval_matches_scipy_t_interval() -> None:
+    values = [0.61, 0.63, 0.6, 0.64]
+    low, high = scipy_stats.t.interval(0.95, 3, loc=np.mean(values), scale=scipy_stats.sem(values))
+    result = stats.mean_interval(values)
+    assert (result["low"], result["high"]) == (pytest.approx(low), pytest.approx(high))
+    assert result["low"] < np.mean(values) < result["high"]
+    assert stats.mean_interval([0.6])["low"] is None
+    assert stats.mean_interval([0.6, 0.6])["high"] is None
+    assert_json_ready(result)
+
+
 # --- verdict -------------------------------------------------------------------------------------------------
 
 
