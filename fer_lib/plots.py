@@ -309,6 +309,35 @@ def plot_compare_histories(histories: Mapping[str, pd.DataFrame], majority_basel
     return _finish(fig, synthetic)
 
 
+def plot_seed_histories(curves: pd.DataFrame, majority_baseline: float | None = None, *,
+                        axes: Sequence[Axes] | None = None, title: str = "Training curves, mean over seeds",
+                        synthetic: bool = False) -> Figure:
+    """Fig. 4 over seeds: each model's mean loss and accuracy per epoch with a ± one standard deviation band.
+
+    ``curves``: the long table of fer_lib.report.seed_histories (model, seed, epoch, curve, value).
+    """
+    fig, (loss_ax, acc_ax) = _axes_row(axes, 2, 12, 4.4)
+    palette = {model: _model_color(index) for index, model in enumerate(dict.fromkeys(curves["model"]))}
+    for ax, metric in ((loss_ax, "loss"), (acc_ax, "accuracy")):
+        rows = curves[curves["curve"].isin([metric, f"val_{metric}"])].assign(
+            split=lambda frame: np.where(frame["curve"].str.startswith("val_"), "val", "train"))
+        if not rows.empty:
+            sns.lineplot(data=rows, x="epoch", y="value", hue="model", style="split", palette=palette,
+                         errorbar="sd", marker="o", markersize=4, ax=ax)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.set_title(f"{metric.capitalize()} (band: ± 1 std over seeds)")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+    _baseline_line(acc_ax, majority_baseline)
+    acc_ax.set_ylim(0, 1)
+    for ax in (loss_ax, acc_ax):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.suptitle(title)
+    return _finish(fig, synthetic)
+
+
 def plot_per_class_f1(metrics_by_model: Mapping[str, Mapping[str, Any]], *, ax: Axes | None = None,
                       title: str = "Per-class F1 on test", synthetic: bool = False) -> Figure:
     """Grouped bars: F1 of each class (csv order), one bar per model; ``metrics`` of one split per model."""
