@@ -3,7 +3,9 @@
 ``fer-study run [--params FILE ...] [--data DIR] [-p key=value ...] [--out DIR] [--name NAME]``: the whole study
 (the three notebooks, executed with papermill) into a new run folder; ``fer-study resume RUN_DIR``: finish an
 interrupted run; ``fer-study list [--out DIR]``: every run with its status, data and results;
-``fer-study results RUN_DIR ... [--update-readme FILE]``: a markdown results table generated from run folders.
+``fer-study results RUN_DIR ... [--update-readme FILE]``: a markdown results table generated from run folders;
+``fer-study sweep --params FILE --grid KEY=V1,V2 ...``: one run per combination of the grid, in a sweep folder;
+``fer-study compare RUN_OR_SWEEP...``: runs side by side against the parameters that tell them apart.
 
 A user error (a typo in a parameter, a missing file, no usable Keras backend) is one line on stderr and exit code
 2, before anything is written.
@@ -69,6 +71,40 @@ def build_parser() -> argparse.ArgumentParser:
     results.add_argument("run_dirs", metavar="RUN_DIR", nargs="+", type=Path)
     results.add_argument("--update-readme", metavar="FILE", type=Path,
                          help="replace the table between the results markers of FILE (e.g. README.md)")
+
+    sweep = commands.add_parser(
+        "sweep", help="run every combination of a grid of parameter values, each as its own run",
+        description="Run the study once per combination of the --grid values (each point a run folder made by the "
+                    "same runner as `run`), recorded in a sweep folder <out>/<timestamp>-sweep-<name>/ with "
+                    "sweep.json, comparison.csv and comparison.png. Every point is checked before anything runs.",
+        epilog="examples:\n  fer-study sweep --params params/smoke.yaml --grid epochs=2,3 --grid batch_size=8,16\n"
+               "  fer-study sweep --params params/paper.yaml --grid augmentation.rotation=0,10 "
+               "--grid augmentation.horizontal_flip=false,true\n"
+               "  fer-study sweep --params params/strong.yaml --grid learning_rate=0.01,0.03 --devices 0,1",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sweep.add_argument("--params", metavar="FILE", action="extend", nargs="+", default=[],
+                       help="YAML params file(s), as for `run`")
+    sweep.add_argument("--grid", metavar="KEY=V1,V2", action="append", default=[], required=True,
+                       help="a parameter and its values (YAML each; commas inside [] stay), repeatable")
+    sweep.add_argument("--data", metavar="DIR", help="FER2013, as for `run`")
+    sweep.add_argument("-p", "--param", metavar="KEY=VALUE", dest="overrides", action="append", default=[],
+                       help="override one parameter for every point, repeatable")
+    sweep.add_argument("--out", metavar="DIR", help="where the sweep and run folders go (default: outputs/)")
+    sweep.add_argument("--name", help="the sweep's name (default: the params' name)")
+    sweep.add_argument("--devices", metavar="LIST", default="",
+                       help="run points side by side, one per device of this comma-separated list (e.g. 0,1: "
+                            "CUDA_VISIBLE_DEVICES of each point's process); default: one point after the other")
+    sweep.add_argument("--log-output", action="store_true", help="stream the notebooks' outputs to the terminal")
+    sweep.add_argument("--notebooks-dir", metavar="DIR", type=Path, default=None, help=argparse.SUPPRESS)
+
+    compare = commands.add_parser(
+        "compare", help="tabulate and plot runs (or sweeps) against the parameters that tell them apart",
+        description="One row per run and model (and ensemble): the parameters that differ between the runs (a "
+                    "sweep's grid keys), test accuracy with its 95% interval (mean ± std over seeds), with TTA, "
+                    "macro-F1, the majority baseline.")
+    compare.add_argument("paths", metavar="RUN_OR_SWEEP", nargs="+", type=Path)
+    compare.add_argument("--plot", metavar="FILE", type=Path, help="also save the comparison plot (PNG)")
+    compare.add_argument("--csv", metavar="FILE", type=Path, help="also save the table as CSV")
     return parser
 
 
@@ -84,6 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return command_results(args)
         if args.command == "resume":
             return command_resume(args, argv=command_line)
+        if args.command == "sweep":
+            return command_sweep(args, argv=command_line)
+        if args.command == "compare":
+            return command_compare(args)
         return command_run(args, argv=command_line)
     except UserError as error:
         print(f"{PROG}: error: {_one_line(str(error))}", file=sys.stderr)
@@ -113,6 +153,40 @@ def command_resume(args: argparse.Namespace, *, argv: list[str]) -> int:
 
     _ready_backend()
     return runner.resume_run(args.run_dir, argv=argv, log_output=args.log_output)
+
+
+def command_sweep(args: argparse.Namespace, *, argv: list[str]) -> int:
+    from fer_lib import sweep
+
+    _ready_backend()
+    devices = [d.strip() for d in args.devices.split(",") if d.strip()]
+    plan = sweep.prepare_sweep(args.params, args.overrides, args.grid, data=args.data, name=args.name, out=args.out,
+                               notebooks_dir=args.notebooks_dir)
+    return sweep.start_sweep(plan, argv=argv, devices=devices, log_output=args.log_output)
+
+
+def command_compare(args: argparse.Namespace) -> int:
+    from fer_lib import plots, report, sweep
+
+    run_dirs, keys = sweep.expand_run_dirs(args.paths)
+    finished = [run_dir for run_dir in run_dirs if runs.run_models(run_dir)]
+    if not finished:
+        raise UserError("none of the given runs has a trained model to compare")
+    table = report.comparison_rows(finished, keys=keys or None)
+    keys = keys or report.varying_keys([runs.read_params(run_dir) for run_dir in finished])
+    shown = table.drop(columns=["data"]).copy()
+    for column in shown.columns:
+        if shown[column].dtype.kind == "f":
+            shown[column] = shown[column].map(lambda v: "" if v != v else f"{v:.3f}")
+    print(shown.to_string(index=False))
+    if args.csv is not None:
+        table.to_csv(args.csv, index=False)
+        print(f"table: {args.csv}")
+    if args.plot is not None:
+        figure = plots.plot_sweep(table, keys, synthetic=bool(table["data"].eq("SYNTHETIC").any()))
+        plots.save_figure(figure, args.plot)
+        print(f"plot: {args.plot}")
+    return EXIT_OK
 
 
 def command_list(args: argparse.Namespace) -> int:

@@ -338,6 +338,34 @@ def plot_seed_histories(curves: pd.DataFrame, majority_baseline: float | None = 
     return _finish(fig, synthetic)
 
 
+def plot_sweep(table: pd.DataFrame, keys: Sequence[str], *, ax: Axes | None = None,
+               title: str = "Test accuracy across the sweep", synthetic: bool = False) -> Figure:
+    """Test accuracy of each model (colour) at each point of a sweep (x: the swept values), with the 95% interval
+    as an error bar and the majority-class baseline; ``table``: fer_lib.report.comparison_rows."""
+    fig, ax = _axes_or_new(ax, max(6.0, 1.2 * table[list(keys)].drop_duplicates().shape[0] + 3), 4.4)
+    points = table[list(keys)].astype(str).agg(", ".join, axis=1) if keys else table["run"]
+    labels = list(dict.fromkeys(points))
+    models = list(dict.fromkeys(table["model"]))
+    width = 0.8 / max(1, len(models))
+    for index, model in enumerate(models):
+        rows = table[table["model"] == model]
+        x = np.array([labels.index(label) for label in points[rows.index]]) + (index - (len(models) - 1) / 2) * width
+        y = rows["test_accuracy"].to_numpy(float)
+        low = rows["low"].to_numpy(float) if "low" in rows else np.full(len(rows), np.nan)
+        high = rows["high"].to_numpy(float) if "high" in rows else np.full(len(rows), np.nan)
+        error = np.vstack([np.where(np.isnan(low), 0, y - low), np.where(np.isnan(high), 0, high - y)])
+        ax.errorbar(x, y, yerr=error, fmt="o", capsize=4, color=_model_color(index), label=model)
+    _baseline_line(ax, float(table["majority_baseline"].iloc[0]) if len(table) else None)
+    ax.set_xticks(range(len(labels)), labels, rotation=20 if len(labels) > 4 else 0)
+    ax.set_xlabel(", ".join(keys) if keys else "run")
+    ax.set_ylabel("test accuracy (95% interval)")
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    return _finish(fig, synthetic)
+
+
 def plot_per_class_f1(metrics_by_model: Mapping[str, Mapping[str, Any]], *, ax: Axes | None = None,
                       title: str = "Per-class F1 on test", synthetic: bool = False) -> Figure:
     """Grouped bars: F1 of each class (csv order), one bar per model; ``metrics`` of one split per model."""

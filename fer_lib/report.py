@@ -738,6 +738,45 @@ def results_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def flat_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested params as ``{"augmentation.rotation": 10, ...}`` (the names a ``-p``/``--grid`` key uses)."""
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(flat_params(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+NOT_COMPARED = ("name", "data", "seed")  # differ between any two runs without saying anything about the study
+
+
+def varying_keys(params: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The (flattened) parameters whose values differ between runs, in the defaults' order."""
+    flats = [flat_params(p) for p in params]
+    keys = list(dict.fromkeys(key for flat in flats for key in flat))
+    return [key for key in keys if key not in NOT_COMPARED
+            and len({repr(flat.get(key)) for flat in flats}) > 1]
+
+
+def comparison_rows(run_dirs: Sequence[str | Path], keys: Sequence[str] | None = None) -> pd.DataFrame:
+    """Runs side by side against the keys that tell them apart (a sweep's grid keys; default: every parameter
+    whose value differs between the runs): one row per run and model (and ensemble), the results table's numbers."""
+    params = [runs.read_params(run_dir) for run_dir in run_dirs]
+    keys = list(keys) if keys is not None else varying_keys(params)
+    rows = []
+    for run_dir, run_params in zip(run_dirs, params):
+        flat = flat_params(run_params)
+        for row in results_rows(run_dir):  # a result named like a key (epochs) yields to the parameter
+            rows.append({**{key: flat.get(key) for key in keys},
+                         **{(f"{name} (run)" if name in keys else name): value for name, value in row.items()}})
+    columns = [*keys, "run", "model", "data", "seeds", "test_accuracy", "test_accuracy_std", "low", "high",
+               "test_accuracy_tta", "macro_f1", "majority_baseline", "collapsed"]
+    table = pd.DataFrame(rows)
+    return table.reindex(columns=[c for c in columns if c in table or c == "test_accuracy_std"])
+
+
 def replace_results_block(text: str, table: str) -> str:
     """``text`` with the block between the results markers replaced by ``table`` (markers must be present)."""
     if RESULTS_START not in text or RESULTS_END not in text:

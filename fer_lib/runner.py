@@ -158,7 +158,7 @@ def start_run(plan: dict[str, Any], *, argv: Sequence[str], out: str | Path | No
               log_output: bool = False) -> int:
     """Create a fresh run folder for a prepared ``plan`` and execute every notebook into it; the exit code."""
     plan["context"] = plan.get("context") or run_context(plan)  # versions, backend, device, git: before the folder
-    run_dir = runs.new_run_dir(plan["params"]["name"], outputs_dir=out, params=plan["params"])
+    run_dir = plan["run_dir"] = runs.new_run_dir(plan["params"]["name"], outputs_dir=out, params=plan["params"])
     jobs = notebook_jobs(plan, run_dir)
     manifest: dict[str, Any] = {
         "fer_study_version": __version__,

@@ -46,9 +46,10 @@ def default_outputs_dir() -> Path:
     return project_root() / "outputs"
 
 
-def _slug(name: str) -> str:
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name.strip()).strip("-.")
-    return slug or "run"
+def slug(name: str) -> str:
+    """``name`` as a folder-name part: letters, digits, ``_.-=`` kept, anything else one dash."""
+    text = re.sub(r"[^A-Za-z0-9_.=-]+", "-", name.strip()).strip("-.")
+    return text or "run"
 
 
 def new_run_dir(name: str, *, outputs_dir: str | Path | None = None, params: Mapping[str, Any] | None = None,
@@ -56,7 +57,7 @@ def new_run_dir(name: str, *, outputs_dir: str | Path | None = None, params: Map
     """Create a fresh ``<timestamp>-<name>`` folder (suffixed -2, -3, ... if taken); write params.yaml if given."""
     outputs = Path(outputs_dir) if outputs_dir is not None else default_outputs_dir()
     outputs.mkdir(parents=True, exist_ok=True)
-    stem = f"{(now or _dt.datetime.now()).strftime('%Y%m%d-%H%M%S')}-{_slug(name)}"
+    stem = f"{(now or _dt.datetime.now()).strftime('%Y%m%d-%H%M%S')}-{slug(name)}"
     candidate, counter = outputs / stem, 1
     while True:
         try:

@@ -83,7 +83,7 @@ if epochs == 99:
     raise ValueError('stand-in training failed on purpose')
 test = {'accuracy': 0.5, 'macro_f1': 0.4, 'majority_class_accuracy': 0.25, 'collapse_warning': None}
 (folder / 'metrics.json').write_text(json.dumps({'model': model, 'synthetic': synthetic, 'epochs_run': epochs,
-                                                 'test': test}))
+                                                 'best_epoch': epochs, 'train_seconds': 1.5, 'test': test}))
 (folder / 'train_config.json').write_text(json.dumps({'data': {'fingerprint': 'stand-in'}}))"""
 
 
@@ -563,3 +563,95 @@ def test_progress_line_per_epoch_from_the_progress_file(tmp_path: Path) -> None:
         path.write_text(json.dumps({**record, "epoch": epoch}))
         watcher.poll()
     assert [line.split(" · ")[0] for line in shown] == ["basic_cnn epoch 1/30", "basic_cnn epoch 2/30"]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Sweeps (stand-in notebooks) and `fer-study compare`
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_a_2x2_sweep_makes_4_runs_a_sweep_record_and_one_comparison(project: Path, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from fer_lib import sweep
+
+    out = tmp_path / "outputs"
+    code, stdout, err = run_cli(["sweep", "-p", "synthetic=true", *TINY, "-p", "models=[basic_cnn]",
+                                 "--grid", "epochs=2,3", "--grid", "augmentation.rotation=0,10", "--name", "grid",
+                                 "--out", str(out)], capsys)
+    assert code == 0, err
+    folders = runs.list_runs(out)
+    assert len(folders) == 4
+    sweeps = [p for p in out.iterdir() if sweep.is_sweep_dir(p)]
+    assert len(sweeps) == 1 and sweeps[0].name.endswith("-sweep-grid")
+    record = sweep.read_sweep(sweeps[0])
+    assert record["grid"] == {"epochs": ["2", "3"], "augmentation.rotation": ["0", "10"]}
+    assert record["status"] == "complete"
+    assert [p["values"] for p in record["points"]] == [
+        {"epochs": "2", "augmentation.rotation": "0"}, {"epochs": "2", "augmentation.rotation": "10"},
+        {"epochs": "3", "augmentation.rotation": "0"}, {"epochs": "3", "augmentation.rotation": "10"}]
+    assert sorted(p["run"] for p in record["points"]) == sorted(f.name for f in folders)
+    for point in record["points"]:
+        params = runs.read_params(point["run_dir"])
+        assert params["epochs"] == int(point["values"]["epochs"])
+        assert params["augmentation"]["rotation"] == int(point["values"]["augmentation.rotation"])
+        assert runs.read_manifest(point["run_dir"])["command"][:2] == ["fer-study", "run"]
+    assert "grid-epochs=3-rotation=10" in record["points"][3]["run"]
+    comparison = pd.read_csv(sweeps[0] / "comparison.csv")
+    assert len(comparison) == 4 and list(comparison.columns[:2]) == ["epochs", "augmentation.rotation"]
+    assert sorted(zip(comparison["epochs"], comparison["augmentation.rotation"])) == [(2, 0), (2, 10), (3, 0),
+                                                                                      (3, 10)]
+    assert (sweeps[0] / "comparison.png").stat().st_size > 10_000
+
+    code, stdout, err = run_cli(["compare", str(sweeps[0]), "--csv", str(tmp_path / "c.csv")], capsys)
+    assert code == 0, err
+    lines = stdout.splitlines()
+    assert lines[0].split()[:2] == ["epochs", "augmentation.rotation"] and len(lines) == 1 + 4 + 1
+    code, stdout, _ = run_cli(["compare", str(folders[0]), str(folders[3])], capsys)
+    assert code == 0 and set(stdout.split()[:2]) == {"epochs", "augmentation.rotation"}  # the keys that differ
+
+
+@pytest.mark.parametrize(
+    ("grid", "message"),
+    [
+        (["--grid", "epoch=2,3"], "sweep point epoch=2: unknown parameter(s) epoch; valid parameters: "),
+        (["--grid", "epochs=2,-1"], "sweep point epochs=-1: parameter epochs must be an integer >= 1, got -1"),
+        (["--grid", "augmentation.rotaton=0,5"], "rotaton"),
+        (["--grid", "epochs"], "--grid 'epochs' must look like KEY=V1,V2"),
+        (["--grid", "epochs=2,,3"], "has an empty value"),
+        (["--grid", "epochs=2", "--grid", "epochs=3"], "names epochs twice"),
+    ],
+)
+def test_a_bad_grid_exits_2_before_anything_runs(project: Path, tmp_path: Path, grid: list[str], message: str,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "outputs"
+    code, _, err = run_cli(["sweep", "-p", "synthetic=true", *grid, "--out", str(out)], capsys)
+    assert code == 2
+    assert message in assert_one_line_error(err)
+    assert_no_run_folder(out)
+
+
+def test_sweep_values_keep_commas_inside_brackets() -> None:
+    from fer_lib import sweep
+
+    assert sweep.split_values("[basic_cnn],[basic_cnn, resnet50v2]") == ["[basic_cnn]", "[basic_cnn, resnet50v2]"]
+    assert sweep.split_values("{a: 1, b: 2},'x,y',3") == ["{a: 1, b: 2}", "'x,y'", "3"]
+    assert sweep.grid_points({"a": ["1", "2"], "b": ["x"]}) == [{"a": "1", "b": "x"}, {"a": "2", "b": "x"}]
+
+
+def test_sweep_points_run_side_by_side_one_per_device(project: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """--devices 0,1: each point a `fer-study run` process with its own CUDA_VISIBLE_DEVICES (here on a CPU, where
+    the variable changes nothing: what is checked is that both points run and are recorded)."""
+    from fer_lib import sweep
+
+    out = tmp_path / "outputs"
+    code, _, err = run_cli(["sweep", "-p", "synthetic=true", *TINY, "-p", "models=[basic_cnn]", "--grid",
+                            "epochs=2,3", "--devices", "0,1", "--out", str(out),
+                            "--notebooks-dir", str(project / "notebooks")], capsys)
+    assert code == 0, err
+    record = sweep.read_sweep(next(p for p in out.iterdir() if sweep.is_sweep_dir(p)))
+    assert record["devices"] == ["0", "1"] and [p["status"] for p in record["points"]] == ["complete", "complete"]
+    assert sorted(runs.read_params(p["run_dir"])["epochs"] for p in record["points"]) == [2, 3]
+    environments = {runs.read_manifest(p["run_dir"])["environment"].get("CUDA_VISIBLE_DEVICES")
+                    for p in record["points"]}
+    assert environments == {"0", "1"}
