@@ -31,7 +31,7 @@ def _agreement(verdicts: list[str]) -> str:
 def early_epochs_table(results: RunResults, epochs: int = EARLY_EPOCHS) -> pd.DataFrame:
     """Per seed and model: validation accuracy at epochs 1..``epochs`` beside the validation majority baseline."""
     rows = []
-    for seed, seed_results in (results.by_seed or {results.seed: results}).items():
+    for seed, seed_results in (results.by_seed or {results.params.get("seed", 0): results}).items():
         for model, history in seed_results.histories.items():
             summary = seed_results.summaries[model]
             row: dict[str, Any] = {"seed": seed, "model": model,
@@ -107,14 +107,15 @@ def claims_sentences(claims: list[Mapping[str, Any]], *, synthetic: bool = False
         if claim["verdict"] is None:
             lines.append(f"{head}: {claim['note']}.")
             continue
+        several = len(claim["seeds"]) > 1
         if claim["claim"] == CLAIM_EARLY:
             numbers = "; ".join(
-                (f"seed {s['seed']}: " if s["seed"] is not None else "")
+                (f"seed {s['seed']}: " if several else "")
                 + f"{CNN} best {s['cnn_best']:.3f}, {RESNET} best {s['resnet_best']:.3f} (baseline "
                   f"{s['resnet_baseline']:.3f})" for s in claim["seeds"])
         else:
             numbers = "; ".join(
-                (f"seed {s['seed']}: " if s["seed"] is not None else "")
+                (f"seed {s['seed']}: " if several else "")
                 + f"{RESNET} - {CNN} = {s['difference']:+.3f} (95% interval {s['low']:+.3f} to {s['high']:+.3f}, "
                   f"McNemar p = {s['p_value']:.2g})" for s in claim["seeds"])
             over = claim.get("over_seeds")
