@@ -411,3 +411,130 @@ def plot_test_accuracy(summaries: Mapping[str, Mapping[str, Any]], *, ax: Axes |
     ax.set_title("Test accuracy")
     ax.legend(fontsize=8)
     return _finish(fig, synthetic)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# What the models look at (occlusion maps, fer_lib.explain)
+# --------------------------------------------------------------------------------------------------------------------
+
+OCCLUSION_CMAP = "RdBu_r"  # red: covering the region lowers the true class's probability; blue: it raises it
+OCCLUSION_ALPHA = 0.6  # the heat map over the grey face
+
+
+def _occlusion_scale(maps: np.ndarray) -> float:
+    """A symmetric colour limit for maps of drops (the largest |drop|; tiny when the maps are flat)."""
+    finite = np.asarray(maps, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    return max(float(np.abs(finite).max()) if finite.size else 0.0, 1e-6)
+
+
+def _bare(ax: Axes) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def _occlusion_panel(ax: Axes, occlusion: np.ndarray | None, face: np.ndarray | None, limit: float) -> Any:
+    """A face in grey (if any) with the occlusion map over it; returns the map's image (for a colour bar)."""
+    _bare(ax)
+    if face is not None and np.isfinite(face).all():
+        ax.imshow(np.asarray(face, dtype=np.float64).squeeze(), cmap="gray", vmin=0, vmax=255)
+    if occlusion is None or not np.isfinite(occlusion).any():
+        return None
+    return ax.imshow(occlusion, cmap=OCCLUSION_CMAP, vmin=-limit, vmax=limit,
+                     alpha=OCCLUSION_ALPHA if face is not None else 1.0)
+
+
+def plot_occlusion_maps(class_maps: Mapping[str, np.ndarray], *, counts: Mapping[str, Sequence[int]] | None = None,
+                        faces: np.ndarray | None = None, split: str = "test",
+                        title: str = "Occlusion maps per class",
+                        synthetic: bool = False) -> Figure:
+    """Per class (rows) the mean occlusion map of each model (columns, side by side), over the class's mean face.
+
+    ``class_maps``: {model: (7, H, W)} mean drop of the true class's probability when a patch covers each pixel
+    (NaN for a class without a correctly classified image; :attr:`fer_lib.explain.RunOcclusion.class_maps`).
+    ``counts``: {model: images averaged per class}; ``faces``: (7, H, W) mean face per class (0-255) drawn under the
+    maps. One colour scale per model (its colour bar below): the maps show where each model looks, not which model's
+    probabilities move more.
+    """
+    models = list(class_maps)
+    if not models:
+        raise ValueError("class_maps is empty: no model to show")
+    for model, maps in class_maps.items():
+        if np.shape(maps)[0] != NUM_CLASSES or np.ndim(maps) != 3:
+            raise ValueError(f"class_maps[{model!r}] must have shape ({NUM_CLASSES}, H, W), got {np.shape(maps)}")
+    fig = _new_figure(max(6.2, 1.3 + 2.0 * len(models)), 1.0 + 1.75 * NUM_CLASSES)
+    grid = np.atleast_2d(fig.subplots(NUM_CLASSES, len(models), squeeze=False))
+    for column, model in enumerate(models):
+        maps = np.asarray(class_maps[model], dtype=np.float64)
+        limit = _occlusion_scale(maps)
+        shown = None
+        for code, name in enumerate(EMOTIONS):
+            ax = grid[code, column]
+            face = None if faces is None else np.asarray(faces)[code]
+            image = _occlusion_panel(ax, maps[code], face, limit)
+            shown = shown or image
+            n = None if counts is None else int(np.asarray(counts[model])[code])
+            if image is None:
+                ax.text(0.5, 0.5, "no correctly\nclassified image", transform=ax.transAxes, ha="center",
+                        va="center", fontsize=7, color="#8b0000")
+            if n is not None:
+                ax.set_title(f"n={n}", fontsize=7, loc="right", pad=2)
+            if code == 0:
+                ax.set_title(model, fontsize=10, fontweight="bold", loc="center")
+            if column == 0:
+                ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+        if shown is not None:
+            fig.colorbar(shown, ax=list(grid[:, column]), location="bottom", shrink=0.85, aspect=18,
+                         label="drop of p(true class)")
+    fig.supxlabel(f"mean over n correctly classified {split} images per panel;\nred: covering the region lowers "
+                  f"the probability of the true class", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return _finish(fig, synthetic)
+
+
+def plot_occlusion_examples(images: np.ndarray, labels: Sequence[int], example_maps: Mapping[str, np.ndarray], *,
+                            probabilities: Mapping[str, Sequence[float]] | None = None,
+                            ids: Sequence[str] | None = None,
+                            title: str = "Occlusion maps of single faces", synthetic: bool = False) -> Figure:
+    """Single faces (rows): the face, then each model's occlusion map over it (columns).
+
+    ``images``: (k, H, W[, 1]) 0-255 faces; ``labels``: their true classes; ``example_maps``: {model: (k, H, W)}
+    (:attr:`fer_lib.explain.RunOcclusion.example_maps`); ``probabilities``: {model: (k,)} each model's probability of
+    the true class, shown in the panel titles with the panel's largest drop (each panel has its own colour scale).
+    """
+    images = np.asarray(images)
+    models = list(example_maps)
+    k = len(images)
+    if k == 0:
+        fig = _new_figure(6, 1.2)
+        fig.text(0.5, 0.5, "No face is classified correctly by every model: no single-face maps.", ha="center",
+                 va="center")
+        return _finish(fig, synthetic)
+    for model, maps in example_maps.items():
+        if np.shape(maps)[0] != k:
+            raise ValueError(f"example_maps[{model!r}] holds {np.shape(maps)[0]} maps for {k} images")
+    fig = _new_figure(max(6.2, 0.9 + 1.9 * (len(models) + 1)), 0.8 + 2.0 * k)
+    grid = np.atleast_2d(fig.subplots(k, len(models) + 1, squeeze=False))
+    for row in range(k):
+        face = images[row].squeeze()
+        _bare(grid[row, 0])
+        grid[row, 0].imshow(face, cmap="gray", vmin=0, vmax=255)
+        caption = EMOTIONS[int(labels[row])]
+        if ids is not None:
+            caption += f"\n{str(ids[row])[-18:]}"
+        grid[row, 0].set_title(caption, fontsize=8)
+        for column, model in enumerate(models, start=1):
+            maps = np.asarray(example_maps[model], dtype=np.float64)
+            ax = grid[row, column]
+            limit = _occlusion_scale(maps[row])
+            _occlusion_panel(ax, maps[row], face, limit)
+            text = f"{model}\nmax drop {np.nanmax(maps[row]):.2f}"
+            if probabilities is not None:
+                text += f", p={float(np.asarray(probabilities[model])[row]):.2f}"
+            ax.set_title(text, fontsize=7)
+    fig.supxlabel("red: covering the region lowers the probability p of the true class;\none colour scale per "
+                  "panel", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return _finish(fig, synthetic)

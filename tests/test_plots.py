@@ -326,3 +326,49 @@ def test_load_run_results(tmp_path: Path, summaries, histories) -> None:
     empty = runs.new_run_dir("empty", outputs_dir=tmp_path, params={})
     with pytest.raises(FileNotFoundError, match="no trained model"):
         report.load_run_results(empty)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Occlusion maps (fer_lib.explain's arrays, made up here)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _occlusion_maps(seed: int) -> np.ndarray:
+    maps = np.random.default_rng(seed).normal(0, 0.05, size=(NUM_CLASSES, 48, 48))
+    maps[1] = np.nan  # a class without a correctly classified image
+    return maps
+
+
+def test_occlusion_maps_per_class_models_side_by_side() -> None:
+    maps = {"basic_cnn": _occlusion_maps(0), "resnet50v2": _occlusion_maps(1)}
+    counts = {"basic_cnn": [2, 0, 2, 2, 1, 2, 2], "resnet50v2": [2, 0, 2, 2, 2, 2, 2]}
+    faces = np.random.default_rng(2).uniform(0, 255, size=(NUM_CLASSES, 48, 48))
+    fig = plots.plot_occlusion_maps(maps, counts=counts, faces=faces, synthetic=True)
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert len(panels) == NUM_CLASSES * 2 and len(fig.axes) == NUM_CLASSES * 2 + 2  # + one colour bar per model
+    assert [panels[0].get_title(), panels[1].get_title()] == ["basic_cnn", "resnet50v2"]
+    assert [panels[2 * code].get_ylabel() for code in range(NUM_CLASSES)] == list(EMOTIONS)
+    assert panels[2 * 4].get_title(loc="right") == "n=1"
+    assert any("no correctly" in text.get_text() for text in panels[2].texts)  # disgust, basic_cnn
+    assert len(panels[0].images) == 2 and len(panels[2].images) == 1  # face + map; face only
+    assert plots.is_marked_synthetic(fig)
+    bare = plots.plot_occlusion_maps({"basic_cnn": _occlusion_maps(0)})
+    assert not plots.is_marked_synthetic(bare) and len(bare.axes[0].images) == 1
+    with pytest.raises(ValueError, match="class_maps"):
+        plots.plot_occlusion_maps({"basic_cnn": np.zeros((6, 48, 48))})
+
+
+def test_occlusion_examples_face_then_each_model() -> None:
+    images = np.random.default_rng(0).integers(0, 255, size=(3, 48, 48, 1), dtype=np.uint8)
+    maps = {"basic_cnn": np.random.default_rng(1).normal(size=(3, 48, 48)),
+            "resnet50v2": np.random.default_rng(2).normal(size=(3, 48, 48))}
+    fig = plots.plot_occlusion_examples(images, [3, 0, 6], maps, ids=["a", "b", "c"],
+                                        probabilities={"basic_cnn": [0.9, 0.5, 0.4], "resnet50v2": [0.8, 0.7, 0.6]})
+    assert len(fig.axes) == 3 * 3
+    assert fig.axes[0].get_title() == "happy\na" and fig.axes[3].get_title().startswith("angry")
+    assert fig.axes[1].get_title().startswith("basic_cnn\nmax drop") and "p=0.90" in fig.axes[1].get_title()
+    assert "resnet50v2" in fig.axes[2].get_title()
+    empty = plots.plot_occlusion_examples(images[:0], [], {"basic_cnn": np.zeros((0, 48, 48))}, synthetic=True)
+    assert "No face" in empty.texts[0].get_text() and plots.is_marked_synthetic(empty)
+    with pytest.raises(ValueError, match="example_maps"):
+        plots.plot_occlusion_examples(images, [3, 0, 6], {"basic_cnn": np.zeros((2, 48, 48))})

@@ -1,0 +1,421 @@
+"""What the models look at: occlusion-sensitivity maps (Zeiler & Fergus, 2014).
+
+A grey square slides over the face; where covering the face lowers the model's probability of the true class, the
+model relied on that region. The method needs only predictions (a callable images -> probabilities), so it works
+the same on every Keras backend and is tested with a plain numpy "model" whose answer is known.
+
+* :func:`occlusion_sensitivity`: one map per image (n, H, W): the drop of the true class's probability when a patch
+  covers each pixel, averaged over the patches that cover it. All occluded copies go through ``predict`` in a few
+  large batches (a compiled predict function is fastest on big batches, and XLA compiles one batch shape).
+* :func:`class_mean_maps`: per class, the mean map over a few correctly classified images (chosen with a seed).
+* :func:`run_occlusion`: for a run folder, every trained model's per-class mean maps and maps of a few single
+  faces, on the run's test images, from each model's saved ``best.keras`` (the first seed's in a several-seed run).
+  It imports Keras (to load the models): the one part of the compare notebook that starts a backend.
+
+**The grey.** The models take raw 0-255 pixels (they rescale inside). By default a patch is filled with the image's
+own mean pixel value: the occluded copy keeps the face's overall brightness, so the map measures what the covered
+region *shows*, not the shock of a bright square on a dark face (or a dark one on a bright face), which a fixed
+mid-grey (127.5) would add for very dark or very bright faces. ``fill`` sets a constant grey instead.
+
+Keras is imported only inside :func:`run_occlusion` (loading the models); everything else is numpy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fer_lib.labels import EMOTIONS, NUM_CLASSES
+
+Predict = Callable[[np.ndarray], np.ndarray]
+"""images (m, H, W[, C]) -> class probabilities (m, n_classes)."""
+
+DEFAULT_PATCH = 8  # a sixth of a 48-pixel face: about an eye, a mouth corner, the tip of the nose
+DEFAULT_STRIDE = 4  # half a patch: every pixel is covered by up to 4 patches, so maps are smooth
+DEFAULT_MAX_BATCH = 4096  # occluded copies per predict call (48x48 uint8: 9 MiB)
+RUN_STRIDE = 8  # run_occlusion's default: non-overlapping patches, 37 predictions per image instead of 122, so the
+# compare notebook's occlusion section stays within seconds on a 2-core CPU (ResNet50V2 predicts ~100-300 images/s)
+RUN_PER_CLASS = 2  # run_occlusion's default images per class and model (raise it on a GPU: the cost is linear)
+RUN_EXAMPLES = 3  # run_occlusion's default single faces
+
+__all__ = ["ClassMaps", "ModelOcclusion", "RunOcclusion", "choose_per_class", "class_mean_maps",
+           "mean_maps_by_class", "occlusion_positions", "occlusion_sensitivity", "run_occlusion"]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The map
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _positive_int(value: Any, name: str, *, low: int = 1, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low \
+            or (high is not None and value > high):
+        limit = f"an integer in {low}..{high}" if high is not None else f"an integer >= {low}"
+        raise ValueError(f"{name} must be {limit}, got {value!r}")
+    return int(value)
+
+
+def occlusion_positions(size: int, patch: int, stride: int) -> np.ndarray:
+    """Start offsets of the patches along one axis: every ``stride`` pixels, plus the last position ``size - patch``
+    when the stride does not land on it, so the border pixels are covered too."""
+    starts = list(range(0, size - patch + 1, stride))
+    if starts[-1] != size - patch:
+        starts.append(size - patch)
+    return np.array(starts, dtype=np.int64)
+
+
+def _fill_values(images: np.ndarray, fill: float | None) -> np.ndarray:
+    """The grey of each image's patches, in the images' dtype: the image's mean pixel, or the constant ``fill``."""
+    n = images.shape[0]
+    if fill is None:
+        values = images.reshape(n, int(np.prod(images.shape[1:]))).mean(axis=1, dtype=np.float64)
+    else:
+        if isinstance(fill, bool) or not isinstance(fill, (int, float, np.integer, np.floating)) \
+                or not np.isfinite(fill):
+            raise ValueError(f"fill must be None (each image's mean pixel) or a finite number, got {fill!r}")
+        values = np.full(n, float(fill))
+    if np.issubdtype(images.dtype, np.integer):
+        info = np.iinfo(images.dtype)
+        values = np.clip(np.rint(values), info.min, info.max)
+    return values.astype(images.dtype)
+
+
+def _occlusion(predict: Predict, images: np.ndarray, labels: np.ndarray, *, patch: int, stride: int,
+               fill: float | None, max_batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """Maps (n, H, W) and each image's unoccluded true-class probability (n,); see :func:`occlusion_sensitivity`."""
+    images = np.asarray(images)
+    if images.ndim not in (3, 4):
+        raise ValueError(f"images must have shape (n, H, W) or (n, H, W, C), got {images.shape}")
+    n, height, width = images.shape[:3]
+    labels = np.asarray(labels)
+    if labels.shape != (n,) or (n and not np.issubdtype(labels.dtype, np.integer)):
+        raise ValueError(f"labels must be {n} integer class codes (one per image), got shape {labels.shape} "
+                         f"({labels.dtype})")
+    patch = _positive_int(patch, "patch", high=min(height, width))
+    stride = _positive_int(stride, "stride", high=patch)  # a stride above the patch would leave pixels uncovered
+    max_batch = _positive_int(max_batch, "max_batch")
+    fills = _fill_values(images, fill)
+    if n == 0:
+        return np.zeros((0, height, width)), np.zeros(0)
+
+    corners = [(int(y), int(x)) for y in occlusion_positions(height, patch, stride)
+               for x in occlusion_positions(width, patch, stride)]
+    coverage = np.zeros((height, width))
+    for y, x in corners:
+        coverage[y:y + patch, x:x + patch] += 1
+    copies_per_image = len(corners) + 1  # the image itself first, then one copy per patch position
+    per_call = max(1, max_batch // copies_per_image)
+    maps = np.empty((n, height, width))
+    base = np.empty(n)
+    for start in range(0, n, per_call):
+        chunk = images[start:start + per_call]
+        c = chunk.shape[0]
+        copies = np.repeat(chunk[:, None], copies_per_image, axis=1)  # (c, P + 1, H, W[, C])
+        grey = fills[start:start + c].reshape(c, *([1] * (images.ndim - 1)))
+        for k, (y, x) in enumerate(corners, start=1):
+            copies[:, k, y:y + patch, x:x + patch] = grey
+        probabilities = np.asarray(predict(copies.reshape(c * copies_per_image, *images.shape[1:])),
+                                   dtype=np.float64)
+        if probabilities.ndim != 2 or probabilities.shape[0] != c * copies_per_image:
+            raise ValueError(f"predict must return probabilities of shape ({c * copies_per_image}, n_classes), got "
+                             f"{probabilities.shape}")
+        chunk_labels = labels[start:start + c]
+        if chunk_labels.min() < 0 or chunk_labels.max() >= probabilities.shape[1]:
+            raise ValueError(f"labels must be class codes 0..{probabilities.shape[1] - 1}")
+        true = probabilities.reshape(c, copies_per_image, -1)[np.arange(c), :, chunk_labels]  # (c, P + 1)
+        drops = true[:, :1] - true[:, 1:]
+        summed = np.zeros((c, height, width))
+        for k, (y, x) in enumerate(corners):
+            summed[:, y:y + patch, x:x + patch] += drops[:, k, None, None]
+        maps[start:start + c] = summed / coverage
+        base[start:start + c] = true[:, 0]
+    return maps, base
+
+
+def occlusion_sensitivity(predict: Predict, images: np.ndarray, labels: np.ndarray | Sequence[int], *,
+                          patch: int = DEFAULT_PATCH, stride: int = DEFAULT_STRIDE, fill: float | None = None,
+                          max_batch: int = DEFAULT_MAX_BATCH) -> np.ndarray:
+    """Occlusion-sensitivity maps, shape (n, H, W): how much the true class's probability drops when a grey
+    ``patch`` x ``patch`` square covers each pixel (averaged over the patches covering it; positive = the model
+    needs that region, negative = covering it helps the true class).
+
+    ``predict``: images -> probabilities, e.g. ``lambda x: fer_lib.evaluate.predict_proba(model, x)``; it is called
+    with the occluded copies (and each image itself) in batches of about ``max_batch`` images, in the images' dtype.
+    Patches start every ``stride`` pixels (the last one flush with the border). ``fill``: None = each image's mean
+    pixel value (see the module's note), else a constant in the images' units (e.g. 127.5 for 0-255 pixels).
+    Raises ValueError naming the argument (``patch``, ``stride``, ``labels``, ``fill``, ...) that is wrong.
+    """
+    return _occlusion(predict, images, np.asarray(labels), patch=patch, stride=stride, fill=fill,
+                      max_batch=max_batch)[0]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Per class
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def choose_per_class(labels: np.ndarray, eligible: np.ndarray, per_class: int, *, seed: int = 0,
+                     order: np.ndarray | None = None, n_classes: int = NUM_CLASSES) -> list[np.ndarray]:
+    """Per class, the positions of at most ``per_class`` eligible images (e.g. the correctly classified ones).
+
+    The images are taken in one seeded random order (or ``order``), the same for every model, so two models that
+    both classify a face correctly are explained on the same faces. Deterministic for a given seed.
+    """
+    labels = np.asarray(labels)
+    eligible = np.asarray(eligible, dtype=bool)
+    if eligible.shape != labels.shape:
+        raise ValueError(f"eligible must have the labels' shape {labels.shape}, got {eligible.shape}")
+    per_class = _positive_int(per_class, "per_class")
+    if order is None:
+        order = np.random.default_rng(seed).permutation(len(labels))
+    ordered = np.asarray(order)[eligible[order]]
+    return [ordered[labels[ordered] == code][:per_class] for code in range(n_classes)]
+
+
+def mean_maps_by_class(maps: np.ndarray, labels: np.ndarray,
+                       n_classes: int = NUM_CLASSES) -> tuple[np.ndarray, np.ndarray]:
+    """The mean map of each class (NaN for a class without a map) and the number of maps averaged per class."""
+    maps, labels = np.asarray(maps, dtype=np.float64), np.asarray(labels)
+    means = np.full((n_classes, *maps.shape[1:]), np.nan)
+    counts = np.bincount(labels, minlength=n_classes)[:n_classes] if len(labels) else np.zeros(n_classes, int)
+    for code in range(n_classes):
+        if counts[code]:
+            means[code] = maps[labels == code].mean(axis=0)
+    return means, counts.astype(np.int64)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassMaps:
+    """Per class: the mean occlusion map (NaN where no image qualified), how many images it averages, and which
+    images (positions in the ``images`` given) were used."""
+
+    maps: np.ndarray  # (n_classes, H, W)
+    counts: np.ndarray  # (n_classes,)
+    indices: list[np.ndarray]
+
+
+def class_mean_maps(predict: Predict, images: np.ndarray, labels: np.ndarray | Sequence[int], *,
+                    predicted: np.ndarray | Sequence[int] | None = None, per_class: int = 4, seed: int = 0,
+                    patch: int = DEFAULT_PATCH, stride: int = DEFAULT_STRIDE, fill: float | None = None,
+                    max_batch: int = DEFAULT_MAX_BATCH) -> ClassMaps:
+    """Per class, the mean occlusion map over at most ``per_class`` correctly classified images (seeded choice).
+
+    Only correctly classified images: the map explains what the model used to get the answer right. ``predicted``:
+    the model's predicted classes of ``images`` if known (e.g. from a predictions file); else one ``predict`` call.
+    The cost is ``per_class * n_classes`` images, each with (H/stride)^2 occluded copies.
+    """
+    images, labels = np.asarray(images), np.asarray(labels)
+    if predicted is None:
+        predicted = np.asarray(predict(images)).argmax(axis=1)
+    predicted = np.asarray(predicted)
+    chosen = choose_per_class(labels, predicted == labels, per_class, seed=seed)
+    rows = np.concatenate(chosen).astype(np.int64)
+    maps = occlusion_sensitivity(predict, images[rows], labels[rows], patch=patch, stride=stride, fill=fill,
+                                 max_batch=max_batch)
+    means, counts = mean_maps_by_class(maps, labels[rows])
+    return ClassMaps(means, counts, chosen)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# A run folder
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelOcclusion:
+    """One model's maps in :class:`RunOcclusion`."""
+
+    model: str
+    model_file: Path
+    class_maps: np.ndarray  # (7, H, W): mean map per class, NaN where no correctly classified image
+    class_counts: np.ndarray  # (7,): images averaged per class
+    class_positions: list[np.ndarray]  # per class: positions (in the split) of the images averaged
+    example_maps: np.ndarray  # (k, H, W): the single faces' maps (RunOcclusion.example_*)
+    example_probabilities: np.ndarray  # (k,): the model's probability of the true class of each single face
+    seconds: float  # loading the model and computing its maps
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOcclusion:
+    """Occlusion maps of every trained model of a run, on its ``split`` images (see :func:`run_occlusion`)."""
+
+    run_dir: Path
+    split: str
+    patch: int
+    stride: int
+    fill: float | None
+    per_class: int
+    seed: int
+    synthetic: bool
+    mean_faces: np.ndarray  # (7, H, W): the mean image of each class in the split (0-255), NaN for an absent class
+    example_positions: np.ndarray  # (k,) positions in the split of the single faces, the same for every model
+    example_images: np.ndarray  # (k, H, W, C) their pixels
+    example_labels: np.ndarray  # (k,)
+    example_ids: np.ndarray  # (k,)
+    models: dict[str, ModelOcclusion]
+    seconds: float
+
+    @property
+    def class_maps(self) -> dict[str, np.ndarray]:
+        return {name: result.class_maps for name, result in self.models.items()}
+
+    @property
+    def class_counts(self) -> dict[str, np.ndarray]:
+        return {name: result.class_counts for name, result in self.models.items()}
+
+    @property
+    def example_maps(self) -> dict[str, np.ndarray]:
+        return {name: result.example_maps for name, result in self.models.items()}
+
+    @property
+    def example_probabilities(self) -> dict[str, np.ndarray]:
+        return {name: result.example_probabilities for name, result in self.models.items()}
+
+    def describe(self) -> str:
+        """One paragraph (markdown) saying how the maps were made and what they cost."""
+        grey = "each image's mean pixel value" if self.fill is None else f"the constant {self.fill:g}"
+        lines = [f"Occlusion: a {self.patch}x{self.patch}-pixel patch of {grey}, every {self.stride} pixels, on "
+                 f"the {self.split} images; per class the mean over at most {self.per_class} correctly classified "
+                 f"images per model (seed {self.seed}); {len(self.example_positions)} single faces that every "
+                 f"model classifies correctly. Red: covering the region lowers the probability of the true class."]
+        for name, result in self.models.items():
+            lines.append(f"{name}: {int(result.class_counts.sum())} images averaged "
+                         f"({', '.join(f'{EMOTIONS[c]} {int(n)}' for c, n in enumerate(result.class_counts))}), "
+                         f"{result.seconds:.1f} s, from `{_relative(result.model_file, self.run_dir)}`.")
+        lines.append(f"Total {self.seconds:.1f} s.")
+        return "\n\n".join(lines)
+
+
+def _relative(path: Path, folder: Path) -> str:
+    try:
+        return path.relative_to(folder).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _choose_examples(order: np.ndarray, labels: np.ndarray, right_for_all: np.ndarray, examples: int) -> np.ndarray:
+    """Up to ``examples`` faces every model gets right, in the seeded order, one per class before any repeats."""
+    candidates = [int(p) for p in order if right_for_all[p]]
+    chosen: list[int] = []
+    seen: set[int] = set()
+    for position in candidates:  # first pass: distinct classes
+        if len(chosen) < examples and int(labels[position]) not in seen:
+            chosen.append(position)
+            seen.add(int(labels[position]))
+    for position in candidates:  # then fill up
+        if len(chosen) < examples and position not in chosen:
+            chosen.append(position)
+    return np.array(chosen, dtype=np.int64)
+
+
+def _load_keras_model(path: Path) -> Any:
+    import keras
+
+    from fer_lib.augment import RandomAffine
+
+    return keras.saving.load_model(path, custom_objects={"fer_lib>RandomAffine": RandomAffine})
+
+
+def _predictor(model: Any, batch_size: int) -> Predict:
+    """``model``'s probabilities through the study's padded prediction (one compiled batch shape)."""
+    from fer_lib.evaluate import predict_proba
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        return predict_proba(model, images, batch_size=batch_size)
+
+    return predict
+
+
+def run_occlusion(run: Any, *, split: str = "test", per_class: int = RUN_PER_CLASS, examples: int = RUN_EXAMPLES,
+                  patch: int = DEFAULT_PATCH, stride: int = RUN_STRIDE, fill: float | None = None, seed: int = 0,
+                  batch_size: int = 256, models: Sequence[str] | None = None,
+                  load_model: Callable[[Path], Any] | None = None) -> RunOcclusion:
+    """Occlusion maps of every trained model of a run: per class the mean over at most ``per_class`` correctly
+    classified ``split`` images, and ``examples`` single faces (the same for every model, each classified correctly
+    by every model, distinct classes first).
+
+    ``run``: a :class:`fer_lib.report.RunResults` or a run folder. Each model is its saved ``best.keras`` (the first
+    seed's in a several-seed run); which images it classifies correctly comes from its ``predictions_<split>.npz``
+    (the numbers of the report), and the images from the run's data set, reloaded (matched by id).
+
+    Cost: about ``(7 * per_class + examples) * ((H - patch) / stride + 1)^2`` predictions per model, plus importing
+    Keras and loading each model. The defaults (2 per class, 3 faces, 8x8 patches every 8 pixels: about 600
+    predictions per model) keep it to seconds on a 2-core CPU; on a GPU raise ``per_class`` (e.g. 25) and use
+    ``stride=4`` for smoother maps. ``load_model`` (path -> model) replaces Keras loading, for tests.
+    """
+    from fer_lib import runs
+    from fer_lib.confusion import SplitPredictions, load_run_dataset, split_positions
+    from fer_lib.evaluate import predict_proba
+
+    started = time.perf_counter()
+    run_dir = Path(getattr(run, "run_dir", run))
+    files = runs.trained_model_files(run_dir)
+    order_hint = list(getattr(run, "models", None) or runs.read_params(run_dir).get("models", []))
+    names = [m for m in order_hint if m in files] + sorted(m for m in files if m not in order_hint)
+    if models is not None:
+        unknown = [m for m in models if m not in files]
+        if unknown:
+            raise ValueError(f"models {unknown} have no saved best model in {run_dir} (trained: {sorted(files)})")
+        names = list(models)
+    if not names:
+        raise FileNotFoundError(f"run folder '{run_dir}' has no trained model with a saved {runs.BEST_MODEL_FILE}")
+    per_class = _positive_int(per_class, "per_class")
+    examples = _positive_int(examples, "examples", low=0)
+    dataset, _ = load_run_dataset(run_dir)
+    data = dataset.split(split)
+    labels = np.asarray(data.labels, dtype=np.int64)
+    order = np.random.default_rng(seed).permutation(len(data))
+    loader = load_model or _load_keras_model
+
+    # Which images each model classifies correctly (from its saved predictions, else predicted here)
+    loaded: dict[str, Any] = {}
+    correct: dict[str, np.ndarray] = {}
+    load_seconds: dict[str, float] = {}
+    for name in names:
+        path = files[name][0]
+        predictions_file = path.parent / f"predictions_{split}.npz"
+        if predictions_file.is_file():
+            stored = SplitPredictions.load(predictions_file, split)
+            right = np.zeros(len(data), dtype=bool)
+            right[split_positions(stored, data)] = stored.predicted == stored.labels
+        else:
+            tick = time.perf_counter()
+            loaded[name] = loader(path)
+            load_seconds[name] = time.perf_counter() - tick
+            probabilities = predict_proba(loaded[name], data.images, batch_size=batch_size)
+            right = probabilities.argmax(axis=1) == labels
+        correct[name] = right
+    right_for_all = np.logical_and.reduce([correct[name] for name in names])
+    example_positions = _choose_examples(order, labels, right_for_all, examples)
+
+    results: dict[str, ModelOcclusion] = {}
+    for name in names:
+        tick = time.perf_counter()
+        model = loaded.pop(name) if name in loaded else loader(files[name][0])
+        chosen = choose_per_class(labels, correct[name], per_class, order=order)
+        rows = np.unique(np.concatenate([*chosen, example_positions]).astype(np.int64))
+        maps, base = _occlusion(_predictor(model, batch_size), data.images[rows], labels[rows], patch=patch,
+                                stride=stride, fill=fill, max_batch=16 * batch_size)
+        where = {int(position): i for i, position in enumerate(rows)}
+        class_rows = np.array([where[int(p)] for p in np.concatenate(chosen)], dtype=np.int64)
+        means, counts = mean_maps_by_class(maps[class_rows], labels[rows][class_rows])
+        example_rows = [where[int(p)] for p in example_positions]
+        results[name] = ModelOcclusion(name, files[name][0], means, counts, chosen, maps[example_rows],
+                                       base[example_rows], time.perf_counter() - tick + load_seconds.get(name, 0.0))
+        del model  # free it before the next model is loaded
+
+    mean_faces = np.full((NUM_CLASSES, *data.images.shape[1:3]), np.nan)
+    for code in range(NUM_CLASSES):
+        members = data.images[labels == code]
+        if len(members):
+            mean_faces[code] = members.reshape(len(members), *data.images.shape[1:3]).mean(axis=0)
+    return RunOcclusion(run_dir=run_dir, split=split, patch=int(patch), stride=int(stride), fill=fill,
+                        per_class=per_class, seed=seed, synthetic=bool(dataset.is_synthetic), mean_faces=mean_faces,
+                        example_positions=example_positions, example_images=data.images[example_positions],
+                        example_labels=labels[example_positions], example_ids=data.ids[example_positions],
+                        models=results, seconds=time.perf_counter() - started)
