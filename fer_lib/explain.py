@@ -250,7 +250,8 @@ class RunOcclusion:
     stride: int
     fill: float | None
     per_class: int
-    seed: int
+    seed: int  # of the choice of images
+    model_seed: int | None  # the training seed whose models are explained (None: a single-seed run)
     synthetic: bool
     mean_faces: np.ndarray  # (7, H, W): the mean image of each class in the split (0-255), NaN for an absent class
     example_positions: np.ndarray  # (k,) positions in the split of the single faces, the same for every model
@@ -282,7 +283,9 @@ class RunOcclusion:
         lines = [f"Occlusion: a {self.patch}x{self.patch}-pixel patch of {grey}, every {self.stride} pixels, on "
                  f"the {self.split} images; per class the mean over at most {self.per_class} correctly classified "
                  f"images per model (seed {self.seed}); {len(self.example_positions)} single faces that every "
-                 f"model classifies correctly. Red: covering the region lowers the probability of the true class."]
+                 f"model classifies correctly"
+                 + (f"; the models of training seed {self.model_seed}" if self.model_seed is not None else "")
+                 + ". Red: covering the region lowers the probability of the true class."]
         for name, result in self.models.items():
             lines.append(f"{name}: {int(result.class_counts.sum())} images averaged "
                          f"({', '.join(f'{EMOTIONS[c]} {int(n)}' for c, n in enumerate(result.class_counts))}), "
@@ -333,15 +336,16 @@ def _predictor(model: Any, batch_size: int) -> Predict:
 
 def run_occlusion(run: Any, *, split: str = "test", per_class: int = RUN_PER_CLASS, examples: int = RUN_EXAMPLES,
                   patch: int = DEFAULT_PATCH, stride: int = RUN_STRIDE, fill: float | None = None, seed: int = 0,
-                  batch_size: int = 256, models: Sequence[str] | None = None,
+                  batch_size: int = 256, models: Sequence[str] | None = None, model_seed: int | None = None,
                   load_model: Callable[[Path], Any] | None = None) -> RunOcclusion:
     """Occlusion maps of every trained model of a run: per class the mean over at most ``per_class`` correctly
     classified ``split`` images, and ``examples`` single faces (the same for every model, each classified correctly
     by every model, distinct classes first).
 
-    ``run``: a :class:`fer_lib.report.RunResults` or a run folder. Each model is its saved ``best.keras`` (the first
-    seed's in a several-seed run); which images it classifies correctly comes from its ``predictions_<split>.npz``
-    (the numbers of the report), and the images from the run's data set, reloaded (matched by id).
+    ``run``: a :class:`fer_lib.report.RunResults` or a run folder. Each model is its saved ``best.keras``; in a run
+    with several seeds, that of ``model_seed`` (default: the RunResults' seed, else the run's first seed). Which
+    images it classifies correctly comes from its ``predictions_<split>.npz`` (the numbers of the report), and the
+    images from the run's data set, reloaded (matched by id).
 
     Cost: about ``(7 * per_class + examples) * ((H - patch) / stride + 1)^2`` predictions per model, plus importing
     Keras and loading each model. The defaults (2 per class, 3 faces, 8x8 patches every 8 pixels: about 600
@@ -354,7 +358,17 @@ def run_occlusion(run: Any, *, split: str = "test", per_class: int = RUN_PER_CLA
 
     started = time.perf_counter()
     run_dir = Path(getattr(run, "run_dir", run))
-    files = runs.trained_model_files(run_dir)
+    seeds = runs.run_seeds(run_dir)
+    if model_seed is None:
+        model_seed = getattr(run, "seed", None)  # a RunResults of one seed: the seed its figures show
+    if seeds and model_seed is None:
+        model_seed = seeds[0]
+    if seeds and model_seed not in seeds:
+        raise ValueError(f"model_seed must be one of the run's seeds {seeds}, got {model_seed!r}")
+    model_seed = model_seed if seeds else None
+    files = {name: runs.model_dir(run_dir, name, model_seed) / runs.BEST_MODEL_FILE
+             for name in runs.run_models(run_dir, model_seed)}
+    files = {name: path for name, path in files.items() if path.is_file()}
     order_hint = list(getattr(run, "models", None) or runs.read_params(run_dir).get("models", []))
     names = [m for m in order_hint if m in files] + sorted(m for m in files if m not in order_hint)
     if models is not None:
@@ -377,7 +391,7 @@ def run_occlusion(run: Any, *, split: str = "test", per_class: int = RUN_PER_CLA
     correct: dict[str, np.ndarray] = {}
     load_seconds: dict[str, float] = {}
     for name in names:
-        path = files[name][0]
+        path = files[name]
         predictions_file = path.parent / f"predictions_{split}.npz"
         if predictions_file.is_file():
             stored = SplitPredictions.load(predictions_file, split)
@@ -396,7 +410,7 @@ def run_occlusion(run: Any, *, split: str = "test", per_class: int = RUN_PER_CLA
     results: dict[str, ModelOcclusion] = {}
     for name in names:
         tick = time.perf_counter()
-        model = loaded.pop(name) if name in loaded else loader(files[name][0])
+        model = loaded.pop(name) if name in loaded else loader(files[name])
         chosen = choose_per_class(labels, correct[name], per_class, order=order)
         rows = np.unique(np.concatenate([*chosen, example_positions]).astype(np.int64))
         maps, base = _occlusion(_predictor(model, batch_size), data.images[rows], labels[rows], patch=patch,
@@ -405,7 +419,7 @@ def run_occlusion(run: Any, *, split: str = "test", per_class: int = RUN_PER_CLA
         class_rows = np.array([where[int(p)] for p in np.concatenate(chosen)], dtype=np.int64)
         means, counts = mean_maps_by_class(maps[class_rows], labels[rows][class_rows])
         example_rows = [where[int(p)] for p in example_positions]
-        results[name] = ModelOcclusion(name, files[name][0], means, counts, chosen, maps[example_rows],
+        results[name] = ModelOcclusion(name, files[name], means, counts, chosen, maps[example_rows],
                                        base[example_rows], time.perf_counter() - tick + load_seconds.get(name, 0.0))
         del model  # free it before the next model is loaded
 
@@ -415,7 +429,8 @@ def run_occlusion(run: Any, *, split: str = "test", per_class: int = RUN_PER_CLA
         if len(members):
             mean_faces[code] = members.reshape(len(members), *data.images.shape[1:3]).mean(axis=0)
     return RunOcclusion(run_dir=run_dir, split=split, patch=int(patch), stride=int(stride), fill=fill,
-                        per_class=per_class, seed=seed, synthetic=bool(dataset.is_synthetic), mean_faces=mean_faces,
+                        per_class=per_class, seed=seed, model_seed=model_seed, synthetic=bool(dataset.is_synthetic),
+                        mean_faces=mean_faces,
                         example_positions=example_positions, example_images=data.images[example_positions],
                         example_labels=labels[example_positions], example_ids=data.ids[example_positions],
                         models=results, seconds=time.perf_counter() - started)

@@ -18,9 +18,9 @@ from fer_lib.explain import (choose_per_class, class_mean_maps, mean_maps_by_cla
 from fer_lib.labels import NUM_CLASSES
 
 try:  # see test_widgets.py
-    from fixtures_runs import make_crafted_run
+    from fixtures_runs import make_crafted_run, make_crafted_seed_run
 except ImportError:  # pragma: no cover
-    from tests.fixtures_runs import make_crafted_run
+    from tests.fixtures_runs import make_crafted_run, make_crafted_seed_run
 
 SLOPE = 0.8  # p(class 0) = 0.1 + SLOPE * (mean of the top-left 8x8 corner) / 255
 
@@ -190,3 +190,40 @@ def test_run_occlusion_on_a_run_folder(tmp_path: Path) -> None:
     assert "patch" in result.describe() and "basic_cnn" in result.describe()
     with pytest.raises(ValueError, match="resnet50v2"):
         run_occlusion(run_dir, models=["resnet50v2"], load_model=load)
+
+
+def test_run_occlusion_explains_one_seed_of_a_several_seed_run(tmp_path: Path) -> None:
+    from fer_lib import report
+
+    run_dir = make_crafted_seed_run(tmp_path, seeds=(0, 1))
+    for seed in (0, 1):
+        for model in ("basic_cnn", "resnet50v2"):
+            (runs.model_dir(run_dir, model, seed) / runs.BEST_MODEL_FILE).write_bytes(b"stand-in")
+    loaded: list[Path] = []
+
+    def load(path: Path) -> CornerKerasLike:
+        loaded.append(path)
+        return CornerKerasLike()
+
+    first = run_occlusion(run_dir, per_class=1, examples=1, patch=24, stride=24, load_model=load)
+    assert first.model_seed == 0 and list(first.models) == ["basic_cnn", "resnet50v2"]
+    assert loaded == [runs.model_dir(run_dir, m, 0) / runs.BEST_MODEL_FILE for m in ("basic_cnn", "resnet50v2")]
+    loaded.clear()
+    second = run_occlusion(report.load_run_results(run_dir, seed=1), per_class=1, examples=1, patch=24, stride=24,
+                           load_model=load)
+    assert second.model_seed == 1 and all(path.parts[-4] == "seed-1" for path in loaded)
+    assert "training seed 1" in second.describe()
+    with pytest.raises(ValueError, match="model_seed"):
+        run_occlusion(run_dir, model_seed=7, load_model=load)
+
+
+def test_keras_is_imported_only_inside_functions() -> None:
+    """Reading a run must not start a backend: explain's module-level imports are numpy and fer_lib only."""
+    import ast
+
+    import fer_lib.explain
+
+    tree = ast.parse(Path(fer_lib.explain.__file__).read_text())
+    top = {alias.name.split(".")[0] for node in tree.body if isinstance(node, ast.Import) for alias in node.names}
+    top |= {node.module.split(".")[0] for node in tree.body if isinstance(node, ast.ImportFrom) and node.module}
+    assert not top & {"keras", "tensorflow", "jax", "torch"}, top
