@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--name", help="the sweep's name (default: the params' name)")
     sweep.add_argument("--devices", metavar="LIST", default="",
                        help="run points side by side, one per device of this comma-separated list (e.g. 0,1: "
-                            "CUDA_VISIBLE_DEVICES of each point's process); default: one point after the other")
+                            "CUDA_VISIBLE_DEVICES of each point's process), or 'auto': one per visible GPU when "
+                            "there are several; default: one point after the other")
     sweep.add_argument("--log-output", action="store_true", help="stream the notebooks' outputs to the terminal")
     sweep.add_argument("--notebooks-dir", metavar="DIR", type=Path, default=None, help=argparse.SUPPRESS)
 
@@ -159,7 +160,7 @@ def command_sweep(args: argparse.Namespace, *, argv: list[str]) -> int:
     from fer_lib import sweep
 
     _ready_backend()
-    devices = [d.strip() for d in args.devices.split(",") if d.strip()]
+    devices = sweep.parse_devices(args.devices)
     plan = sweep.prepare_sweep(args.params, args.overrides, args.grid, data=args.data, name=args.name, out=args.out,
                                notebooks_dir=args.notebooks_dir)
     return sweep.start_sweep(plan, argv=argv, devices=devices, log_output=args.log_output)

@@ -91,6 +91,15 @@ def _nvidia_gpus() -> list[str]:
     return [line.strip() for line in done.stdout.splitlines() if line.strip()] if done.returncode == 0 else []
 
 
+def visible_gpu_indices() -> list[str]:
+    """The indices of the NVIDIA GPUs this process may use (``CUDA_VISIBLE_DEVICES`` when set, else nvidia-smi's
+    list); [] without GPUs. For running sweep points side by side, one per GPU."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [index.strip() for index in visible.split(",") if index.strip() and index.strip() != "-1"]
+    return [str(index) for index in range(len(_nvidia_gpus()))]
+
+
 def package_versions() -> dict[str, str]:
     versions = {}
     for name in VERSIONED_PACKAGES:

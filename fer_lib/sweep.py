@@ -109,6 +109,20 @@ def prepare_sweep(params_files: Sequence[str | Path], overrides: Sequence[str], 
             "overrides": list(overrides), "data": data, "out": out, "notebooks_dir": notebooks_dir}
 
 
+def parse_devices(text: str) -> list[str]:
+    """``--devices``: "" (points in turn), "0,1" (one process per listed device) or "auto" (one per visible GPU
+    when there are at least two, else in turn)."""
+    from fer_lib.provenance import visible_gpu_indices
+
+    if text.strip() == "auto":
+        gpus = visible_gpu_indices()
+        return gpus if len(gpus) > 1 else []
+    devices = [device.strip() for device in text.split(",") if device.strip()]
+    if len(set(devices)) != len(devices):
+        raise UserError(f"--devices {text!r} names a device twice")
+    return devices
+
+
 def new_sweep_dir(name: str, outputs_dir: str | Path | None = None) -> Path:
     """A fresh sweep folder (never an earlier one): ``<timestamp>-sweep-<name>``, suffixed -2, -3, ... if taken."""
     outputs = Path(outputs_dir) if outputs_dir is not None else runs.default_outputs_dir()

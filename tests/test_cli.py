@@ -655,3 +655,15 @@ def test_sweep_points_run_side_by_side_one_per_device(project: Path, tmp_path: P
     environments = {runs.read_manifest(p["run_dir"])["environment"].get("CUDA_VISIBLE_DEVICES")
                     for p in record["points"]}
     assert environments == {"0", "1"}
+
+
+def test_sweep_devices_auto_means_one_per_visible_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fer_lib import sweep
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert sweep.parse_devices("auto") == ["2", "3"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    assert sweep.parse_devices("auto") == []  # one GPU: the points run in turn
+    assert sweep.parse_devices("") == [] and sweep.parse_devices("0, 1") == ["0", "1"]
+    with pytest.raises(runner.UserError, match="names a device twice"):
+        sweep.parse_devices("1,1")
