@@ -170,7 +170,9 @@ def build(out: Path, *, data: str | None, python_version: str, platforms: list[s
     target, skipped = read_names(target_packages), read_names(not_needed)
 
     print(f"==> resolving the project's requirements for CPython {python_version} ({platforms[0]}, ...)", flush=True)
-    resolved = resolve(project_requirements(), python_version, platforms)
+    wanted = [r for r in project_requirements()  # a requirement a headless run never imports is not even resolved
+              if canonical(re.match(r"[A-Za-z0-9._-]+", r).group(0)) not in skipped]
+    resolved = resolve(wanted, python_version, platforms)
     bundled = [(name, version) for name, version in resolved if canonical(name) not in target | skipped]
     expected = [(name, version) for name, version in resolved if canonical(name) in target]
     left_out = [(name, version) for name, version in resolved if canonical(name) in skipped - target]
