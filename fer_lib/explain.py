@@ -336,7 +336,7 @@ def _predictor(model: Any, batch_size: int) -> Predict:
 
 def run_occlusion(run: Any, *, split: str = "test", per_class: int = RUN_PER_CLASS, examples: int = RUN_EXAMPLES,
                   patch: int = DEFAULT_PATCH, stride: int = RUN_STRIDE, fill: float | None = None, seed: int = 0,
-                  batch_size: int = 256, models: Sequence[str] | None = None, model_seed: int | None = None,
+                  batch_size: int | None = None, models: Sequence[str] | None = None, model_seed: int | None = None,
                   load_model: Callable[[Path], Any] | None = None) -> RunOcclusion:
     """Occlusion maps of every trained model of a run: per class the mean over at most ``per_class`` correctly
     classified ``split`` images, and ``examples`` single faces (the same for every model, each classified correctly
@@ -350,11 +350,13 @@ def run_occlusion(run: Any, *, split: str = "test", per_class: int = RUN_PER_CLA
     Cost: about ``(7 * per_class + examples) * ((H - patch) / stride + 1)^2`` predictions per model, plus importing
     Keras and loading each model. The defaults (2 per class, 3 faces, 8x8 patches every 8 pixels: about 600
     predictions per model) keep it to seconds on a 2-core CPU; on a GPU raise ``per_class`` (e.g. 25) and use
-    ``stride=4`` for smoother maps. ``load_model`` (path -> model) replaces Keras loading, for tests.
+    ``stride=4`` for smoother maps. ``batch_size`` (default: the run's evaluation batch size, so the predict function
+    has the shape the run's evaluation compiled; 64 for the smoke study, which is also faster than 256 for ResNet50V2
+    on a CPU). ``load_model`` (path -> model) replaces Keras loading, for tests.
     """
     from fer_lib import runs
     from fer_lib.confusion import SplitPredictions, load_run_dataset, split_positions
-    from fer_lib.evaluate import predict_proba
+    from fer_lib.evaluate import evaluation_batch_size, predict_proba
 
     started = time.perf_counter()
     run_dir = Path(getattr(run, "run_dir", run))
@@ -381,6 +383,8 @@ def run_occlusion(run: Any, *, split: str = "test", per_class: int = RUN_PER_CLA
     per_class = _positive_int(per_class, "per_class")
     examples = _positive_int(examples, "examples", low=0)
     dataset, _ = load_run_dataset(run_dir)
+    if batch_size is None:
+        batch_size = evaluation_batch_size(int(runs.read_params(run_dir).get("batch_size", 64)), dataset)
     data = dataset.split(split)
     labels = np.asarray(data.labels, dtype=np.int64)
     order = np.random.default_rng(seed).permutation(len(data))
