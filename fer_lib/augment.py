@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
 from typing import Any
 
 import keras
 import numpy as np
 from keras import ops
 
-from fer_lib.params import AugmentConfig
+from fer_lib.params import AugmentConfig, require_config
 
 
 @keras.saving.register_keras_serializable(package="fer_lib")
@@ -81,11 +80,16 @@ class RandomAffine(keras.layers.Layer):
         return {**super().get_config(), **dataclasses.asdict(self.config), "seed": self.seed}
 
 
-def build_augmentation(config: AugmentConfig | Mapping[str, Any] | None = None, *, seed: int | None = None,
+def build_augmentation(config: AugmentConfig | None = None, *, seed: int | None = None,
                        name: str = "preprocess") -> keras.Sequential:
-    """Rescale to [0, 1], then (in training only) the random affine warp: the stage every model starts with."""
-    if not isinstance(config, AugmentConfig):
-        config = AugmentConfig.from_mapping(config)
+    """Rescale to [0, 1], then (in training only) the random affine warp: the stage every model starts with.
+
+    ``config`` is an :class:`AugmentConfig` (None: the identity warp); a mapping is a TypeError (build it with
+    ``AugmentConfig.from_mapping``).
+    """
+    require_config(config, AugmentConfig, "build_augmentation's config", optional=True)
+    if config is None:
+        config = AugmentConfig()
     return keras.Sequential(
         [keras.layers.Rescaling(1.0 / 255.0, dtype="float32", name="rescale"),
          RandomAffine(**dataclasses.asdict(config), seed=seed, name="random_affine")],
@@ -93,12 +97,14 @@ def build_augmentation(config: AugmentConfig | Mapping[str, Any] | None = None, 
     )
 
 
-def augment_preview(images: np.ndarray, config: AugmentConfig | Mapping[str, Any] | None = None, *,
+def augment_preview(images: np.ndarray, config: AugmentConfig | None = None, *,
                     variants: int = 8, seed: int = 0) -> np.ndarray:
     """``variants`` random augmentations of each image, as floats in [0, 1] of shape (n, variants, H, W, C).
 
-    For the notebooks' and widgets' previews: a new ``seed`` draws new augmentations.
+    For the notebooks' and widgets' previews: a new ``seed`` draws new augmentations. ``config`` is an
+    :class:`AugmentConfig` (None: the identity warp), as for :func:`build_augmentation`.
     """
+    require_config(config, AugmentConfig, "augment_preview's config", optional=True)
     images = np.asarray(images)
     if images.ndim == 3:
         images = images[..., None]

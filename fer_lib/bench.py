@@ -25,7 +25,7 @@ import numpy as np
 from fer_lib.data import FerDataset
 from fer_lib.evaluate import evaluation_batch_size, predict_proba
 from fer_lib.provenance import device_info, package_versions
-from fer_lib.params import TrainConfig
+from fer_lib.params import AugmentConfig, TrainConfig
 from fer_lib.train import steps_per_epoch, train_model
 
 
@@ -50,7 +50,8 @@ def benchmark_model(dataset: FerDataset, name: str, params: Mapping[str, Any], *
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as folder:
         result = train_model(dataset, name, config, Path(folder) / name,
                              model_options=dict(params.get("model_options", {})).get(name, {}),
-                             augmentation=params.get("augmentation"), extra_callbacks=[_StopAfter(measured_epochs)])
+                             augmentation=AugmentConfig.from_mapping(params.get("augmentation")),
+                             extra_callbacks=[_StopAfter(measured_epochs)])
     history = result.history
     images_per_epoch = steps * config.batch_size
     train_seconds = images_per_epoch / history["train_images_per_second"].to_numpy()

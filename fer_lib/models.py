@@ -22,7 +22,7 @@ import keras
 
 from fer_lib.augment import build_augmentation
 from fer_lib.labels import IMAGE_SIZE, NUM_CLASSES
-from fer_lib.params import AugmentConfig, ParamsError
+from fer_lib.params import AugmentConfig, ParamsError, require_config
 
 INPUT_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 1)
 
@@ -150,10 +150,15 @@ def check_model_options(name: str, options: Mapping[str, Any], *, where: str | N
         raise ModelConfigError(f"unknown option(s) {', '.join(unknown)} {place}; valid: {', '.join(accepted)}")
 
 
-def build_model(name: str, *, augmentation: AugmentConfig | Mapping[str, Any] | None = None,
+def build_model(name: str, *, augmentation: AugmentConfig | None = None,
                 mixed_precision: bool = False, seed: int | None = None, num_classes: int = NUM_CLASSES,
                 **options: Any) -> keras.Model:
-    """Build a registered model on 48x48x1 raw pixels, with the augmentation stage first and a float32 softmax."""
+    """Build a registered model on 48x48x1 raw pixels, with the augmentation stage first and a float32 softmax.
+
+    ``augmentation`` is an :class:`AugmentConfig` (None: no augmentation, only the rescaling); a mapping is a
+    TypeError (build it with ``AugmentConfig.from_mapping``).
+    """
+    require_config(augmentation, AugmentConfig, "build_model's augmentation", optional=True)
     check_model_options(name, options)
     body = MODEL_REGISTRY[name]
     if seed is not None:

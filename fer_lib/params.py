@@ -185,6 +185,20 @@ class TrainConfig:
         return values
 
 
+def require_config(value: Any, config_type: type, argument: str, *, optional: bool = False) -> None:
+    """Code further in takes typed configs only (mappings are converted once, at the boundary).
+
+    Anything else than a ``config_type`` (or None when ``optional``) is a :class:`TypeError` that names the argument,
+    e.g. ``argument="train_model's params"``, and says how to build the config from a mapping.
+    """
+    if isinstance(value, config_type) or (optional and value is None):
+        return
+    name = config_type.__name__
+    accepted = f"{'an' if name[0] in 'AEIOU' else 'a'} {name}" + (" or None" if optional else "")
+    raise TypeError(f"{argument} must be {accepted}, got {type(value).__name__}; build it from a mapping with "
+                    f"{name}.from_mapping(...) (or resolve a params mapping with fer_lib.params.resolve_params first)")
+
+
 class _Yaml12Loader(yaml.SafeLoader):
     """PyYAML reads YAML 1.1, where ``3e-4`` is a string; this loader reads it as the number everyone means."""
 

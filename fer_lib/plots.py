@@ -188,10 +188,16 @@ def plot_pixel_stats(dataset: FerDataset | Split, *, synthetic: bool | None = No
     return _finish(fig, synthetic)
 
 
-def plot_augmentation_preview(images: np.ndarray, config: AugmentConfig | Mapping[str, Any] | None = None,
+def plot_augmentation_preview(images: np.ndarray, config: AugmentConfig | None = None,
                               variants: int = 6, seed: int = 0, *, labels: Sequence[str] | None = None,
                               synthetic: bool = False) -> Figure:
-    """Each image (rows, optionally ``labels``) next to ``variants`` random augmentations (uint8 images in)."""
+    """Each image (rows, optionally ``labels``) next to ``variants`` random augmentations (uint8 images in).
+
+    ``config`` is an :class:`AugmentConfig` (None: the identity warp); build it with ``AugmentConfig.from_mapping``.
+    """
+    from fer_lib.params import require_config
+
+    require_config(config, AugmentConfig, "plot_augmentation_preview's config", optional=True)
     from fer_lib.augment import augment_preview  # imports Keras: only for this figure
 
     images = np.asarray(images)

@@ -1,7 +1,7 @@
-"""Train a registered model on a loaded data set from a plain params mapping, resumably, with its records on disk.
+"""Train a registered model on a loaded data set from a :class:`TrainConfig`, resumably, with its records on disk.
 
 One call, :func:`train_model`, covers what the study needs: optimizer, learning-rate schedule, epochs, batch size,
-label smoothing, class weights and seed from a mapping; history to CSV, the best weights on a validation metric,
+label smoothing, class weights and seed from the config; history to CSV, the best weights on a validation metric,
 early stopping and optional ReduceLROnPlateau as callbacks. A killed run resumes from its last backup when called
 again with the same ``out_dir``.
 
@@ -38,7 +38,7 @@ from fer_lib.data import FerDataset, Split
 from fer_lib.evaluate import evaluation_batch_size, predict_proba
 from fer_lib.labels import NUM_CLASSES
 from fer_lib.models import build_model
-from fer_lib.params import AugmentConfig, TrainConfig, TrainConfigError
+from fer_lib.params import AugmentConfig, TrainConfig, TrainConfigError, require_config
 
 TRAINING_FILE = "training.json"  # written when training ends: best epoch, monitor, seconds, resumed from
 BACKUP_DIR = "backup"
@@ -298,9 +298,8 @@ class ProgressFile(keras.callbacks.Callback):
         os.replace(temporary, self.path)
 
 
-def train_model(dataset: FerDataset, model_name: str, params: Mapping[str, Any] | TrainConfig, out_dir: str | Path,
-                *, model_options: Mapping[str, Any] | None = None,
-                augmentation: AugmentConfig | Mapping[str, Any] | None = None,
+def train_model(dataset: FerDataset, model_name: str, params: TrainConfig, out_dir: str | Path,
+                *, model_options: Mapping[str, Any] | None = None, augmentation: AugmentConfig | None = None,
                 extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> TrainResult:
     """Train ``model_name`` on ``dataset.train``, select on ``dataset.val``, and keep every record in ``out_dir``.
 
@@ -309,8 +308,14 @@ def train_model(dataset: FerDataset, model_name: str, params: Mapping[str, Any] 
     resuming. Calling again with the ``out_dir`` of a killed run resumes it from its last backup (epochs after the
     backup are trained again and recorded once); the ``out_dir`` of a finished run is refused rather than
     overwritten. A NaN or infinite training loss stops training with :class:`TrainingDiverged`.
+
+    ``params`` is a :class:`TrainConfig` and ``augmentation`` an :class:`AugmentConfig` (None: no augmentation);
+    a mapping is a TypeError: build the configs with ``TrainConfig.from_mapping`` / ``AugmentConfig.from_mapping``
+    where the params come in (fer_lib.study.run_model does, from resolved params).
     """
-    config = params if isinstance(params, TrainConfig) else TrainConfig.from_mapping(params)
+    require_config(params, TrainConfig, "train_model's params")
+    require_config(augmentation, AugmentConfig, "train_model's augmentation", optional=True)
+    config = params
     out_dir = Path(out_dir)
     history_file, backup_dir = out_dir / HISTORY_FILE, out_dir / BACKUP_DIR
     if (out_dir / BEST_MODEL_FILE).exists():
@@ -335,8 +340,7 @@ def train_model(dataset: FerDataset, model_name: str, params: Mapping[str, Any] 
     )
     (out_dir / "train_config.json").write_text(json.dumps(
         {"model": model_name, "model_options": dict(model_options or {}),
-         "augmentation": dataclasses.asdict(augmentation) if isinstance(augmentation, AugmentConfig)
-         else dict(augmentation or {}),
+         "augmentation": {} if augmentation is None else dataclasses.asdict(augmentation),
          "train": config.as_dict(), "data": {"source": dataset.source, "fingerprint": dataset.fingerprint,
                                              "synthetic": dataset.is_synthetic, "val_origin": dataset.val_origin,
                                              "n_train": len(dataset.train), "n_val": len(dataset.val)}},

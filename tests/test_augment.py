@@ -91,6 +91,21 @@ def test_preview_returns_variants_and_new_seeds_draw_new_augmentations() -> None
         augment_preview(images, variants=0)
 
 
+def test_augmentation_functions_take_an_augment_config_only() -> None:
+    """Mappings are converted at the boundary (AugmentConfig.from_mapping); further in they are a TypeError."""
+    from fer_lib.models import build_model
+
+    mapping = {"rotation": 10.0}
+    message = r"must be an AugmentConfig or None, got dict; build it from a mapping with AugmentConfig\.from_mapping"
+    with pytest.raises(TypeError, match="build_augmentation's config " + message):
+        build_augmentation(mapping)
+    with pytest.raises(TypeError, match="augment_preview's config " + message):
+        augment_preview(square_images(1), mapping)
+    with pytest.raises(TypeError, match="build_model's augmentation " + message):
+        build_model("basic_cnn", augmentation=mapping, filters=[8], dense_units=[8])
+    assert build_augmentation(AugmentConfig.from_mapping(mapping)).get_layer("random_affine").config.rotation == 10.0
+
+
 def test_layer_survives_serialisation() -> None:
     layer = RandomAffine(rotation=5, horizontal_flip=True, seed=1)
     clone = RandomAffine.from_config(layer.get_config())

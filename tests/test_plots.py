@@ -20,6 +20,7 @@ from fer_lib import plots, report, runs
 from fer_lib.data import load_synthetic, summarize
 from fer_lib.evaluate import evaluate_predictions, save_json
 from fer_lib.labels import EMOTIONS, NUM_CLASSES
+from fer_lib.params import AugmentConfig
 
 HAPPY = EMOTIONS.index("happy")
 
@@ -127,7 +128,7 @@ def test_pixel_stats_histogram_and_mean_images(dataset) -> None:
 
 def test_augmentation_preview_grid(dataset) -> None:
     images = dataset.train.images[:2]
-    fig = plots.plot_augmentation_preview(images, {"rotation": 10.0, "horizontal_flip": True}, variants=3,
+    fig = plots.plot_augmentation_preview(images, AugmentConfig(rotation=10.0, horizontal_flip=True), variants=3,
                                           labels=["a", "b"])
     assert len(fig.axes) == 2 * 4
     assert fig.axes[0].get_title() == "original" and fig.axes[0].get_ylabel() == "a"

@@ -1,4 +1,4 @@
-"""fer_lib.train: one call trains from a params mapping, keeps its records, resumes a killed run, checks params."""
+"""fer_lib.train: one call trains from a TrainConfig, keeps its records, resumes a killed run, checks params."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def test_basic_cnn_learns_synthetic_faces_within_three_epochs(tmp_path: Path) ->
     to learn) in seconds.
     """
     dataset = data.load_synthetic(900, 200, 300, seed=7)
-    params = {"epochs": 3, "batch_size": 32, "learning_rate": 2e-3, "seed": 0, "verbose": 0}
+    params = TrainConfig(epochs=3, batch_size=32, learning_rate=2e-3, seed=0, verbose=0)
     result = train_model(dataset, "basic_cnn", params, tmp_path / "run",
                          model_options={"filters": [16, 32, 64], "dense_units": [64]})
     metrics, _ = evaluate_model(result.model, dataset.test)
@@ -48,8 +48,8 @@ def test_basic_cnn_learns_synthetic_faces_within_three_epochs(tmp_path: Path) ->
 
 
 def test_records_history_best_checkpoint_and_config(tmp_path: Path, tiny_data: data.FerDataset) -> None:
-    params = {"epochs": 2, "batch_size": 32, "seed": 1, "verbose": 0, "label_smoothing": 0.1,
-              "class_weights": "balanced", "lr_schedule": "cosine", "warmup_epochs": 0.5}
+    params = TrainConfig(epochs=2, batch_size=32, seed=1, verbose=0, label_smoothing=0.1, class_weights="balanced",
+                         lr_schedule="cosine", warmup_epochs=0.5)
     result = train_model(tiny_data, "basic_cnn", params, tmp_path / "run", model_options=TINY_CNN)
     history = pd.read_csv(tmp_path / "run" / "history.csv")
     assert len(history) == 2
@@ -80,7 +80,7 @@ class StopAfter(keras.callbacks.Callback):
 
 
 def test_killed_run_resumes_from_its_last_checkpoint(tmp_path: Path, tiny_data: data.FerDataset) -> None:
-    params = {"epochs": 3, "batch_size": 32, "seed": 2, "verbose": 0, "backup_every_seconds": 0}
+    params = TrainConfig(epochs=3, batch_size=32, seed=2, verbose=0, backup_every_seconds=0)
     with pytest.raises(KeyboardInterrupt):
         train_model(tiny_data, "basic_cnn", params, tmp_path / "run", model_options=TINY_CNN,
                     extra_callbacks=[StopAfter(2)])
@@ -95,8 +95,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path: Path, tiny_data: 
 def test_backup_every_n_epochs_and_epochs_after_it_are_trained_again_once(tmp_path: Path,
                                                                             tiny_data: data.FerDataset) -> None:
     """Killed after epoch 3 with a backup every 2 epochs: the resume restarts at epoch 3, recorded once."""
-    params = {"epochs": 4, "batch_size": 32, "seed": 2, "verbose": 0, "backup_every_epochs": 2,
-              "backup_every_seconds": 3600}
+    params = TrainConfig(epochs=4, batch_size=32, seed=2, verbose=0, backup_every_epochs=2, backup_every_seconds=3600)
     with pytest.raises(KeyboardInterrupt):
         train_model(tiny_data, "basic_cnn", params, tmp_path / "run", model_options=TINY_CNN,
                     extra_callbacks=[StopAfter(3)])
@@ -109,7 +108,7 @@ def test_backup_every_n_epochs_and_epochs_after_it_are_trained_again_once(tmp_pa
 
 
 def test_a_killed_run_before_its_first_backup_starts_over(tmp_path: Path, tiny_data: data.FerDataset) -> None:
-    params = {"epochs": 2, "batch_size": 32, "seed": 2, "verbose": 0, "backup_every_seconds": 3600}
+    params = TrainConfig(epochs=2, batch_size=32, seed=2, verbose=0, backup_every_seconds=3600)
     with pytest.raises(KeyboardInterrupt):
         train_model(tiny_data, "basic_cnn", params, tmp_path / "run", model_options=TINY_CNN,
                     extra_callbacks=[StopAfter(1)])
@@ -129,9 +128,8 @@ def test_train_model_keeps_asynchronous_step_dispatch(tmp_path: Path, tiny_data:
         seen.append(([type(c).__name__ for c in callbacks or []], self._async_train))
 
     monkeypatch.setattr(keras.callbacks.CallbackList, "_configure_async_dispatch", recording)
-    train_model(tiny_data, "basic_cnn", {"epochs": 1, "batch_size": 32, "verbose": 0,
-                                         "reduce_lr_on_plateau": True, "early_stopping_patience": 2},
-                tmp_path / "run", model_options=TINY_CNN)
+    config = TrainConfig(epochs=1, batch_size=32, verbose=0, reduce_lr_on_plateau=True, early_stopping_patience=2)
+    train_model(tiny_data, "basic_cnn", config, tmp_path / "run", model_options=TINY_CNN)
     fit_lists = [(names, flag) for names, flag in seen if "PeriodicBackup" in names]
     assert len(fit_lists) == 1, seen
     # Keras dispatches asynchronously on the backends that are thread-safe (JAX; not TensorFlow's eager loop)
@@ -162,8 +160,8 @@ def test_one_compile_of_each_step_for_ragged_data_sizes(tmp_path: Path) -> None:
     logger.setLevel(logging.DEBUG)
     jax.config.update("jax_log_compiles", True)
     try:
-        result = train_model(dataset, "basic_cnn", {"epochs": 2, "batch_size": 32, "verbose": 0}, tmp_path / "run",
-                             model_options=TINY_CNN)
+        result = train_model(dataset, "basic_cnn", TrainConfig(epochs=2, batch_size=32, verbose=0),
+                             tmp_path / "run", model_options=TINY_CNN)
         evaluate_model(result.model, dataset.test, batch_size=evaluation_batch_size(32, dataset))
     finally:
         jax.config.update("jax_log_compiles", False)
@@ -193,7 +191,7 @@ def test_full_batches_a_fresh_seeded_shuffle_each_epoch(tiny_data: data.FerDatas
 def test_best_keras_holds_the_weights_only(tmp_path: Path, tiny_data: data.FerDataset) -> None:
     """best.keras is an uncompiled model: no optimizer variables, and its weights file is about the parameters' size."""
     options = {"filters": [8, 16], "dense_units": [256], "convs_per_block": 1}
-    result = train_model(tiny_data, "basic_cnn", {"epochs": 1, "batch_size": 32, "verbose": 0, "optimizer": "adam"},
+    result = train_model(tiny_data, "basic_cnn", TrainConfig(epochs=1, batch_size=32, verbose=0, optimizer="adam"),
                          tmp_path / "run", model_options=options)
     with zipfile.ZipFile(tmp_path / "run" / "best.keras") as archive:
         weights = archive.read("model.weights.h5")
@@ -214,7 +212,7 @@ def test_a_diverging_run_stops_at_the_first_bad_epoch_and_says_what_to_try(tmp_p
     """The smoke study's CNN with learning_rate 1e9 (the reported case): a NaN loss within 3 epochs, named."""
     with pytest.raises(train.TrainingDiverged, match=r"basic_cnn diverged in epoch (\d) of 3: the training loss is "
                                                      r"(nan|inf).*lower learning_rate \(it is 1e\+09") as caught:
-        train_model(tiny_data, "basic_cnn", {"epochs": 3, "batch_size": 32, "verbose": 0, "learning_rate": 1e9},
+        train_model(tiny_data, "basic_cnn", TrainConfig(epochs=3, batch_size=32, verbose=0, learning_rate=1e9),
                     tmp_path / "run", model_options={"filters": [16, 32], "dense_units": [64]})
     epoch = int(re.search(r"epoch (\d)", str(caught.value)).group(1))
     history = tmp_path / "run" / "history.csv"
@@ -223,12 +221,24 @@ def test_a_diverging_run_stops_at_the_first_bad_epoch_and_says_what_to_try(tmp_p
 
 
 def test_progress_file_after_every_epoch(tmp_path: Path, tiny_data: data.FerDataset) -> None:
-    train_model(tiny_data, "basic_cnn", {"epochs": 2, "batch_size": 32, "verbose": 0}, tmp_path / "run",
+    train_model(tiny_data, "basic_cnn", TrainConfig(epochs=2, batch_size=32, verbose=0), tmp_path / "run",
                 model_options=TINY_CNN)
     record = json.loads((tmp_path / "run" / "progress.json").read_text())
     assert record["model"] == "basic_cnn" and record["epoch"] == 2 and record["epochs"] == 2
     assert record["seconds_left"] == 0 and record["images_per_second"] > 0
     assert 0 <= record["val_accuracy"] <= 1
+
+
+def test_train_model_takes_typed_configs_only(tmp_path: Path, tiny_data: data.FerDataset) -> None:
+    """A params mapping is converted once, where it comes in; train_model refuses one and says how to convert it."""
+    with pytest.raises(TypeError, match=r"train_model's params must be a TrainConfig, got dict; build it from a "
+                                        r"mapping with TrainConfig\.from_mapping"):
+        train_model(tiny_data, "basic_cnn", {"epochs": 1, "batch_size": 32}, tmp_path / "run", model_options=TINY_CNN)
+    with pytest.raises(TypeError, match=r"train_model's augmentation must be an AugmentConfig or None, got dict; "
+                                        r"build it from a mapping with AugmentConfig\.from_mapping"):
+        train_model(tiny_data, "basic_cnn", TrainConfig(epochs=1, batch_size=32), tmp_path / "run",
+                    model_options=TINY_CNN, augmentation={"rotation": 10.0})
+    assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
 def test_class_weights() -> None:
