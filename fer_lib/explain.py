@@ -280,10 +280,10 @@ class RunOcclusion:
     def describe(self) -> str:
         """One paragraph (markdown) saying how the maps were made and what they cost."""
         grey = "each image's mean pixel value" if self.fill is None else f"the constant {self.fill:g}"
-        lines = [f"Occlusion: a {self.patch}x{self.patch}-pixel patch of {grey}, every {self.stride} pixels, on "
-                 f"the {self.split} images; per class the mean over at most {self.per_class} correctly classified "
-                 f"images per model (seed {self.seed}); {len(self.example_positions)} single faces that every "
-                 f"model classifies correctly"
+        lines = [f"**Occlusion**: an {self.patch}x{self.patch}-pixel patch of {grey}, every {self.stride} pixels, "
+                 f"on the {self.split} images; per class the mean over at most {self.per_class} correctly classified "
+                 f"images per model (chosen with seed {self.seed}); {len(self.example_positions)} single faces that "
+                 f"every model classifies correctly"
                  + (f"; the models of training seed {self.model_seed}" if self.model_seed is not None else "")
                  + ". Red: covering the region lowers the probability of the true class."]
         for name, result in self.models.items():
