@@ -322,9 +322,14 @@ def _validate(params: dict[str, Any]) -> None:
     TrainConfig.from_mapping(params)
 
 
+def seed_list(params: Mapping[str, Any]) -> list[int]:
+    """The seeds of params: ``seeds``, or ``[seed]`` (also for the params.yaml of a run made before ``seeds``)."""
+    return [int(s) for s in (params.get("seeds") or [params.get("seed", 0)])]
+
+
 def several_seeds(params: Mapping[str, Any]) -> bool:
     """True when the run trains every model once per seed (each seed in its own sub-folder of the run)."""
-    return len(params["seeds"]) > 1
+    return len(seed_list(params)) > 1
 
 
 def seed_folder(params: Mapping[str, Any]) -> int | None:
@@ -335,7 +340,7 @@ def seed_folder(params: Mapping[str, Any]) -> int | None:
 def data_seed(params: Mapping[str, Any]) -> int:
     """The seed that draws the data (validation carved from train, a train subset, the synthetic faces): the first
     of ``seeds``, so every seed of a run trains, selects and is tested on the same images (paired comparisons)."""
-    return int(params["seeds"][0])
+    return seed_list(params)[0]
 
 
 def parse_override(text: str) -> dict[str, Any]:

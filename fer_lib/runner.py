@@ -107,7 +107,7 @@ def notebook_jobs(plan: Mapping[str, Any], run_dir: Path) -> list[dict[str, Any]
     ``seeds``, 02 runs once per seed and model (seed by seed, so a short run still has whole seeds), its ``seed``
     in ``overrides``.
     """
-    from fer_lib.params import several_seeds
+    from fer_lib.params import seed_list, several_seeds
 
     params, notebooks_dir = dict(plan["params"]), plan["notebooks_dir"]
     run_dir_text = str(run_dir.resolve())
@@ -115,7 +115,7 @@ def notebook_jobs(plan: Mapping[str, Any], run_dir: Path) -> list[dict[str, Any]
     study = {"run_dir": run_dir_text, "params_file": None, "overrides": params}
     jobs = [{"name": "01_explore_data", "model": None, "seed": None, "output": out / "01_explore_data.ipynb",
              "parameters": study}]
-    seeds = params["seeds"] if several_seeds(params) else [None]
+    seeds: list[int | None] = list(seed_list(params)) if several_seeds(params) else [None]
     for seed in seeds:
         overrides = params if seed is None else {**params, "seed": seed}
         suffix = "" if seed is None else f"-seed{seed}"

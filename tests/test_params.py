@@ -246,6 +246,8 @@ def test_seeds_default_to_the_single_seed_and_decide_the_seed_trained() -> None:
     assert one_of_them["seed"] == 1 and seed_folder(one_of_them) == 1
     assert data_seed(one_of_them) == 3, "every seed of a run draws the same data (the first seed's)"
     assert resolve_params(several) == several, "resolving resolved params changes nothing"
+    before_seeds = {key: value for key, value in single.items() if key != "seeds"}  # a run's older params.yaml
+    assert data_seed(before_seeds) == 4 and seed_folder(before_seeds) is None
 
 
 @pytest.mark.parametrize("seeds", [[], [1, 1], [-1], ["a"], 3, [True]])
