@@ -22,11 +22,14 @@ import sys
 import tarfile
 from pathlib import Path
 
-SHAREABLE = ("params.yaml", "manifest.json", "summary.json", "models/*/metrics.json", "models/*/history.csv",
-             "models/*/train_config.json", "models/*/curves.png", "models/*/confusion_counts.png",
-             "models/*/confusion_normalised.png", "figures/fig4_training_curves.png", "figures/fig5_confusion_*.png",
-             "figures/per_class_f1.png", "figures/test_accuracy.png", "figures/class_distribution.png")
-"""Files of a run folder that hold numbers and plots of numbers only (checked against the run's own file list)."""
+MODEL_FILES = ("metrics.json", "history.csv", "train_config.json", "curves.png", "confusion_counts.png",
+               "confusion_normalised.png")
+SHAREABLE = ("params.yaml", "manifest.json", "summary.json",
+             *(f"models/*/{name}" for name in MODEL_FILES), *(f"seeds/seed-*/models/*/{name}" for name in MODEL_FILES),
+             "figures/fig4_training_curves.png", "figures/fig5_confusion_*.png", "figures/per_class_f1.png",
+             "figures/test_accuracy.png", "figures/class_distribution.png", "figures/training_curves_over_seeds.png")
+"""Files of a run folder that hold numbers and plots of numbers only (checked against the run's own file list);
+never faces (sample grids, augmentation previews, occlusion maps), predictions, weights or executed notebooks."""
 
 
 def shareable(relative: str) -> bool:

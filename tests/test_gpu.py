@@ -179,3 +179,15 @@ def test_supervise_relays_output_reports_each_end_and_stops_at_the_deadline(caps
     assert ended[0] == ("quick", 0, False)
     assert ended[1][0] == "slow" and ended[1][2] is True  # stopped at the deadline with SIGTERM
     assert "[quick] hello" in capsys.readouterr().out
+
+
+def test_only_numbers_and_plots_of_numbers_leave_a_gpu_run_folder() -> None:
+    """gpu/collect_results.py copies into results/ (committed) what holds no face: per model and per seed."""
+    for shareable in ("params.yaml", "summary.json", "models/basic_cnn/metrics.json", "models/resnet50v2/curves.png",
+                      "seeds/seed-1/models/basic_cnn/history.csv", "figures/training_curves_over_seeds.png"):
+        assert collect_results.shareable(shareable), shareable
+    for private in ("figures/sample_grid.png", "figures/augmentation_preview.png", "figures/occlusion_by_class.png",
+                    "figures/occlusion_examples.png", "models/basic_cnn/best.keras",
+                    "models/basic_cnn/predictions_test.npz", "seeds/seed-1/models/basic_cnn/predictions_test.npz",
+                    "notebooks/03_compare.ipynb", "report.html"):
+        assert not collect_results.shareable(private), private
