@@ -55,20 +55,24 @@ def slug(name: str) -> str:
 def new_run_dir(name: str, *, outputs_dir: str | Path | None = None, params: Mapping[str, Any] | None = None,
                 now: _dt.datetime | None = None) -> Path:
     """Create a fresh ``<timestamp>-<name>`` folder (suffixed -2, -3, ... if taken); write params.yaml if given."""
+    folder = fresh_folder(outputs_dir, f"{(now or _dt.datetime.now()).strftime('%Y%m%d-%H%M%S')}-{slug(name)}")
+    if params is not None:
+        write_params(folder, params)
+    return folder
+
+
+def fresh_folder(outputs_dir: str | Path | None, stem: str) -> Path:
+    """Create ``<outputs>/<stem>``, or ``<stem>-2``, ``-3``, ... when taken: never an existing folder."""
     outputs = Path(outputs_dir) if outputs_dir is not None else default_outputs_dir()
     outputs.mkdir(parents=True, exist_ok=True)
-    stem = f"{(now or _dt.datetime.now()).strftime('%Y%m%d-%H%M%S')}-{slug(name)}"
     candidate, counter = outputs / stem, 1
     while True:
         try:
             candidate.mkdir()
-            break
+            return candidate
         except FileExistsError:
             counter += 1
             candidate = outputs / f"{stem}-{counter}"
-    if params is not None:
-        write_params(candidate, params)
-    return candidate
 
 
 def write_params(run_dir: str | Path, params: Mapping[str, Any]) -> Path:

@@ -125,17 +125,7 @@ def parse_devices(text: str) -> list[str]:
 
 def new_sweep_dir(name: str, outputs_dir: str | Path | None = None) -> Path:
     """A fresh sweep folder (never an earlier one): ``<timestamp>-sweep-<name>``, suffixed -2, -3, ... if taken."""
-    outputs = Path(outputs_dir) if outputs_dir is not None else runs.default_outputs_dir()
-    outputs.mkdir(parents=True, exist_ok=True)
-    stem = f"{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-sweep-{runs.slug(name)}"
-    candidate, counter = outputs / stem, 1
-    while True:
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            counter += 1
-            candidate = outputs / f"{stem}-{counter}"
+    return runs.fresh_folder(outputs_dir, f"{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-sweep-{runs.slug(name)}")
 
 
 def _write(sweep_dir: Path, record: Mapping[str, Any]) -> None:
