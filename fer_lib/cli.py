@@ -5,7 +5,9 @@
 interrupted run; ``fer-study list [--out DIR]``: every run with its status, data and results;
 ``fer-study results RUN_DIR ... [--update-readme FILE]``: a markdown results table generated from run folders;
 ``fer-study sweep --params FILE --grid KEY=V1,V2 ...``: one run per combination of the grid, in a sweep folder;
-``fer-study compare RUN_OR_SWEEP...``: runs side by side against the parameters that tell them apart.
+``fer-study compare RUN_OR_SWEEP...``: runs side by side against the parameters that tell them apart;
+``fer-study predict RUN_DIR IMAGE_OR_FOLDER... [--model M] [--out DIR]``: the expressions of the faces in new photos
+(fer_lib.predict).
 
 A user error (a typo in a parameter, a missing file, no usable Keras backend) is one line on stderr and exit code
 2, before anything is written.
@@ -106,6 +108,37 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("paths", metavar="RUN_OR_SWEEP", nargs="+", type=Path)
     compare.add_argument("--plot", metavar="FILE", type=Path, help="also save the comparison plot (PNG)")
     compare.add_argument("--csv", metavar="FILE", type=Path, help="also save the table as CSV")
+
+    predict = commands.add_parser(
+        "predict", help="find the faces in photos and predict their expressions with a run's trained models",
+        description="Find the faces in photos (OpenCV's frontal-face detector), crop each as FER2013 shows faces "
+                    "(grayscale, 48x48) and classify it with the run's trained model(s). Writes an annotated copy "
+                    "of each photo and predictions.json (per face: box, the seven probabilities, the top 3) into a "
+                    "new folder <RUN_DIR>/predictions/<timestamp>-<model>/ (or --out). A photo without a face is "
+                    "reported, not an error; a file that is not a readable image is named and skipped, and the "
+                    "exit code is then 1.",
+        epilog="examples:\n  fer-study predict outputs/20261201-101500-study photo.jpg\n"
+               "  fer-study predict outputs/20261201-101500-study ~/Pictures/party/ --model basic_cnn --out faces/",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    predict.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a run folder with trained models")
+    predict.add_argument("photos", metavar="IMAGE_OR_FOLDER", nargs="+",
+                         help="photo files and/or folders of photos (not their sub-folders)")
+    predict.add_argument("--model", default="ensemble",
+                         help="a trained model of the run (basic_cnn, resnet50v2), or ensemble (the default): the "
+                              "average of the run's models' probabilities (each model averaged over its seeds)")
+    predict.add_argument("--out", metavar="DIR", type=Path,
+                         help="folder for the annotated photos and predictions.json (created; refused if it "
+                              "already holds predictions); default: a new <RUN_DIR>/predictions/<timestamp>-<model>/")
+    predict.add_argument("--margin", type=float, default=None,
+                         help="margin around each detected face, a fraction of its size per side "
+                              "(default: FER2013's framing)")
+    predict.add_argument("--tta", action="store_true",
+                         help="also classify each face's mirror image and average (the study's flip TTA)")
+    predict.add_argument("--whole-image", action="store_true",
+                         help="no face detection: each photo is one face already cropped (e.g. a FER2013 image)")
+    predict.add_argument("--min-neighbors", metavar="N", type=int, default=None,
+                         help="face detector's strictness (default 5): higher finds fewer false faces and misses "
+                              "more real ones")
     return parser
 
 
@@ -125,6 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return command_sweep(args, argv=command_line)
         if args.command == "compare":
             return command_compare(args)
+        if args.command == "predict":
+            return command_predict(args)
         return command_run(args, argv=command_line)
     except UserError as error:
         print(f"{PROG}: error: {_one_line(str(error))}", file=sys.stderr)
@@ -227,6 +262,31 @@ def command_results(args: argparse.Namespace) -> int:
         raise UserError(f"cannot update '{args.update_readme}': {error}") from None
     print(f"updated the results table of {args.update_readme} ({len(rows)} rows)")
     return EXIT_OK
+
+
+def command_predict(args: argparse.Namespace) -> int:
+    from fer_lib import predict
+
+    options = {name: value for name, value in (("margin", args.margin), ("min_neighbors", args.min_neighbors))
+               if value is not None}
+    predictor = predict.Predictor(args.run_dir, args.model, tta=args.tta, whole_image=args.whole_image, **options)
+    _ready_backend()
+
+    def start(_out_dir: Path) -> None:
+        for warning in predictor.warnings:
+            print(f"{PROG}: warning: {warning}", file=sys.stderr)
+        print(f"{predictor.description} of run {predictor.run_dir.name}", flush=True)
+
+    def show(result: predict.PhotoResult) -> None:
+        if result.error is not None:
+            print(f"{PROG}: error: {_one_line(result.error)}; skipped", file=sys.stderr)
+        else:
+            print(predict.photo_line(result), flush=True)
+
+    predictions = predict.predict_photos(args.run_dir, args.photos, out=args.out, predictor=predictor,
+                                         on_start=start, on_photo=show)
+    print(predict.summary_line(predictions))
+    return predictions.exit_code
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m fer_lib.cli`
