@@ -25,6 +25,23 @@ from fer_lib import __version__, runs
 from fer_lib.provenance import BackendUnavailable, check_backend
 from fer_lib.runner import EXIT_OK, EXIT_USAGE, PROG, UserError, _one_line
 
+def _add_study_arguments(parser: argparse.ArgumentParser, *, out: str, name: str) -> None:
+    """The arguments of a study run (`run`, and every point of a `sweep`)."""
+    parser.add_argument("--params", metavar="FILE", action="extend", nargs="+", default=[],
+                        help="YAML params file(s); later files override earlier ones")
+    parser.add_argument("--data", metavar="DIR",
+                        help="FER2013: fer2013.csv, a folder holding it, or a train/ test/ folder layout "
+                             "(default: $FER2013_DIR, else data/fer2013, else the synthetic demo data)")
+    parser.add_argument("-p", "--param", metavar="KEY=VALUE", dest="overrides", action="append", default=[],
+                        help="override one parameter (value in YAML syntax; a.b=value sets a nested key), "
+                             "repeatable")
+    parser.add_argument("--out", metavar="DIR", help=out)
+    parser.add_argument("--name", help=name)
+    parser.add_argument("--log-output", action="store_true",
+                        help="stream the notebooks' outputs (training logs) to the terminal")
+    parser.add_argument("--notebooks-dir", metavar="DIR", type=Path, default=None, help=argparse.SUPPRESS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -41,18 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  fer-study run --params params/paper.yaml --data ~/datasets/fer2013 -p epochs=50\n"
                "  fer-study run --params params/paper.yaml -p models=[basic_cnn] -p augmentation.rotation=5",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    run.add_argument("--params", metavar="FILE", action="extend", nargs="+", default=[],
-                     help="YAML params file(s); later files override earlier ones")
-    run.add_argument("--data", metavar="DIR",
-                     help="FER2013: fer2013.csv, a folder holding it, or a train/ test/ folder layout "
-                          "(default: $FER2013_DIR, else data/fer2013, else the synthetic demo data)")
-    run.add_argument("-p", "--param", metavar="KEY=VALUE", dest="overrides", action="append", default=[],
-                     help="override one parameter (value in YAML syntax; a.b=value sets a nested key), repeatable")
-    run.add_argument("--out", metavar="DIR", help="where run folders go (default: outputs/ of the project)")
-    run.add_argument("--name", help="run name, the suffix of the run folder (default: the params' name)")
-    run.add_argument("--log-output", action="store_true",
-                     help="stream the notebooks' outputs (training logs) to the terminal")
-    run.add_argument("--notebooks-dir", metavar="DIR", type=Path, default=None, help=argparse.SUPPRESS)
+    _add_study_arguments(run, out="where run folders go (default: outputs/ of the project)",
+                         name="run name, the suffix of the run folder (default: the params' name)")
 
     resume = commands.add_parser(
         "resume", help="finish an interrupted or failed run in its own folder",
@@ -84,21 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
                "--grid augmentation.horizontal_flip=false,true\n"
                "  fer-study sweep --params params/strong.yaml --grid learning_rate=0.01,0.03 --devices 0,1",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    sweep.add_argument("--params", metavar="FILE", action="extend", nargs="+", default=[],
-                       help="YAML params file(s), as for `run`")
     sweep.add_argument("--grid", metavar="KEY=V1,V2", action="append", default=[], required=True,
                        help="a parameter and its values (YAML each; commas inside [] stay), repeatable")
-    sweep.add_argument("--data", metavar="DIR", help="FER2013, as for `run`")
-    sweep.add_argument("-p", "--param", metavar="KEY=VALUE", dest="overrides", action="append", default=[],
-                       help="override one parameter for every point, repeatable")
-    sweep.add_argument("--out", metavar="DIR", help="where the sweep and run folders go (default: outputs/)")
-    sweep.add_argument("--name", help="the sweep's name (default: the params' name)")
+    _add_study_arguments(sweep, out="where the sweep and run folders go (default: outputs/ of the project)",
+                         name="the sweep's name, the prefix of its runs' names (default: the params' name)")
     sweep.add_argument("--devices", metavar="LIST", default="",
                        help="run points side by side, one per device of this comma-separated list (e.g. 0,1: "
                             "CUDA_VISIBLE_DEVICES of each point's process), or 'auto': one per visible GPU when "
                             "there are several; default: one point after the other")
-    sweep.add_argument("--log-output", action="store_true", help="stream the notebooks' outputs to the terminal")
-    sweep.add_argument("--notebooks-dir", metavar="DIR", type=Path, default=None, help=argparse.SUPPRESS)
 
     compare = commands.add_parser(
         "compare", help="tabulate and plot runs (or sweeps) against the parameters that tell them apart",
