@@ -1,10 +1,12 @@
-"""End to end in a real browser: JupyterLab runs 03_compare on a tiny finished run, and the ConfusionInspector works.
+"""End to end in a real browser: JupyterLab runs 03_compare on a tiny finished run, and the ConfusionInspector works;
+it runs 04_predict on the same run, and a photo uploaded through the PredictView comes back annotated, with a chart.
 
 Starts JupyterLab on loopback (random token, free port, throw-away config/settings/workspace folders), opens a copy
 of ``notebooks/03_compare.ipynb`` with ``run_dir`` injected after its parameters cell (or, if that notebook does not
 show the inspector, a two-cell notebook that does) in headless Debian chromium via Playwright, runs all cells,
-clicks a non-empty confusion-matrix cell and checks that its images appear. A screenshot of the inspector is saved
-in ``outputs/browser/`` (git-ignored) and its path printed.
+clicks a non-empty confusion-matrix cell and checks that its images appear. A copy of ``notebooks/04_predict.ipynb``
+(``run_dir`` injected the same way) runs all its cells, then scikit-image's sample photo is uploaded through the
+FileUpload's file chooser. Screenshots are saved in ``outputs/browser/`` (git-ignored) and their paths printed.
 
 Needs ``/usr/bin/chromium`` (``apt-get install -y chromium``) and the playwright package; Playwright's own browser
 download is never used. Skipped with the reason when either is missing.
@@ -40,6 +42,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(900)]
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOT_DIR = REPO_ROOT / "outputs" / "browser"
 COMPARE_NOTEBOOK = REPO_ROOT / "notebooks" / "03_compare.ipynb"
+PREDICT_NOTEBOOK = REPO_ROOT / "notebooks" / "04_predict.ipynb"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
@@ -152,6 +155,13 @@ class Lab:
     def kernel_states(self) -> list[str]:
         return [kernel["execution_state"] for kernel in self.api("/api/kernels")]
 
+    def notebook_kernel_state(self, notebook: str) -> str | None:
+        """The state of the kernel of one open notebook (other tests' kernels may still be running)."""
+        for session in self.api("/api/sessions"):
+            if session.get("path", "").endswith(notebook) and session.get("kernel"):
+                return session["kernel"].get("execution_state")
+        return None
+
     def log_tail(self, chars: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.is_file() else ""
 
@@ -224,15 +234,35 @@ def _prepare_notebook(root: Path, run_dir: Path) -> str:
 # --------------------------------------------------------------------------------------------------------------------
 
 
+def _prepare_predict_notebook(root: Path, run_dir: Path) -> str:
+    """Copy 04_predict with ``run_dir`` injected after its parameters cell, without outputs. Returns its name."""
+    notebook = nbformat.read(PREDICT_NOTEBOOK, as_version=4)
+    at = next(i for i, cell in enumerate(notebook.cells) if "parameters" in cell.metadata.get("tags", []))
+    notebook.cells.insert(at + 1, nbformat.v4.new_code_cell(
+        f"run_dir = {str(run_dir)!r}  # injected by tests/test_browser.py", metadata={"tags": ["injected-parameters"]}))
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    notebook.metadata.pop("widgets", None)
+    nbformat.write(notebook, root / PREDICT_NOTEBOOK.name)
+    return PREDICT_NOTEBOOK.name
+
+
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lab, str]]:
-    work = tmp_path_factory.mktemp("browser")
-    # FER_STUDY_BROWSER_RUN_DIR points the test at an existing run folder (e.g. a real-data run) instead of a tiny one
+def browser_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # FER_STUDY_BROWSER_RUN_DIR points the tests at an existing run folder (e.g. a real-data run) instead of a tiny one
     given = os.environ.get("FER_STUDY_BROWSER_RUN_DIR")
-    run_dir = Path(given).resolve() if given else make_finished_run(work / "outputs")
+    return Path(given).resolve() if given else make_finished_run(tmp_path_factory.mktemp("browser-run") / "outputs")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory, browser_run_dir: Path) -> Iterator[tuple[Lab, str]]:
+    work = tmp_path_factory.mktemp("browser")
+    run_dir = browser_run_dir
     root = work / "lab"
     root.mkdir()
     name = _prepare_notebook(root, run_dir)
+    _prepare_predict_notebook(root, run_dir)
     server = Lab(root, work)
     try:
         server.start()
@@ -327,3 +357,71 @@ def test_confusion_inspector_in_jupyterlab(lab: tuple[Lab, str], capsys: pytest.
     with capsys.disabled():
         print(f"\nConfusionInspector screenshot ({n_images} images of a cell with {label}): {screenshot}"
               f"\nJupyterLab page screenshot: {page_shot}")
+
+
+def test_predict_upload_in_jupyterlab(lab: tuple[Lab, str], capsys: pytest.CaptureFixture[str]) -> None:
+    """04_predict in JupyterLab: run all cells (the sample photo's result appears), then upload a photo through the
+    PredictView's FileUpload and see its annotated copy and its face's probability chart."""
+    skimage_data = pytest.importorskip("skimage.data", reason="scikit-image ships the sample photo")
+    photo = Path(skimage_data.__file__).parent / "astronaut.png"
+    assert photo.is_file()
+    server, _ = lab
+    notebook = PREDICT_NOTEBOOK.name
+    SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+    screenshot = SCREENSHOT_DIR / "predict_view.png"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=_chromium(), headless=True, args=CHROMIUM_ARGS,
+                                             timeout=60_000)
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 1700})
+            context.route("**/*", _loopback_only)
+            page = context.new_page()
+            page.set_default_timeout(60_000)
+
+            def details() -> str:
+                with_failure = SCREENSHOT_DIR / "predict_failure.png"
+                try:
+                    page.screenshot(path=str(with_failure))
+                    outputs = _outputs_text(page)
+                except Exception as error:  # the page itself may be the problem
+                    outputs = f"(no page state: {error})"
+                return f"{outputs}\nscreenshot: {with_failure}\nJupyterLab log:\n{server.log_tail()}"
+
+            def idle() -> bool:
+                return server.notebook_kernel_state(notebook) == "idle"
+
+            page.goto(f"{server.base}/lab/tree/{notebook}?token={server.token}", wait_until="domcontentloaded",
+                      timeout=90_000)
+            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
+            _wait_until(page, idle, 120, "the notebook's kernel to start", details)
+            page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+            page.locator('.lm-Menu-item[data-command="runmenu:run-all"], '
+                         '.lm-Menu-item[data-command="notebook:run-all-cells"]').first.click()
+            _wait_until(page, lambda: page.locator(".fer-predict-upload").count() == 1, 180,
+                        "the PredictView's upload button", details)
+            _wait_until(page, idle, 120, "all cells to finish", details)
+            # the headless part: the sample photo, annotated, and its face's chart
+            assert page.locator(".jp-OutputArea-output img").count() >= 2, details()
+            assert page.locator(".fer-predict-view .fer-notice-error").count() == 0, details()
+
+            upload = page.locator(".fer-predict-upload")
+            upload.scroll_into_view_if_needed()
+            with page.expect_file_chooser() as chooser:
+                upload.click()
+            chooser.value.set_files(str(photo))
+            _wait_until(page, lambda: page.locator(".fer-predict-results img.fer-predict-chart").count() == 1, 120,
+                        "the uploaded photo's face chart", details)
+            _wait_until(page, idle, 60, "the upload to be handled", details)
+            assert page.locator(".fer-predict-results img.fer-predict-photo").count() == 1
+            message = page.locator(".fer-predict-view .fer-message").inner_text()
+            assert "1 photo, 1 face" in message, message
+            page.wait_for_function("() => [...document.querySelectorAll('.fer-predict-results img')]"
+                                   ".every(img => img.complete && img.naturalWidth > 0)", timeout=30_000)
+            view = page.locator(".fer-predict-view").first
+            view.scroll_into_view_if_needed()
+            view.screenshot(path=str(screenshot))
+        finally:
+            browser.close()
+    assert screenshot.is_file() and screenshot.stat().st_size > 10_000
+    with capsys.disabled():
+        print(f"\nPredictView screenshot after an upload: {screenshot}")
