@@ -32,6 +32,7 @@ import dataclasses
 import datetime as _dt
 import io
 import json
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -397,6 +398,7 @@ def run_warnings(model_files: Mapping[str, Sequence[Path]]) -> list[str]:
 
 def load_models(model_files: Mapping[str, Sequence[Path]]) -> dict[str, list[Any]]:
     """Load each ``best.keras`` (the inference models fer_lib.train saves), keyed like ``model_files``."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up log lines say nothing to the user
     import keras
 
     import fer_lib.augment  # noqa: F401 - registers the augmentation layer the saved models contain
