@@ -219,6 +219,11 @@ def point_command(sweep: Mapping[str, Any], point: Mapping[str, Any]) -> list[st
     return command
 
 
+def launch_point(command: list[str], env: Mapping[str, str], *, capture: bool) -> subprocess.CompletedProcess[str]:
+    """Run one point's ``fer-study run`` process to its end."""
+    return subprocess.run(command, env=dict(env), capture_output=capture, text=True)
+
+
 def _run_on_devices(sweep: Mapping[str, Any], devices: Sequence[str], finished: Any, *, log_output: bool) -> None:
     """Points side by side, one per device (``CUDA_VISIBLE_DEVICES``), each a ``fer-study run`` process."""
     pending = list(enumerate(sweep["points"]))
@@ -231,7 +236,7 @@ def _run_on_devices(sweep: Mapping[str, Any], devices: Sequence[str], finished: 
                     return
                 index, point = pending.pop(0)
             env = {**os.environ, "CUDA_VISIBLE_DEVICES": device}
-            done = subprocess.run(point_command(sweep, point), env=env, capture_output=not log_output, text=True)
+            done = launch_point(point_command(sweep, point), env, capture=not log_output)
             run_dir = None
             for line in (done.stdout or "").splitlines():
                 if line.startswith(f"{PROG}: run folder "):

@@ -638,23 +638,37 @@ def test_sweep_values_keep_commas_inside_brackets() -> None:
     assert sweep.grid_points({"a": ["1", "2"], "b": ["x"]}) == [{"a": "1", "b": "x"}, {"a": "2", "b": "x"}]
 
 
-def test_sweep_points_run_side_by_side_one_per_device(project: Path, tmp_path: Path,
+def test_sweep_points_run_side_by_side_one_per_device(project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    """--devices 0,1: each point a `fer-study run` process with its own CUDA_VISIBLE_DEVICES (here on a CPU, where
-    the variable changes nothing: what is checked is that both points run and are recorded)."""
+    """--devices 0,1: each point a `fer-study run` process of its own with its own CUDA_VISIBLE_DEVICES, two at a
+    time. The processes are stood in for (what they are given is recorded, and each "makes" its run folder): a real
+    `fer-study run` process is the end-to-end test above."""
+    import threading
+
     from fer_lib import sweep
 
     out = tmp_path / "outputs"
-    code, _, err = run_cli(["sweep", "-p", "synthetic=true", *TINY, "-p", "models=[basic_cnn]", "--grid",
-                            "epochs=2,3", "--devices", "0,1", "--out", str(out),
-                            "--notebooks-dir", str(project / "notebooks")], capsys)
+    started: list[tuple[list[str], str]] = []
+    both_running = threading.Barrier(2, timeout=20)
+
+    def fake_launch(command: list[str], env: dict[str, str], *, capture: bool) -> subprocess.CompletedProcess[str]:
+        started.append((command, env["CUDA_VISIBLE_DEVICES"]))
+        both_running.wait()  # only passes when the two points run at the same time
+        run_dir = runs.new_run_dir(command[command.index("--name") + 1], outputs_dir=out)
+        return subprocess.CompletedProcess(command, 0, stdout=f"fer-study: run folder {run_dir}\n", stderr="")
+
+    monkeypatch.setattr(sweep, "launch_point", fake_launch)
+    code, _, err = run_cli(["sweep", "-p", "synthetic=true", *TINY, "--grid", "epochs=2,3", "--devices", "0,1",
+                            "--name", "dev", "--out", str(out)], capsys)
     assert code == 0, err
+    assert sorted(device for _, device in started) == ["0", "1"]
+    for command, _ in started:
+        assert command[:4] == [sys.executable, "-m", "fer_lib.cli", "run"]
+        assert command[command.index("--out") + 1] == str(out) and "synthetic=true" in command
+        assert any(text in command for text in ("epochs=2", "epochs=3"))
     record = sweep.read_sweep(next(p for p in out.iterdir() if sweep.is_sweep_dir(p)))
     assert record["devices"] == ["0", "1"] and [p["status"] for p in record["points"]] == ["complete", "complete"]
-    assert sorted(runs.read_params(p["run_dir"])["epochs"] for p in record["points"]) == [2, 3]
-    environments = {runs.read_manifest(p["run_dir"])["environment"].get("CUDA_VISIBLE_DEVICES")
-                    for p in record["points"]}
-    assert environments == {"0", "1"}
+    assert sorted(p["run"].split("-", 2)[2] for p in record["points"]) == ["dev-epochs=2", "dev-epochs=3"]
 
 
 def test_sweep_devices_auto_means_one_per_visible_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
