@@ -4,8 +4,9 @@
 
 Checks: at most 8 files, each at most 16 MiB; summary.json names every stage; each completed stage's archive holds
 its results and no model weights: the bench stage a JSON record per protocol with both models' throughput, each
-study stage a run folder whose manifest says status complete and the expected backend, with params.yaml and, per
-model, metrics.json and history.csv. Prints one line per stage; exit code 1 with the problems listed otherwise.
+study stage a run folder whose manifest says status complete and the expected backend, with params.yaml, per model
+(and seed) metrics.json and history.csv, and summary.json with the statistics (intervals, McNemar's test, mean and
+std over seeds) and the paper's claims. Prints one line per stage; exit code 1 with the problems listed otherwise.
 """
 
 from __future__ import annotations
@@ -16,7 +17,36 @@ import sys
 import tarfile
 from pathlib import Path
 
+import yaml
+
 MAX_FILES, MAX_BYTES = 8, 16 * 1024 * 1024
+
+
+def check_statistics(summary: dict, seeds: list[int]) -> list[str]:
+    """The compare step's statistics: intervals and McNemar's test per seed, mean and std over several seeds, and
+    the paper's claims."""
+    problems = []
+    per_seed = summary.get("per_seed", {}) if len(seeds) > 1 else {"the run": summary}
+    if len(seeds) > 1 and sorted(per_seed) != sorted(str(s) for s in seeds):
+        problems.append(f"per_seed holds seeds {sorted(per_seed)}, expected {seeds}")
+    for seed, entry in per_seed.items():
+        test = entry.get("splits", {}).get("test", {})
+        intervals = test.get("accuracy", {})
+        if not {"basic_cnn", "resnet50v2", "ensemble"} <= set(intervals):
+            problems.append(f"{seed}: test intervals for {sorted(intervals)}")
+        pair = next((c for c in test.get("comparisons", []) if {c["a"], c["b"]} == {"basic_cnn", "resnet50v2"}), None)
+        if pair is None or not {"a_right_b_wrong", "a_wrong_b_right", "p_value"} <= set(pair["mcnemar"]):
+            problems.append(f"{seed}: no McNemar test of basic_cnn vs resnet50v2 with its counts and p-value")
+    if len(seeds) > 1:
+        for model, entry in summary.get("over_seeds", {}).get("models", {}).items():
+            accuracy = entry.get("test_accuracy") or {}
+            if accuracy.get("n") != len(seeds) or accuracy.get("std") is None:
+                problems.append(f"over_seeds: {model}'s test accuracy has no mean and std over {len(seeds)} seeds")
+        if not summary.get("over_seeds", {}).get("comparisons"):
+            problems.append("over_seeds: no paired comparison of the models")
+    if len(summary.get("paper_claims", [])) != 2:
+        problems.append("no verdicts on the paper's two claims")
+    return problems
 
 
 def check(out: Path, stages: list[str], backend: str) -> list[str]:
@@ -72,10 +102,20 @@ def check(out: Path, stages: list[str], backend: str) -> list[str]:
                 problems.append(f"stage {stage}: manifest backend {manifest.get('backend')}, expected {backend}")
             if f"{run}/params.yaml" not in names:
                 problems.append(f"stage {stage}: no params.yaml")
-            for model in manifest.get("results", {}) or ["basic_cnn", "resnet50v2"]:
-                for file in ("metrics.json", "history.csv"):
-                    if f"{run}/models/{model}/{file}" not in names:
-                        problems.append(f"stage {stage}: no models/{model}/{file}")
+            params = yaml.safe_load(tar.extractfile(f"{run}/params.yaml").read()) if f"{run}/params.yaml" in names \
+                else {}
+            seeds = params.get("seeds") or [params.get("seed", 0)]
+            folders = [f"seeds/seed-{seed}/models" for seed in seeds] if len(seeds) > 1 else ["models"]
+            for folder in folders:
+                for model in manifest.get("results", {}) or ["basic_cnn", "resnet50v2"]:
+                    for file in ("metrics.json", "history.csv"):
+                        if f"{run}/{folder}/{model}/{file}" not in names:
+                            problems.append(f"stage {stage}: no {folder}/{model}/{file}")
+            if f"{run}/summary.json" not in names:
+                problems.append(f"stage {stage}: no summary.json (the compare step's statistics)")
+            else:
+                problems += [f"stage {stage}: summary.json: {p}" for p in check_statistics(read(f"{run}/summary.json"),
+                                                                                           seeds)]
         print(f"check: stage {stage}: complete, {archive.name} {archive.stat().st_size / 2**20:.1f} MiB, "
               f"{len(names)} files")
     return problems

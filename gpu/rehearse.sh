@@ -35,11 +35,11 @@ for absent in tensorflow keras jupyterlab notebook ipykernel papermill; do
   fi
 done
 
-log "bash bundle/run.sh --allow-cpu, as on the GPU machine (tiny settings: 1 epoch in float32, every stage)"
+log "bash bundle/run.sh --allow-cpu, as on the GPU machine (tiny settings: 1 epoch in float32, two seeds, every stage)"
 env -u OUT -u KERAS_BACKEND -u PYTHONPATH -u JUPYTER_PATH bash "$tmp/bundle/run.sh" --allow-cpu \
   --python "$tmp/target/bin/python" --out "$tmp/out" --work "$tmp/work" --deadline "${REHEARSAL_DEADLINE:-900}" \
   --stages bench,strong,paper --parallel --bench-protocols strong --bench-min-steps 2 \
-  -p epochs=1 -p warmup_epochs=0 -p batch_size=16 -p mixed_precision=false
+  -p epochs=1 -p warmup_epochs=0 -p batch_size=16 -p mixed_precision=false -p "seeds=[0,1]"
 
 log "checking what came back"
 "$BUILDER" gpu/check_results.py "$tmp/out" --stages bench,paper,strong --backend jax

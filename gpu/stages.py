@@ -50,8 +50,9 @@ def estimate_seconds(params: dict[str, Any], bench: dict[str, dict[str, Any]] | 
     """Seconds a study stage should take, from the bench stage's timing of the same protocol (None: no timing)."""
     if not bench or any(model not in bench for model in params["models"]):
         return None
-    total = NOTEBOOK_SECONDS * (len(params["models"]) + 2)
-    for model in params["models"]:
+    seeds = len(params.get("seeds") or [params["seed"]])  # each model trains once per seed
+    total = NOTEBOOK_SECONDS * (seeds * len(params["models"]) + 2)
+    for model in params["models"] * seeds:
         record, settings = bench[model], bench["_settings"]
         images_per_epoch = record["images_per_epoch"]
         predict = (settings["n_val"] * params["epochs"] + settings["n_val"] + 2 * settings["n_test"])
