@@ -369,7 +369,7 @@ def test_list_shows_status_data_and_each_models_results(tmp_path: Path, capsys: 
     code, stdout, err = run_cli(["list", "--out", str(out)], capsys)
     assert code == 0, err
     lines = stdout.splitlines()
-    assert lines[0].split() == ["run", "status", "data", "model", "test_acc", "macro_f1", "collapsed"]
+    assert lines[0].split() == ["run", "status", "data", "model", "seeds", "test_acc", "macro_f1", "collapsed"]
 
     def row(run: str, model: str) -> list[str]:
         matches = [line.split() for line in lines if line.startswith(run) and f" {model} " in f"{line} "]
@@ -377,9 +377,10 @@ def test_list_shows_status_data_and_each_models_results(tmp_path: Path, capsys: 
         return matches[0]
 
     assert row("20250101-120000-paper", "basic_cnn") == ["20250101-120000-paper", "complete", "real", "basic_cnn",
-                                                          "0.6512", "0.6034", "no"]
+                                                          "1", "0.6512", "0.6034", "no"]
     assert row("20250101-120000-paper", "resnet50v2")[-3:] == ["0.2513", "0.0571", "COLLAPSED"]
-    assert row("20250102-090000-smoke", "-") == ["20250102-090000-smoke", "failed", "SYNTHETIC", "-", "-", "-", "-"]
+    assert row("20250102-090000-smoke", "-") == ["20250102-090000-smoke", "failed", "SYNTHETIC", "-", "-", "-", "-",
+                                                 "-"]
     assert row("20250103-090000-notebook", "basic_cnn")[1:3] == ["complete", "SYNTHETIC"]
     assert row("20250104-090000-killed", "-")[1] == "stopped"
     assert "not-a-run" not in stdout
