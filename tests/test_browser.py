@@ -14,6 +14,7 @@ download is never used. Skipped with the reason when either is missing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -296,11 +297,10 @@ def _loopback_only(route: Route) -> None:
         route.abort()
 
 
-def test_confusion_inspector_in_jupyterlab(lab: tuple[Lab, str], capsys: pytest.CaptureFixture[str]) -> None:
-    server, notebook = lab
-    SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
-    screenshot = SCREENSHOT_DIR / "confusion_inspector.png"
-    page_shot = SCREENSHOT_DIR / "jupyterlab_03_compare.png"
+@contextlib.contextmanager
+def lab_page(server: Lab, notebook: str, failure_shot: str) -> Iterator[tuple[Any, Callable[[], str]]]:
+    """Headless chromium on ``notebook`` in the JupyterLab ``server`` (loopback only): the page, and a function that
+    describes the page's state for an assertion message (saving a screenshot named ``failure_shot``)."""
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=_chromium(), headless=True, args=CHROMIUM_ARGS,
                                              timeout=60_000)
@@ -311,7 +311,7 @@ def test_confusion_inspector_in_jupyterlab(lab: tuple[Lab, str], capsys: pytest.
             page.set_default_timeout(60_000)
 
             def details() -> str:
-                with_failure = SCREENSHOT_DIR / "failure.png"
+                with_failure = SCREENSHOT_DIR / failure_shot
                 try:
                     page.screenshot(path=str(with_failure))
                     outputs = _outputs_text(page)
@@ -322,37 +322,49 @@ def test_confusion_inspector_in_jupyterlab(lab: tuple[Lab, str], capsys: pytest.
             page.goto(f"{server.base}/lab/tree/{notebook}?token={server.token}", wait_until="domcontentloaded",
                       timeout=90_000)
             page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
-            _wait_until(page, lambda: server.kernel_states() == ["idle"], 120, "the kernel to start", details)
-
-            page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-            page.locator('.lm-Menu-item[data-command="runmenu:run-all"], '  # Run > Run All Cells
-                         '.lm-Menu-item[data-command="notebook:run-all-cells"]').first.click()
-            _wait_until(page, lambda: page.locator(".fer-cm-cell").count() == 49, 300,
-                        "the ConfusionInspector's 49 matrix cells", details)
-            _wait_until(page, lambda: server.kernel_states() == ["idle"], 120, "all cells to finish", details)
-            assert page.locator(".fer-confusion-inspector .fer-notice-error").count() == 0, details()
-
-            cell = page.locator(".fer-cm-cell:not(.fer-cm-empty)").first
-            label = cell.inner_text()
-            cell.scroll_into_view_if_needed()
-            cell.click()
-            _wait_until(page, lambda: page.locator(".fer-image-grid img").count() >= 1, 180,
-                        "the clicked cell's images in .fer-image-grid", details)
-            _wait_until(page, lambda: server.kernel_states() == ["idle"], 60, "the click to be handled", details)
-            images = page.locator(".fer-image-grid img")
-            n_images = images.count()
-            assert 1 <= n_images <= 24 and n_images <= int(label), (n_images, label)
-            assert page.locator(".fer-image-grid .fer-caption").count() == n_images
-            assert page.locator(".fer-cm-selected").count() == 1
-            page.wait_for_function("() => [...document.querySelectorAll('.fer-image-grid img')]"
-                                   ".every(img => img.complete && img.naturalWidth > 0)", timeout=30_000)
-
-            inspector = page.locator(".fer-confusion-inspector").first
-            inspector.scroll_into_view_if_needed()
-            inspector.screenshot(path=str(screenshot))
-            page.screenshot(path=str(page_shot))
+            yield page, details
         finally:
             browser.close()
+
+
+def run_all_cells(page: Any) -> None:
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+    page.locator('.lm-Menu-item[data-command="runmenu:run-all"], '  # Run > Run All Cells
+                 '.lm-Menu-item[data-command="notebook:run-all-cells"]').first.click()
+
+
+def test_confusion_inspector_in_jupyterlab(lab: tuple[Lab, str], capsys: pytest.CaptureFixture[str]) -> None:
+    server, notebook = lab
+    SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+    screenshot = SCREENSHOT_DIR / "confusion_inspector.png"
+    page_shot = SCREENSHOT_DIR / "jupyterlab_03_compare.png"
+    with lab_page(server, notebook, "failure.png") as (page, details):
+        _wait_until(page, lambda: server.kernel_states() == ["idle"], 120, "the kernel to start", details)
+        run_all_cells(page)
+        _wait_until(page, lambda: page.locator(".fer-cm-cell").count() == 49, 300,
+                    "the ConfusionInspector's 49 matrix cells", details)
+        _wait_until(page, lambda: server.kernel_states() == ["idle"], 120, "all cells to finish", details)
+        assert page.locator(".fer-confusion-inspector .fer-notice-error").count() == 0, details()
+
+        cell = page.locator(".fer-cm-cell:not(.fer-cm-empty)").first
+        label = cell.inner_text()
+        cell.scroll_into_view_if_needed()
+        cell.click()
+        _wait_until(page, lambda: page.locator(".fer-image-grid img").count() >= 1, 180,
+                    "the clicked cell's images in .fer-image-grid", details)
+        _wait_until(page, lambda: server.kernel_states() == ["idle"], 60, "the click to be handled", details)
+        images = page.locator(".fer-image-grid img")
+        n_images = images.count()
+        assert 1 <= n_images <= 24 and n_images <= int(label), (n_images, label)
+        assert page.locator(".fer-image-grid .fer-caption").count() == n_images
+        assert page.locator(".fer-cm-selected").count() == 1
+        page.wait_for_function("() => [...document.querySelectorAll('.fer-image-grid img')]"
+                               ".every(img => img.complete && img.naturalWidth > 0)", timeout=30_000)
+
+        inspector = page.locator(".fer-confusion-inspector").first
+        inspector.scroll_into_view_if_needed()
+        inspector.screenshot(path=str(screenshot))
+        page.screenshot(path=str(page_shot))
     assert screenshot.is_file() and screenshot.stat().st_size > 10_000
     with capsys.disabled():
         print(f"\nConfusionInspector screenshot ({n_images} images of a cell with {label}): {screenshot}"
@@ -369,59 +381,36 @@ def test_predict_upload_in_jupyterlab(lab: tuple[Lab, str], capsys: pytest.Captu
     notebook = PREDICT_NOTEBOOK.name
     SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
     screenshot = SCREENSHOT_DIR / "predict_view.png"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=_chromium(), headless=True, args=CHROMIUM_ARGS,
-                                             timeout=60_000)
-        try:
-            context = browser.new_context(viewport={"width": 1400, "height": 1700})
-            context.route("**/*", _loopback_only)
-            page = context.new_page()
-            page.set_default_timeout(60_000)
 
-            def details() -> str:
-                with_failure = SCREENSHOT_DIR / "predict_failure.png"
-                try:
-                    page.screenshot(path=str(with_failure))
-                    outputs = _outputs_text(page)
-                except Exception as error:  # the page itself may be the problem
-                    outputs = f"(no page state: {error})"
-                return f"{outputs}\nscreenshot: {with_failure}\nJupyterLab log:\n{server.log_tail()}"
+    def idle() -> bool:
+        return server.notebook_kernel_state(notebook) == "idle"
 
-            def idle() -> bool:
-                return server.notebook_kernel_state(notebook) == "idle"
+    with lab_page(server, notebook, "predict_failure.png") as (page, details):
+        _wait_until(page, idle, 120, "the notebook's kernel to start", details)
+        run_all_cells(page)
+        _wait_until(page, lambda: page.locator(".fer-predict-upload").count() == 1, 180,
+                    "the PredictView's upload button", details)
+        _wait_until(page, idle, 120, "all cells to finish", details)
+        # the headless part: the sample photo, annotated, and its face's chart
+        assert page.locator(".jp-OutputArea-output img").count() >= 2, details()
+        assert page.locator(".fer-predict-view .fer-notice-error").count() == 0, details()
 
-            page.goto(f"{server.base}/lab/tree/{notebook}?token={server.token}", wait_until="domcontentloaded",
-                      timeout=90_000)
-            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
-            _wait_until(page, idle, 120, "the notebook's kernel to start", details)
-            page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-            page.locator('.lm-Menu-item[data-command="runmenu:run-all"], '
-                         '.lm-Menu-item[data-command="notebook:run-all-cells"]').first.click()
-            _wait_until(page, lambda: page.locator(".fer-predict-upload").count() == 1, 180,
-                        "the PredictView's upload button", details)
-            _wait_until(page, idle, 120, "all cells to finish", details)
-            # the headless part: the sample photo, annotated, and its face's chart
-            assert page.locator(".jp-OutputArea-output img").count() >= 2, details()
-            assert page.locator(".fer-predict-view .fer-notice-error").count() == 0, details()
-
-            upload = page.locator(".fer-predict-upload")
-            upload.scroll_into_view_if_needed()
-            with page.expect_file_chooser() as chooser:
-                upload.click()
-            chooser.value.set_files(str(photo))
-            _wait_until(page, lambda: page.locator(".fer-predict-results img.fer-predict-chart").count() == 1, 120,
-                        "the uploaded photo's face chart", details)
-            _wait_until(page, idle, 60, "the upload to be handled", details)
-            assert page.locator(".fer-predict-results img.fer-predict-photo").count() == 1
-            message = page.locator(".fer-predict-view .fer-message").inner_text()
-            assert "1 photo, 1 face" in message, message
-            page.wait_for_function("() => [...document.querySelectorAll('.fer-predict-results img')]"
-                                   ".every(img => img.complete && img.naturalWidth > 0)", timeout=30_000)
-            view = page.locator(".fer-predict-view").first
-            view.scroll_into_view_if_needed()
-            view.screenshot(path=str(screenshot))
-        finally:
-            browser.close()
+        upload = page.locator(".fer-predict-upload")
+        upload.scroll_into_view_if_needed()
+        with page.expect_file_chooser() as chooser:
+            upload.click()
+        chooser.value.set_files(str(photo))
+        _wait_until(page, lambda: page.locator(".fer-predict-results img.fer-predict-chart").count() == 1, 120,
+                    "the uploaded photo's face chart", details)
+        _wait_until(page, idle, 60, "the upload to be handled", details)
+        assert page.locator(".fer-predict-results img.fer-predict-photo").count() == 1
+        message = page.locator(".fer-predict-view .fer-message").inner_text()
+        assert "1 photo, 1 face" in message, message
+        page.wait_for_function("() => [...document.querySelectorAll('.fer-predict-results img')]"
+                               ".every(img => img.complete && img.naturalWidth > 0)", timeout=30_000)
+        view = page.locator(".fer-predict-view").first
+        view.scroll_into_view_if_needed()
+        view.screenshot(path=str(screenshot))
     assert screenshot.is_file() and screenshot.stat().st_size > 10_000
     with capsys.disabled():
         print(f"\nPredictView screenshot after an upload: {screenshot}")
