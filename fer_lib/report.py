@@ -16,14 +16,10 @@ from typing import Any
 import pandas as pd
 
 from fer_lib import runs
-from fer_lib.evaluate import COLLAPSE_MARGIN, load_json
+from fer_lib.evaluate import load_json
 
 SPLIT_KEYS: tuple[str, ...] = ("val", "test", "test_tta")
 
-PAPER_EARLY_ACCURACY: dict[str, float] = {"basic_cnn": 0.5, "resnet50v2": 0.25}
-"""The paper's observation: early in training the CNN is near 0.5 accuracy, ResNet50V2 near 0.25 (= 'happy' share)."""
-PAPER_TOLERANCE = 0.1  # "about 0.5" means within this distance
-EARLY_EPOCHS = 5  # "early" = the first this many epochs (fewer if the run is shorter)
 TIE = 0.005  # differences below this are called a tie
 EPOCH_LABEL = "epoch {}"
 
@@ -223,35 +219,10 @@ def _compare(summaries: Mapping[str, Mapping[str, Any]], key: str, label: str) -
     return f"On test {label}, {best} is better: {values[best]:.3f} vs {others} (by {gap:.3f})."
 
 
-def _early_window(history: pd.DataFrame) -> tuple[int, float]:
-    k = min(EARLY_EPOCHS, len(history))
-    return k, float(history["val_accuracy"].iloc[:k].max())
-
-
-def _paper_sentence(model: str, history: pd.DataFrame, summary: Mapping[str, Any]) -> str | None:
-    if model not in PAPER_EARLY_ACCURACY or "val_accuracy" not in history or history.empty:
-        return None
-    expected = PAPER_EARLY_ACCURACY[model]
-    k, reached = _early_window(history)
-    baseline = float(summary["val"]["majority_class_accuracy"]) if "val" in summary else math.nan
-    window = "epoch 1" if k == 1 else f"the first {k} epochs"
-    head = f"Within {window}, {model} reached val accuracy {reached:.3f} (majority baseline {baseline:.3f})"
-    if model == "resnet50v2":  # the paper's ResNet50V2 sat at the share of 'happy': a collapsed model
-        if reached <= baseline + COLLAPSE_MARGIN:
-            return (f"{head}: no better than the majority-class baseline, like the paper's ResNet50V2 "
-                    f"(≈{expected:.2f}, a collapsed model).")
-        return (f"{head}: it escaped the majority-class baseline, unlike the paper's ResNet50V2, which stayed at "
-                f"≈{expected:.2f} (the share of 'happy').")
-    if abs(reached - expected) <= PAPER_TOLERANCE:
-        return f"{head}: close to the paper's ≈{expected:.1f} for the CNN."
-    direction = "above" if reached > expected else "below"
-    return f"{head}: {direction} the paper's ≈{expected:.1f} for the CNN."
-
-
-def conclusions(summaries: Mapping[str, Mapping[str, Any]],
-                histories: Mapping[str, pd.DataFrame] | None = None) -> list[str]:
-    """Sentences computed from the numbers: winner on test accuracy and macro-F1, collapse, TTA, the paper's
-    early-epoch observation (needs ``histories``), hardest class per model. ``summaries``: {model: metrics.json}."""
+def conclusions(summaries: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Sentences computed from the numbers: winner on test accuracy and macro-F1, collapse, TTA, hardest class per
+    model. ``summaries``: {model: metrics.json}. The paper's claims are judged in fer_lib.claims, the statistics of
+    each comparison in :func:`run_statistics`."""
     if not summaries:
         return ["No trained model in this run: nothing to conclude."]
     lines: list[str] = []
@@ -287,14 +258,6 @@ def conclusions(summaries: Mapping[str, Mapping[str, Any]],
             gain = s["test_tta"]["accuracy"] - s["test"]["accuracy"]
             lines.append(f"Horizontal-flip TTA changes {model}'s test accuracy by {gain:+.3f} "
                          f"({s['test']['accuracy']:.3f} → {s['test_tta']['accuracy']:.3f}).")
-    paper = [sentence for model, s in summaries.items() if histories and model in histories
-             for sentence in [_paper_sentence(model, histories[model], s)] if sentence]
-    if paper:
-        if any(s.get("synthetic") for s in summaries.values()):
-            paper.append("The paper's numbers are on FER2013, so on synthetic data this comparison only exercises "
-                         "the pipeline.")
-        lines.append("Paper's observation (CNN ≈0.5 early, ResNet50V2 ≈0.25 = the share of 'happy'): "
-                     + " ".join(paper))
     for model, s in summaries.items():
         f1 = {name: values["f1"] for name, values in s["test"]["per_class"].items() if values["support"] > 0}
         if f1:
