@@ -35,7 +35,8 @@ def _agreement(verdicts: list[str]) -> str:
 def early_epochs_table(results: RunResults, epochs: int = EARLY_EPOCHS) -> pd.DataFrame:
     """Per seed and model: validation accuracy at epochs 1..``epochs`` beside the validation majority baseline."""
     rows = []
-    for seed, seed_results in (results.by_seed or {results.params.get("seed", 0): results}).items():
+    for seed, seed_results in results.each_seed().items():
+        seed = results.params.get("seed", 0) if seed is None else seed  # a single-seed run: its one seed
         for model, history in seed_results.histories.items():
             summary = seed_results.summaries[model]
             row: dict[str, Any] = {"seed": seed, "model": model,

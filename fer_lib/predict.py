@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fer_lib import runs
+from fer_lib.evaluate import ensemble_probabilities
 from fer_lib.labels import EMOTIONS, IMAGE_SIZE, NUM_CLASSES
 from fer_lib.runner import UserError
 
@@ -426,15 +427,11 @@ def average_probabilities(per_model: Mapping[str, Sequence[np.ndarray]]) -> tupl
     means: dict[str, np.ndarray] = {}
     for name, seeds in per_model.items():
         arrays = [np.asarray(a, dtype=np.float64) for a in seeds]
-        if not arrays:
-            raise ValueError(f"model {name!r} has no probabilities")
-        shapes = {a.shape for a in arrays}
-        if len(shapes) != 1 or arrays[0].ndim != 2 or arrays[0].shape[1] != NUM_CLASSES:
-            raise ValueError(f"model {name!r}: expected (n, {NUM_CLASSES}) arrays of one shape, got {sorted(shapes)}")
-        means[name] = np.mean(arrays, axis=0)
-    if len({m.shape for m in means.values()}) != 1:
-        raise ValueError("the models' probabilities differ in shape")
-    return np.mean(list(means.values()), axis=0), means
+        if not arrays or arrays[0].ndim != 2 or arrays[0].shape[1] != NUM_CLASSES:
+            raise ValueError(f"model {name!r}: expected (n, {NUM_CLASSES}) arrays, got "
+                             f"{[a.shape for a in arrays] or 'none'}")
+        means[name] = ensemble_probabilities(arrays)  # over the model's seeds
+    return ensemble_probabilities(list(means.values())), means  # over the models
 
 
 def _batch_size(n: int) -> int:

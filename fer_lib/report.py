@@ -44,6 +44,10 @@ class RunResults:
         """The run's seeds (several-seed runs), in increasing order; [] for a single-seed run."""
         return list(self.by_seed)
 
+    def each_seed(self) -> dict[int | None, RunResults]:
+        """{seed: its results}: every seed of a several-seed run, or {None: self} for a single-seed run."""
+        return dict(self.by_seed) if self.by_seed else {self.seed: self}
+
     def model_dir(self, model: str) -> Path:
         """The folder of ``model``'s records (of this seed, in a several-seed run)."""
         return runs.model_dir(self.run_dir, model, self.seed)
@@ -289,22 +293,15 @@ def ensemble_summary(results: RunResults, split: str = "test") -> dict[str, Any]
     None when fewer than two models have predictions for that split. The models' predictions must cover the same
     images in the same order (they do within one run); a mismatch is an error rather than a silently wrong number.
     """
-    import numpy as np
+    from fer_lib.evaluate import ensemble_probabilities, evaluate_predictions
 
-    from fer_lib.evaluate import ensemble_probabilities, evaluate_predictions, load_predictions
-
-    files = [results.model_dir(model) / f"predictions_{split}.npz" for model in results.models]
-    files = [file for file in files if file.is_file()]
-    if len(files) < 2:  # a copy of the run without predictions (results/): the compare step's summary.json
+    predictions = _split_predictions(results, split)
+    if len(predictions) < 2:  # a copy of the run without predictions (results/): the compare step's summary.json
         ensemble = saved_statistics(results).get("ensemble", {}).get(split)
         return {"split": split, **ensemble} if ensemble else None
-    predictions = [load_predictions(file) for file in files]
-    for file, other in zip(files[1:], predictions[1:]):
-        if not np.array_equal(other["ids"], predictions[0]["ids"]):
-            raise ValueError(f"{file} covers other images than {files[0]}: cannot ensemble them")
-    probabilities = ensemble_probabilities([p["probabilities"] for p in predictions])
-    metrics = evaluate_predictions(predictions[0]["labels"], probabilities)
-    return {"split": split, "models": [file.parent.name for file in files], **metrics}
+    probabilities = ensemble_probabilities([p["probabilities"] for p in predictions.values()])
+    metrics = evaluate_predictions(next(iter(predictions.values()))["labels"], probabilities)
+    return {"split": split, "models": list(predictions), **metrics}
 
 
 STATISTICS_SPLITS: tuple[str, ...] = ("test", "test_tta")
@@ -319,10 +316,11 @@ def _split_predictions(results: RunResults, split: str) -> dict[str, dict[str, A
 
     files = {model: results.model_dir(model) / f"predictions_{split}.npz" for model in results.models}
     predictions = {model: load_predictions(path) for model, path in files.items() if path.is_file()}
-    first = next(iter(predictions.values()), None)
+    first_model = next(iter(predictions), None)
     for model, stored in predictions.items():
-        if not np.array_equal(stored["ids"], first["ids"]):
-            raise ValueError(f"{files[model]} covers other images than the run's other predictions on {split}")
+        if not np.array_equal(stored["ids"], predictions[first_model]["ids"]):
+            raise ValueError(f"{files[model]} covers other images than {files[first_model]}: the models' "
+                             f"predictions on {split} cannot be compared or ensembled")
     return predictions
 
 
@@ -400,7 +398,7 @@ def seed_values(results: RunResults, per_seed: Mapping[str, Mapping[str, Any]] |
     """One row per seed and model (and the ensemble, from the per-seed statistics when given): the numbers of
     :data:`SEED_METRICS`. The long table behind the mean ± std over seeds."""
     rows = []
-    for seed, seed_results in (results.by_seed or {results.seed: results}).items():
+    for seed, seed_results in results.each_seed().items():
         for model, summary in seed_results.summaries.items():
             row: dict[str, Any] = {"model": model, "seed": seed}
             for name, split, key in SEED_METRICS:
@@ -474,7 +472,7 @@ def seed_histories(results: RunResults) -> pd.DataFrame:
     """Every seed's training curves in one long table (model, seed, epoch, curve, value), for mean curves with a
     band over seeds."""
     frames = []
-    for seed, seed_results in (results.by_seed or {results.seed: results}).items():
+    for seed, seed_results in results.each_seed().items():
         for model, history in seed_results.histories.items():
             curves = [c for c in ("accuracy", "val_accuracy", "loss", "val_loss") if c in history]
             long = history.melt(id_vars="epoch", value_vars=curves, var_name="curve", value_name="value")

@@ -165,14 +165,20 @@ def figures_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / FIGURES_DIR
 
 
-def write_manifest(run_dir: str | Path, manifest: Mapping[str, Any]) -> Path:
-    """Write manifest.json atomically (a reader never sees half a file, even while the run is going on)."""
-    path = Path(run_dir) / MANIFEST_FILE
-    text = json.dumps(dict(manifest), indent=2, default=str) + "\n"
+def write_json_atomically(path: str | Path, data: Mapping[str, Any], *, default: Any = str) -> Path:
+    """Write a JSON file that other processes read while it changes (manifest, sweep record, progress): written
+    beside it and renamed, so a reader never sees half a file. ``default`` converts what json cannot (str)."""
+    path = Path(path)
+    text = json.dumps(dict(data), indent=2, default=default) + "\n"
     with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".json.tmp", delete=False) as handle:
         handle.write(text)
     os.replace(handle.name, path)
     return path
+
+
+def write_manifest(run_dir: str | Path, manifest: Mapping[str, Any]) -> Path:
+    """Write manifest.json atomically (a reader never sees half a file, even while the run is going on)."""
+    return write_json_atomically(Path(run_dir) / MANIFEST_FILE, manifest)
 
 
 def read_manifest(run_dir: str | Path) -> dict[str, Any]:

@@ -129,10 +129,7 @@ def new_sweep_dir(name: str, outputs_dir: str | Path | None = None) -> Path:
 
 
 def _write(sweep_dir: Path, record: Mapping[str, Any]) -> None:
-    path = sweep_dir / SWEEP_FILE
-    temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(dict(record), indent=2, default=str) + "\n")
-    os.replace(temporary, path)
+    runs.write_json_atomically(sweep_dir / SWEEP_FILE, record)
 
 
 def is_sweep_dir(path: str | Path) -> bool:

@@ -33,7 +33,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from fer_lib.runs import BEST_MODEL_FILE, HISTORY_FILE, PROGRESS_FILE
+from fer_lib.runs import BEST_MODEL_FILE, HISTORY_FILE, PROGRESS_FILE, write_json_atomically
 from fer_lib.data import FerDataset, Split
 from fer_lib.evaluate import evaluation_batch_size, predict_proba
 from fer_lib.labels import NUM_CLASSES
@@ -293,9 +293,7 @@ class ProgressFile(keras.callbacks.Callback):
                   "accuracy": logs.get("accuracy"), "val_accuracy": logs.get("val_accuracy"),
                   "loss": logs.get("loss"), "images_per_second": logs.get("train_images_per_second"),
                   "seconds_left": per_epoch * (self.epochs - epoch - 1)}
-        temporary = self.path.with_suffix(".json.tmp")
-        temporary.write_text(json.dumps(record, default=float))
-        os.replace(temporary, self.path)
+        write_json_atomically(self.path, record, default=float)  # numpy numbers stay numbers
 
 
 def train_model(dataset: FerDataset, model_name: str, params: TrainConfig, out_dir: str | Path,

@@ -50,7 +50,9 @@ def estimate_seconds(params: dict[str, Any], bench: dict[str, dict[str, Any]] | 
     """Seconds a study stage should take, from the bench stage's timing of the same protocol (None: no timing)."""
     if not bench or any(model not in bench for model in params["models"]):
         return None
-    seeds = len(params.get("seeds") or [params.get("seed", 0)])  # each model trains once per seed
+    from fer_lib.params import seed_list
+
+    seeds = len(seed_list(params))  # each model trains once per seed
     total = NOTEBOOK_SECONDS * (seeds * len(params["models"]) + 2)
     for model in params["models"] * seeds:
         record, settings = bench[model], bench["_settings"]
