@@ -112,7 +112,8 @@ class TrainBatches(keras.utils.PyDataset):
 
     Every batch has the same shape, so XLA compiles the train step once (a ragged last batch compiles it a second
     time). Which images sit out an epoch changes with the shuffle; seeding by epoch makes a resumed run draw the
-    same batches as an uninterrupted one.
+    same batches as an uninterrupted one. Fit it with ``shuffle=False`` (:func:`fit_inputs` does): Keras would
+    otherwise shuffle the batch order once more, with Python's global random state.
     """
 
     def __init__(self, split: Split, batch_size: int, *, seed: int, first_epoch: int = 0,
@@ -128,6 +129,7 @@ class TrainBatches(keras.utils.PyDataset):
         self.seed = seed
         self.epoch = first_epoch
         self._order = self._permutation(first_epoch)
+        self._in_epoch = False
 
     def _permutation(self, epoch: int) -> np.ndarray:
         return np.random.default_rng([self.seed, epoch]).permutation(len(self.targets))
@@ -141,9 +143,56 @@ class TrainBatches(keras.utils.PyDataset):
             return self.images[rows], self.targets[rows]
         return self.images[rows], self.targets[rows], self.sample_weights[rows]
 
+    def on_epoch_begin(self) -> None:
+        self._in_epoch = True
+
     def on_epoch_end(self) -> None:
+        if not self._in_epoch:  # fit also calls this once before its first epoch (EpochIterator.reset)
+            return
+        self._in_epoch = False
         self.epoch += 1
         self._order = self._permutation(self.epoch)
+
+    def remaining_epochs_nbytes(self, epochs: int) -> int:
+        """Bytes of images that :meth:`remaining_epochs` would hold."""
+        return max(0, epochs - self.epoch) * len(self) * self.batch_size * int(self.images[0].nbytes)
+
+    def remaining_epochs(self, epochs: int) -> tuple[np.ndarray, ...]:
+        """The batches of epochs ``self.epoch`` .. ``epochs - 1`` one after another, as (images, targets[, weights]).
+
+        Exactly what iterating this sequence (with ``on_epoch_end`` between epochs) yields, so ``fit`` fed these
+        arrays unshuffled with ``steps_per_epoch=len(self)`` trains on the same batches in the same order.
+        """
+        take = len(self) * self.batch_size
+        rows = np.concatenate([self._permutation(epoch)[:take] for epoch in range(self.epoch, epochs)]
+                              or [np.zeros(0, dtype=np.int64)])
+        arrays = (self.images[rows], self.targets[rows])
+        return arrays if self.sample_weights is None else (*arrays, self.sample_weights[rows])
+
+
+ARRAY_FEED_LIMIT_BYTES = 512 * 2**20  # above this, TensorFlow is fed the PyDataset (the arrays are copied once more)
+
+
+def fit_inputs(batches: TrainBatches, epochs: int) -> dict[str, Any]:
+    """The data arguments of ``model.fit`` for ``batches``: the same batches in the same order either way.
+
+    On TensorFlow, the remaining epochs' batches as one tf.data pipeline over arrays, with tf.data's autotuning
+    off. Measured on a 2-core CPU (benchmarks/results/*-smoke-feed-*.json), a ResNet50V2 step then runs about
+    twice as fast as when a PyDataset's batches cross from Python through ``from_generator``; and with autotuning
+    on, the pipeline's end waits for the autotuner's thread to wake (0 to 60 s after the last epoch, seen as a
+    25-40 s pause after ResNet50V2's last epoch). This is fer_lib's one use of the TensorFlow API: Keras offers no
+    switch for either, and it is imported only on the TensorFlow backend (the GPU machines have no TensorFlow).
+    Elsewhere (JAX iterates batches in Python either way), or when the arrays would pass
+    ``ARRAY_FEED_LIMIT_BYTES``, the PyDataset itself.
+    """
+    if keras.backend.backend() != "tensorflow" or batches.remaining_epochs_nbytes(epochs) > ARRAY_FEED_LIMIT_BYTES:
+        return {"x": batches, "shuffle": False}  # Keras would shuffle the batch order again, with Python's random
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    pipeline = tf.data.Dataset.from_tensor_slices(batches.remaining_epochs(epochs)).batch(batches.batch_size)
+    return {"x": pipeline.with_options(options), "steps_per_epoch": len(batches), "shuffle": False}
 
 
 class EpochRecord(keras.callbacks.Callback):
@@ -353,7 +402,8 @@ def train_model(dataset: FerDataset, model_name: str, params: TrainConfig, out_d
     callbacks.extend(extra_callbacks)
 
     started = time.perf_counter()
-    model.fit(batches, epochs=config.epochs, initial_epoch=resumed_from, callbacks=callbacks, verbose=config.verbose)
+    model.fit(**fit_inputs(batches, config.epochs), epochs=config.epochs, initial_epoch=resumed_from,
+              callbacks=callbacks, verbose=config.verbose)
     train_seconds = time.perf_counter() - started
 
     history = pd.read_csv(history_file)

@@ -179,6 +179,7 @@ def test_full_batches_a_fresh_seeded_shuffle_each_epoch(tiny_data: data.FerDatas
     shapes = {batches[i][0].shape for i in range(len(batches))}
     assert shapes == {(32, 48, 48, 1)}
     order_0 = batches._order.copy()
+    batches.on_epoch_begin()
     batches.on_epoch_end()
     assert not np.array_equal(order_0, batches._order)
     again = train.TrainBatches(tiny_data.train, 32, seed=5, first_epoch=1)  # a resumed run draws the same batches
@@ -186,6 +187,49 @@ def test_full_batches_a_fresh_seeded_shuffle_each_epoch(tiny_data: data.FerDatas
     assert first.shape == (len(batches) * 32,)
     with pytest.raises(TrainConfigError, match=r"batch_size \(512\) is larger than the training split"):
         train.TrainBatches(tiny_data.train, 512, seed=0)
+
+
+def test_remaining_epochs_as_arrays_are_the_batches_the_sequence_yields(tiny_data: data.FerDataset) -> None:
+    """fit fed the arrays (TensorFlow) trains on exactly the batches the PyDataset yields, resumed runs included."""
+    weights = np.linspace(0.5, 2.0, train.NUM_CLASSES)
+    for first_epoch in (0, 1):
+        batches = train.TrainBatches(tiny_data.train, 32, seed=5, first_epoch=first_epoch, class_weights=weights)
+        images, targets, sample_weights = batches.remaining_epochs(4)
+        walked = []
+        batches.on_epoch_end()  # as Keras's fit does once before the first epoch: no epoch has begun, nothing moves
+        for _ in range(first_epoch, 4):
+            batches.on_epoch_begin()
+            walked.extend(batches[i] for i in range(len(batches)))
+            batches.on_epoch_end()
+        assert images.shape == (len(walked) * 32, 48, 48, 1) and images.dtype == tiny_data.train.images.dtype
+        assert np.array_equal(images, np.concatenate([b[0] for b in walked]))
+        assert np.array_equal(targets, np.concatenate([b[1] for b in walked]))
+        assert np.array_equal(sample_weights, np.concatenate([b[2] for b in walked]))
+    fresh = train.TrainBatches(tiny_data.train, 32, seed=5, first_epoch=3)
+    assert fresh.remaining_epochs_nbytes(4) == len(fresh) * 32 * 48 * 48
+    assert fresh.remaining_epochs_nbytes(3) == 0 and len(fresh.remaining_epochs(3)[0]) == 0
+
+
+def test_array_and_pydataset_feeds_train_the_same_model(tmp_path: Path, tiny_data: data.FerDataset,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two epochs fed each way from the same seed: the same losses (only the feed differs, not the batches)."""
+    config = TrainConfig(epochs=2, batch_size=32, seed=4, verbose=0)
+    feeds = []
+    original = train.fit_inputs
+
+    def recording(batches: train.TrainBatches, epochs: int) -> dict:
+        inputs = original(batches, epochs)
+        feeds.append("TrainBatches" if isinstance(inputs["x"], train.TrainBatches) else "arrays")
+        return inputs
+
+    monkeypatch.setattr(train, "fit_inputs", recording)
+    arrays = train_model(tiny_data, "basic_cnn", config, tmp_path / "arrays", model_options=TINY_CNN)
+    monkeypatch.setattr(train, "ARRAY_FEED_LIMIT_BYTES", 0)
+    sequence = train_model(tiny_data, "basic_cnn", config, tmp_path / "sequence", model_options=TINY_CNN)
+    expected_first = "arrays" if keras.backend.backend() == "tensorflow" else "TrainBatches"
+    assert feeds == [expected_first, "TrainBatches"]
+    for column in ("loss", "accuracy", "val_loss"):
+        np.testing.assert_allclose(arrays.history[column], sequence.history[column], rtol=1e-4, err_msg=column)
 
 
 def test_best_keras_holds_the_weights_only(tmp_path: Path, tiny_data: data.FerDataset) -> None:
@@ -216,7 +260,7 @@ def test_a_diverging_run_stops_at_the_first_bad_epoch_and_says_what_to_try(tmp_p
                     tmp_path / "run", model_options={"filters": [16, 32], "dense_units": [64]})
     epoch = int(re.search(r"epoch (\d)", str(caught.value)).group(1))
     history = tmp_path / "run" / "history.csv"
-    recorded = len(pd.read_csv(history)) if history.exists() else 0
+    recorded = len(pd.read_csv(history)) if history.exists() and history.stat().st_size else 0  # header with row 1
     assert recorded == epoch - 1  # the diverged epoch is not recorded as a result
 
 
