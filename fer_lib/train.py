@@ -162,8 +162,9 @@ class TrainBatches(keras.utils.PyDataset):
     def remaining_epochs(self, epochs: int) -> tuple[np.ndarray, ...]:
         """The batches of epochs ``self.epoch`` .. ``epochs - 1`` one after another, as (images, targets[, weights]).
 
-        Exactly what iterating this sequence (with ``on_epoch_end`` between epochs) yields, so ``fit`` fed these
-        arrays unshuffled with ``steps_per_epoch=len(self)`` trains on the same batches in the same order.
+        Exactly what iterating this sequence yields as ``fit`` drives it (``on_epoch_begin`` and ``on_epoch_end``
+        around each epoch), so ``fit`` fed these arrays unshuffled with ``steps_per_epoch=len(self)`` trains on the
+        same batches in the same order.
         """
         take = len(self) * self.batch_size
         rows = np.concatenate([self._permutation(epoch)[:take] for epoch in range(self.epoch, epochs)]
