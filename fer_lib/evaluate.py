@@ -24,16 +24,23 @@ COLLAPSE_SHARE = 0.9  # one class takes at least this share of all predictions .
 COLLAPSE_MARGIN = 0.02  # ... or accuracy is within this margin of the majority-class accuracy
 
 
+MAX_EVALUATION_BATCH = 256  # images per predict batch; fewer when a split (or a photo's faces) is smaller
+
 def evaluation_batch_size(train_batch_size: int, dataset: FerDataset | None = None) -> int:
     """The batch size of every prediction of a run (validation, test, TTA), so one predict function is compiled.
 
     256 (or the training batch size if larger); for a data set whose val and test splits are smaller, the smallest
     power of two that holds the larger of them, so that tiny runs do not predict mostly padding.
     """
-    batch = 256
+    batch = MAX_EVALUATION_BATCH
     if dataset is not None:
-        batch = min(batch, 1 << max(0, max(len(dataset.val), len(dataset.test)) - 1).bit_length())
+        batch = batch_holding(max(len(dataset.val), len(dataset.test)))
     return max(batch, int(train_batch_size))
+
+
+def batch_holding(n: int) -> int:
+    """The smallest power of two that holds ``n`` images, at most MAX_EVALUATION_BATCH: few images, one batch."""
+    return min(MAX_EVALUATION_BATCH, 1 << max(0, n - 1).bit_length())
 
 
 def predict_proba(model: keras.Model, images: np.ndarray, *, tta: bool = False, batch_size: int = 256) -> np.ndarray:

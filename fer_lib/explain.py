@@ -23,7 +23,6 @@ Keras is imported only inside :func:`run_occlusion` (loading the models); everyt
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -318,14 +317,6 @@ def _choose_examples(order: np.ndarray, labels: np.ndarray, right_for_all: np.nd
     return np.array(chosen, dtype=np.int64)
 
 
-def _load_keras_model(path: Path) -> Any:
-    import keras
-
-    from fer_lib.augment import RandomAffine
-
-    return keras.saving.load_model(path, custom_objects={"fer_lib>RandomAffine": RandomAffine})
-
-
 def _predictor(model: Any, batch_size: int) -> Predict:
     """``model``'s probabilities through the study's padded prediction (one compiled batch shape)."""
     from fer_lib.evaluate import predict_proba
@@ -390,11 +381,11 @@ def run_occlusion(run: Any, *, split: str = "test", per_class: int = RUN_PER_CLA
     data = dataset.split(split)
     labels = np.asarray(data.labels, dtype=np.int64)
     order = np.random.default_rng(seed).permutation(len(data))
-    loader = load_model or _load_keras_model
     tick = time.perf_counter()
-    if load_model is None:
-        importlib.import_module("keras")  # timed apart: the notebook's first Keras import, not a model's cost
+    if load_model is None:  # timed apart: the notebook's first Keras import, not a model's cost
+        from fer_lib.train import load_inference_model as load_model
     import_seconds = time.perf_counter() - tick
+    loader = load_model
 
     # Which images each model classifies correctly (from its saved predictions, else predicted here)
     loaded: dict[str, Any] = {}

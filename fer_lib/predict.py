@@ -58,7 +58,6 @@ MIN_FACE = 24  # ... smallest face, in pixels of the (downscaled) detection imag
 DETECT_BORDER = 0.1  # the detection image is padded by this share of its size (faces cut by the photo's edge)
 DEFAULT_MARGIN = 0.02  # per side, as a fraction of the detected box: FER2013's framing (see the module docstring)
 PHOTO_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm")
-MAX_BATCH = 256
 
 # One colour per emotion (RGB), for the boxes of the annotated photos and the bars of the charts.
 EMOTION_COLORS: dict[str, tuple[int, int, int]] = {
@@ -400,16 +399,14 @@ def run_warnings(model_files: Mapping[str, Sequence[Path]]) -> list[str]:
 def load_models(model_files: Mapping[str, Sequence[Path]]) -> dict[str, list[Any]]:
     """Load each ``best.keras`` (the inference models fer_lib.train saves), keyed like ``model_files``."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up log lines say nothing to the user
-    import keras
-
-    import fer_lib.augment  # noqa: F401 - registers the augmentation layer the saved models contain
+    from fer_lib.train import load_inference_model
 
     loaded: dict[str, list[Any]] = {}
     for name, paths in model_files.items():
         loaded[name] = []
         for path in paths:
             try:
-                loaded[name].append(keras.saving.load_model(path, compile=False))
+                loaded[name].append(load_inference_model(path))
             except Exception as error:  # noqa: BLE001 - a damaged or foreign file: say which
                 raise PredictError(f"cannot load model '{path}': {type(error).__name__}: "
                                    f"{str(error).splitlines()[0] if str(error) else ''}") from None
@@ -434,11 +431,6 @@ def average_probabilities(per_model: Mapping[str, Sequence[np.ndarray]]) -> tupl
     return ensemble_probabilities(list(means.values())), means  # over the models
 
 
-def _batch_size(n: int) -> int:
-    """The smallest power of two holding ``n`` (at most MAX_BATCH): one padded batch for a photo's few faces."""
-    return min(MAX_BATCH, 1 << max(0, n - 1).bit_length())
-
-
 def classify_faces(faces: np.ndarray, models: Mapping[str, Sequence[Any]], *,
                    tta: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Probabilities (n, 7) for 48x48 uint8 face crops (n, 48, 48) or (n, 48, 48, 1), and each model's (n, 7).
@@ -446,7 +438,7 @@ def classify_faces(faces: np.ndarray, models: Mapping[str, Sequence[Any]], *,
     A model's probabilities are averaged over its seeds; the result over the models (:func:`average_probabilities`);
     with ``tta``, each model also sees the mirrored face (as the study's ``test_tta``).
     """
-    from fer_lib.evaluate import predict_proba
+    from fer_lib.evaluate import batch_holding, predict_proba
 
     faces = np.asarray(faces, dtype=np.uint8)
     if faces.ndim == 3:
@@ -456,7 +448,7 @@ def classify_faces(faces: np.ndarray, models: Mapping[str, Sequence[Any]], *,
     if len(faces) == 0:
         empty = np.zeros((0, NUM_CLASSES))
         return empty, {name: empty for name in models}
-    batch = _batch_size(len(faces))
+    batch = batch_holding(len(faces))  # one padded batch for a photo's few faces
     per_model = {name: [predict_proba(m, faces, tta=tta, batch_size=batch) for m in seeds]
                  for name, seeds in models.items()}
     return average_probabilities(per_model)

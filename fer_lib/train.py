@@ -432,8 +432,17 @@ def load_finished(out_dir: str | Path) -> TrainResult:
     if not is_finished(out_dir):
         raise FileNotFoundError(f"'{out_dir}' holds no finished training run ({BEST_MODEL_FILE} and {TRAINING_FILE})")
     record = json.loads((out_dir / TRAINING_FILE).read_text())
-    model = keras.saving.load_model(out_dir / BEST_MODEL_FILE)
+    model = load_inference_model(out_dir / BEST_MODEL_FILE)
     return TrainResult(model=model, history=pd.read_csv(out_dir / HISTORY_FILE), out_dir=out_dir, **record)
+
+
+def load_inference_model(path: str | Path) -> keras.Model:
+    """A model saved by :func:`save_inference_model` (uncompiled), e.g. ``best.keras``.
+
+    The one way fer_lib loads a trained model (resumed evaluation, occlusion maps, predict on photos); importing this
+    module registers fer_lib's augmentation layer, which the saved models contain.
+    """
+    return keras.saving.load_model(path, compile=False)
 
 
 def training_callbacks(config: TrainConfig, model_name: str, dataset: FerDataset, out_dir: Path, best: BestWeights,
