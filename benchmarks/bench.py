@@ -4,7 +4,7 @@
     KERAS_BACKEND=jax python benchmarks/bench.py --params params/strong.yaml --data DIR       # a GPU box
     python benchmarks/bench.py --params params/smoke.yaml -p batch_size=16 --min-timed-steps 20   # quick check
 
-Each model of the params is trained by fer_lib.train.train_model (the study's loop) on the params' data for enough
+Each model of the params is trained by fer_lib.core.train.train_model (the study's loop) on the params' data for enough
 epochs to time at least --min-timed-steps steps after the first (compiling) epoch. Results go to benchmarks/results/
 (commit only results of real runs; the file names the date, backend and device).
 """
@@ -29,17 +29,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tag", default="", help="appended to the result file's name (e.g. the protocol)")
     args = parser.parse_args(argv)
 
-    from fer_lib.provenance import BackendUnavailable, check_backend
+    from fer_lib.app.provenance import BackendUnavailable, check_backend
 
     try:
         check_backend()
     except BackendUnavailable as error:
         print(f"bench: error: {error}", file=sys.stderr)
         return 2
-    from fer_lib.bench import run_benchmark
-    from fer_lib.data import FerDataError
-    from fer_lib.data import load_study_data
-    from fer_lib.params import ParamsError, resolve_params_files
+    from fer_lib.app.bench import run_benchmark
+    from fer_lib.core.data import FerDataError
+    from fer_lib.core.data import load_study_data
+    from fer_lib.app.params import ParamsError, resolve_params_files
 
     try:
         params = resolve_params_files(args.params, args.overrides, {"data": args.data} if args.data else None)

@@ -3,7 +3,7 @@
 One module per stage: data -> augment -> models -> train -> evaluate -> plots / widgets.
 """
 
-from fer_lib.labels import EMOTIONS, NUM_CLASSES
+from fer_lib.core.labels import EMOTIONS, NUM_CLASSES
 
 __version__ = "0.1.0"
 __all__ = ["EMOTIONS", "NUM_CLASSES", "__version__"]

@@ -8,7 +8,7 @@ The bundle folder holds
   wheels/               wheels, for the target interpreter, of every package the project needs that the target lacks
   project.tar.gz        this checkout's files (tracked and untracked-not-ignored) and the commit they come from
   data/fer2013.npz      FER2013 from --data, $FER2013_DIR or ../shared/fer2013, as one compressed data bundle that
-                        fer_lib.data reads directly (splits as in the source); absent when no FER2013 is found
+                        fer_lib.core.data reads directly (splits as in the source); absent when no FER2013 is found
   bundle.json           what is inside: versions, sizes, target, the packages expected on the target
 It prints its size. Everything must travel in parts of at most --max-part-mib: one part when it fits, else two
 (code + wheels, then data) to be sent one after the other; a part that alone is too big is an error.
@@ -119,7 +119,7 @@ def git_source(root: Path) -> dict[str, object]:
 def pack_project(root: Path, destination: Path) -> None:
     """project.tar.gz: the checkout's files plus the commit they come from (the copy there has no .git)."""
     sys.path.insert(0, str(root))
-    from fer_lib.provenance import SOURCE_INFO_FILE
+    from fer_lib.app.provenance import SOURCE_INFO_FILE
 
     with tempfile.TemporaryDirectory() as folder:
         info = Path(folder) / SOURCE_INFO_FILE
@@ -192,7 +192,7 @@ def build(out: Path, *, data: str | None, python_version: str, platforms: list[s
     if source is not None:
         print(f"==> packing FER2013 from {source}", flush=True)
         sys.path.insert(0, str(PROJECT))
-        from fer_lib.data import write_bundle
+        from fer_lib.core.data import write_bundle
 
         data_file = write_bundle(source, out / "data" / "fer2013.npz")
     else:

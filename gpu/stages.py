@@ -41,7 +41,7 @@ def log(message: str) -> None:
 
 def params_of(project: Path, stage: str, overrides: list[str], data: str | None) -> dict[str, Any]:
     sys.path.insert(0, str(project))
-    from fer_lib.params import resolve_params_files
+    from fer_lib.app.params import resolve_params_files
 
     return resolve_params_files([project / STUDY_STAGES[stage]], overrides, {"data": data} if data else None)
 
@@ -50,7 +50,7 @@ def estimate_seconds(params: dict[str, Any], bench: dict[str, dict[str, Any]] | 
     """Seconds a study stage should take, from the bench stage's timing of the same protocol (None: no timing)."""
     if not bench or any(model not in bench for model in params["models"]):
         return None
-    from fer_lib.params import seed_list
+    from fer_lib.app.params import seed_list
 
     seeds = len(seed_list(params))  # each model trains once per seed
     total = NOTEBOOK_SECONDS * (seeds * len(params["models"]) + 2)
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"[{entry['number']}/{len(stages)}] {stage}: fer-study run --params {STUDY_STAGES[stage]} (estimate "
             f"{guess}{', sharing the GPU' if shared else ''}; {left:.0f} s left)")
         entry.update(status="running", began=time.time(), shared_gpu=shared)
-        command = [python, "-m", "fer_lib.cli", "run", "--params", str(args.project / STUDY_STAGES[stage]),
+        command = [python, "-m", "fer_lib.app.cli", "run", "--params", str(args.project / STUDY_STAGES[stage]),
                    "--out", str(args.work / "runs" / stage), *extra]
         return launch(stage, command, args.project)
 

@@ -4,7 +4,7 @@
 
 Copies the first images of each class from FER2013 ($FER2013_DIR, else ../shared/fer2013 beside the checkout) into
 DEST/train/<class>/ and DEST/test/<class>/ (DEST must be outside the repository: FER2013 never enters it), or, when
-FER2013 is absent, writes synthetic faces (fer_lib.synthetic) there as PNG files.
+FER2013 is absent, writes synthetic faces (fer_lib.core.synthetic) there as PNG files.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-class-test", type=int, default=5)
     args = parser.parse_args(argv)
     sys.path.insert(0, str(PROJECT))
-    from fer_lib.labels import EMOTIONS
+    from fer_lib.core.labels import EMOTIONS
 
     if args.dest.resolve().is_relative_to(PROJECT):
         print(f"tiny_data: error: {args.dest} is inside the repository; FER2013 must stay outside it", file=sys.stderr)
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from PIL import Image
 
-    from fer_lib.synthetic import make_synthetic_faces
+    from fer_lib.core.synthetic import make_synthetic_faces
 
     for offset, (split, count) in enumerate(counts.items()):
         images, labels = make_synthetic_faces(count * len(EMOTIONS), seed=offset, class_balance="balanced")

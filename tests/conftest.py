@@ -89,7 +89,7 @@ def tiny_synthetic():
 
     Treat it as read-only: it is one object for every test that asks for it.
     """
-    from fer_lib.data import load_synthetic
+    from fer_lib.core.data import load_synthetic
 
     return load_synthetic(140, 70, 70, seed=0)
 

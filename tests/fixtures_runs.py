@@ -1,6 +1,6 @@
 """Small finished run folders for the widget tests (plain helpers, not pytest fixtures, so any test can build one).
 
-A real run is made the real way (params -> run folder -> ``fer_lib.study.run_model``) on a few hundred synthetic
+A real run is made the real way (params -> run folder -> ``fer_lib.app.study.run_model``) on a few hundred synthetic
 images with a tiny CNN and one epoch: a few seconds on a CPU, and exactly the files a real run has.
 """
 
@@ -13,12 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from fer_lib import runs
-from fer_lib.data import load_synthetic
-from fer_lib.evaluate import evaluate_predictions, save_json, save_predictions
-from fer_lib.labels import NUM_CLASSES
-from fer_lib.params import resolve_params
-from fer_lib.study import run_model
+from fer_lib.app import runs
+from fer_lib.core.data import load_synthetic
+from fer_lib.core.evaluate import evaluate_predictions, save_json, save_predictions
+from fer_lib.core.labels import NUM_CLASSES
+from fer_lib.app.params import resolve_params
+from fer_lib.app.study import run_model
 
 SMALL_RUN: dict[str, Any] = {
     "name": "widget-test",

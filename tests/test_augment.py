@@ -1,4 +1,4 @@
-"""fer_lib.augment: the paper's augmentation as one XLA-compilable layer, same behaviour on TF and JAX.
+"""fer_lib.core.augment: the paper's augmentation as one XLA-compilable layer, same behaviour on TF and JAX.
 
 Marked ``backend``: ``make test`` runs these on the TensorFlow backend and again under ``KERAS_BACKEND=jax``.
 """
@@ -9,8 +9,8 @@ import keras
 import numpy as np
 import pytest
 
-from fer_lib.augment import RandomAffine, augment_preview, build_augmentation
-from fer_lib.params import PAPER_AUGMENTATION, AugmentConfig
+from fer_lib.core.augment import RandomAffine, augment_preview, build_augmentation
+from fer_lib.app.params import PAPER_AUGMENTATION, AugmentConfig
 
 pytestmark = pytest.mark.backend
 
@@ -93,7 +93,7 @@ def test_preview_returns_variants_and_new_seeds_draw_new_augmentations() -> None
 
 def test_augmentation_functions_take_an_augment_config_only() -> None:
     """Mappings are converted at the boundary (AugmentConfig.from_mapping); further in they are a TypeError."""
-    from fer_lib.models import build_model
+    from fer_lib.core.models import build_model
 
     mapping = {"rotation": 10.0}
     message = r"must be an AugmentConfig or None, got dict; build it from a mapping with AugmentConfig\.from_mapping"
@@ -132,7 +132,7 @@ def test_jit_compiles_on_jax_with_augmentation_inside_the_model() -> None:
     """On JAX the compiled model, augmentation included, runs with jit (Keras's own layers would switch it off)."""
     if keras.backend.backend() != "jax":
         pytest.skip("runs under KERAS_BACKEND=jax (make test runs the backend-marked tests there too)")
-    from fer_lib.models import build_model
+    from fer_lib.core.models import build_model
 
     def compiled_jit(model: keras.Model) -> bool:
         model.compile(optimizer="adam", loss="categorical_crossentropy", jit_compile="auto")

@@ -1,4 +1,4 @@
-"""fer_lib.bench times the study's own training loop (train_model) and writes a self-describing JSON record."""
+"""fer_lib.app.bench times the study's own training loop (train_model) and writes a self-describing JSON record."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from fer_lib import bench, data, train
-
+from fer_lib.app import bench
+from fer_lib.core import data, train
 TINY = {"basic_cnn": {"filters": [8], "dense_units": [8], "convs_per_block": 1}}
 
 

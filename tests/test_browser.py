@@ -219,7 +219,7 @@ def _prepare_notebook(root: Path, run_dir: Path) -> str:
         notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)",
                                            "language": "python"}
         notebook.cells = [nbformat.v4.new_code_cell(injected),
-                          nbformat.v4.new_code_cell("from fer_lib.widgets import ConfusionInspector\n"
+                          nbformat.v4.new_code_cell("from fer_lib.analysis.widgets import ConfusionInspector\n"
                                                     "display(ConfusionInspector(run_dir))")]
         name = "inspector.ipynb"
     for cell in notebook.cells:  # start from a clean notebook: no stale outputs or widget state

@@ -24,9 +24,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from fer_lib import __version__, cli, runner, runs
-from fer_lib.data import SYNTHETIC_NOTICE
-from fer_lib.labels import EMOTIONS
+from fer_lib import __version__
+from fer_lib.app import cli, runner, runs
+from fer_lib.core.data import SYNTHETIC_NOTICE
+from fer_lib.core.labels import EMOTIONS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SMOKE = REPO_ROOT / "params" / "smoke.yaml"
@@ -550,7 +551,7 @@ def test_a_diverging_run_fails_naming_model_epoch_and_remedy(tmp_path: Path) -> 
 
 
 def test_progress_line_per_epoch_from_the_progress_file(tmp_path: Path) -> None:
-    from fer_lib.runner import EpochProgress, format_progress
+    from fer_lib.app.runner import EpochProgress, format_progress
 
     record = {"model": "basic_cnn", "epoch": 12, "epochs": 30, "accuracy": 0.6123, "val_accuracy": 0.58,
               "images_per_second": 41234.5, "seconds_left": 19.6}
@@ -573,8 +574,7 @@ def test_progress_line_per_epoch_from_the_progress_file(tmp_path: Path) -> None:
 
 def test_a_2x2_sweep_makes_4_runs_a_sweep_record_and_one_comparison(project: Path, tmp_path: Path,
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    from fer_lib import sweep
-
+    from fer_lib.app import sweep
     out = tmp_path / "outputs"
     code, stdout, err = run_cli(["sweep", "-p", "synthetic=true", *TINY, "-p", "models=[basic_cnn]",
                                  "--grid", "epochs=2,3", "--grid", "augmentation.rotation=0,10", "--name", "grid",
@@ -632,8 +632,7 @@ def test_a_bad_grid_exits_2_before_anything_runs(project: Path, tmp_path: Path, 
 
 
 def test_sweep_values_keep_commas_inside_brackets() -> None:
-    from fer_lib import sweep
-
+    from fer_lib.app import sweep
     assert sweep.split_values("[basic_cnn],[basic_cnn, resnet50v2]") == ["[basic_cnn]", "[basic_cnn, resnet50v2]"]
     assert sweep.split_values("{a: 1, b: 2},'x,y',3") == ["{a: 1, b: 2}", "'x,y'", "3"]
     assert sweep.grid_points({"a": ["1", "2"], "b": ["x"]}) == [{"a": "1", "b": "x"}, {"a": "2", "b": "x"}]
@@ -646,8 +645,7 @@ def test_sweep_points_run_side_by_side_one_per_device(project: Path, tmp_path: P
     `fer-study run` process is the end-to-end test above."""
     import threading
 
-    from fer_lib import sweep
-
+    from fer_lib.app import sweep
     out = tmp_path / "outputs"
     started: list[tuple[list[str], str]] = []
     both_running = threading.Barrier(2, timeout=20)
@@ -664,7 +662,7 @@ def test_sweep_points_run_side_by_side_one_per_device(project: Path, tmp_path: P
     assert code == 0, err
     assert sorted(device for _, device in started) == ["0", "1"]
     for command, _ in started:
-        assert command[:4] == [sys.executable, "-m", "fer_lib.cli", "run"]
+        assert command[:4] == [sys.executable, "-m", "fer_lib.app.cli", "run"]
         assert command[command.index("--out") + 1] == str(out) and "synthetic=true" in command
         assert any(text in command for text in ("epochs=2", "epochs=3"))
     record = sweep.read_sweep(next(p for p in out.iterdir() if sweep.is_sweep_dir(p)))
@@ -673,8 +671,7 @@ def test_sweep_points_run_side_by_side_one_per_device(project: Path, tmp_path: P
 
 
 def test_sweep_devices_auto_means_one_per_visible_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    from fer_lib import sweep
-
+    from fer_lib.app import sweep
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
     assert sweep.parse_devices("auto") == ["2", "3"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")

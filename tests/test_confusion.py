@@ -1,4 +1,4 @@
-"""fer_lib.confusion: what the confusion inspector shows, tested without ipywidgets (and without Keras).
+"""fer_lib.analysis.confusion: what the confusion inspector shows, tested without ipywidgets (and without Keras).
 
 Runs here are crafted folders (chosen predictions, no training), so the module is fast: well under a second per test.
 """
@@ -12,13 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fer_lib import confusion, runs
-from fer_lib.confusion import (CellPage, SplitPredictions, available_splits, cell_page, cell_tooltip, choose,
+from fer_lib.analysis import confusion
+from fer_lib.app import runs
+from fer_lib.analysis.confusion import (CellPage, SplitPredictions, available_splits, cell_page, cell_tooltip, choose,
                                default_split, predictions_path, run_choices, run_folders, split_positions,
                                split_title)
-from fer_lib.data import Split
-from fer_lib.evaluate import confusion_counts, save_json, save_predictions
-from fer_lib.labels import NUM_CLASSES
+from fer_lib.core.data import Split
+from fer_lib.core.evaluate import confusion_counts, save_json, save_predictions
+from fer_lib.core.labels import NUM_CLASSES
 
 try:  # see test_widgets.py
     from fixtures_runs import small_params
@@ -63,7 +64,7 @@ def make_seeded_run(outputs_dir: Path, name: str = "seeded", seeds: tuple[int, .
 def test_the_logic_module_imports_neither_ipywidgets_nor_keras() -> None:
     import subprocess
 
-    code = ("import sys, fer_lib.confusion; "
+    code = ("import sys, fer_lib.analysis.confusion; "
             "print(sorted(m for m in ('ipywidgets', 'keras', 'tensorflow', 'jax') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert done.stdout.strip() == "[]"

@@ -1,4 +1,4 @@
-"""fer_lib.data: real FER2013 in both layouts, honest splits, the cache, and a clear error for every bad input."""
+"""fer_lib.core.data: real FER2013 in both layouts, honest splits, the cache, and a clear error for every bad input."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fer_lib import data
-from fer_lib.data import FerDataError, load_fer2013
-from fer_lib.labels import EMOTIONS, FER2013_TRAIN_COUNTS
+from fer_lib.core import data
+from fer_lib.core.data import FerDataError, load_fer2013
+from fer_lib.core.labels import EMOTIONS, FER2013_TRAIN_COUNTS
 
 FER2013_TEST_COUNTS = {"angry": 467, "disgust": 56, "fear": 496, "happy": 895, "sad": 653, "surprise": 415,
                        "neutral": 607}

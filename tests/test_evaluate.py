@@ -1,4 +1,4 @@
-"""fer_lib.evaluate: scikit-learn metrics next to the majority baseline, collapse detection, TTA, saved files."""
+"""fer_lib.core.evaluate: scikit-learn metrics next to the majority baseline, collapse detection, TTA, saved files."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import keras
 import numpy as np
 import pytest
 
-from fer_lib import evaluate
-from fer_lib.data import Split
-from fer_lib.labels import EMOTIONS
+from fer_lib.core import evaluate
+from fer_lib.core.data import Split
+from fer_lib.core.labels import EMOTIONS
 
 
 def probabilities_for(predicted: np.ndarray, confidence: float = 0.7) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""fer_lib.explain: occlusion maps checked on numpy "models" whose answer is known (no Keras, no training).
+"""fer_lib.analysis.explain: occlusion maps checked on numpy "models" whose answer is known (no Keras, no training).
 
 The toy model's probability of class 0 depends only on the mean brightness of the image's top-left 8x8 corner, so
 the exact map is known: covering the corner lowers it in proportion to the corner pixels covered, covering anything
@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fer_lib import runs
-from fer_lib.explain import (choose_per_class, class_mean_maps, mean_maps_by_class, occlusion_positions,
+from fer_lib.app import runs
+from fer_lib.analysis.explain import (choose_per_class, class_mean_maps, mean_maps_by_class, occlusion_positions,
                              occlusion_sensitivity, run_occlusion)
-from fer_lib.labels import NUM_CLASSES
+from fer_lib.core.labels import NUM_CLASSES
 
 try:  # see test_widgets.py
     from fixtures_runs import make_crafted_run, make_crafted_seed_run
@@ -193,8 +193,7 @@ def test_run_occlusion_on_a_run_folder(tmp_path: Path) -> None:
 
 
 def test_run_occlusion_explains_one_seed_of_a_several_seed_run(tmp_path: Path) -> None:
-    from fer_lib import report
-
+    from fer_lib.analysis import report
     run_dir = make_crafted_seed_run(tmp_path, seeds=(0, 1))
     for seed in (0, 1):
         for model in ("basic_cnn", "resnet50v2"):
@@ -221,9 +220,9 @@ def test_keras_is_imported_only_inside_functions() -> None:
     """Reading a run must not start a backend: explain's module-level imports are numpy and fer_lib only."""
     import ast
 
-    import fer_lib.explain
+    import fer_lib.analysis.explain
 
-    tree = ast.parse(Path(fer_lib.explain.__file__).read_text())
+    tree = ast.parse(Path(fer_lib.analysis.explain.__file__).read_text())
     top = {alias.name.split(".")[0] for node in tree.body if isinstance(node, ast.Import) for alias in node.names}
     top |= {node.module.split(".")[0] for node in tree.body if isinstance(node, ast.ImportFrom) and node.module}
     assert not top & {"keras", "tensorflow", "jax", "torch"}, top

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from fer_lib import provenance
-
+from fer_lib.app import provenance
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -114,7 +113,7 @@ def test_fer_study_run_without_a_usable_backend_is_one_line_and_exit_2(tmp_path:
         "sys.meta_path.insert(0, Block())\n")
     env = {key: value for key, value in os.environ.items() if key not in ("KERAS_BACKEND", "PYTHONPATH")}
     env.update(PYTHONPATH=str(blocker), KERAS_HOME=str(tmp_path / "keras-home"))
-    done = subprocess.run([sys.executable, "-m", "fer_lib.cli", "run", "--params", "params/smoke.yaml",
+    done = subprocess.run([sys.executable, "-m", "fer_lib.app.cli", "run", "--params", "params/smoke.yaml",
                            "--out", str(tmp_path / "out")], capture_output=True, text=True, env=env, cwd=REPO_ROOT,
                           timeout=120)
     assert done.returncode == 2, done.stderr

@@ -1,4 +1,4 @@
-"""fer_lib.models: the registry, both architectures, options, mixed precision and ImageNet-weights handling."""
+"""fer_lib.core.models: the registry, both architectures, options, mixed precision and ImageNet-weights handling."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from fer_lib.models import MODEL_REGISTRY, ModelConfigError, build_model
+from fer_lib.core.models import MODEL_REGISTRY, ModelConfigError, build_model
 
 pytestmark = pytest.mark.backend
 

@@ -1,4 +1,4 @@
-"""Params resolution (fer_lib.study): every mistake is caught before anything is trained, with a message that helps.
+"""Params resolution (fer_lib.app.study): every mistake is caught before anything is trained, with a message that helps.
 
 Fast: nothing here trains or loads data.
 """
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fer_lib.params import (STUDY_DEFAULTS, ParamsError, parse_override, resolve_params, resolve_params_files,
+from fer_lib.app.params import (STUDY_DEFAULTS, ParamsError, parse_override, resolve_params, resolve_params_files,
                            valid_names)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -202,8 +202,7 @@ def test_paper_params_follow_the_paper() -> None:
 
 def test_a_new_parameter_is_added_in_one_place(monkeypatch: pytest.MonkeyPatch) -> None:
     """A key added to STUDY_DEFAULTS alone reaches the runner's -p, the notebooks' overrides and papermill's -p."""
-    from fer_lib import params
-
+    from fer_lib.app import params
     monkeypatch.setitem(params.STUDY_DEFAULTS, "new_knob", 1)
     assert params.resolve_params_files([], ["new_knob=3"])["new_knob"] == 3  # fer-study run -p new_knob=3
     assert params.for_notebook(None, {"new_knob": 7}, {})["new_knob"] == 7  # what the runner passes a notebook
@@ -212,8 +211,7 @@ def test_a_new_parameter_is_added_in_one_place(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_notebook_params_file_holds_cheap_synthetic_defaults() -> None:
-    from fer_lib import params
-
+    from fer_lib.app import params
     values = params.for_notebook("notebook.yaml", {}, {})  # found in params/ of the project from anywhere
     assert values["synthetic"] is True and values["epochs"] <= 3 and values["models"] == ["basic_cnn"]
     assert params.for_notebook("notebook.yaml", {"epochs": 1}, {"epochs": 2})["epochs"] == 2  # -p wins
@@ -235,7 +233,7 @@ def test_a_notebook_run_alone_takes_any_study_parameter_with_papermill(tmp_path:
 
 
 def test_seeds_default_to_the_single_seed_and_decide_the_seed_trained() -> None:
-    from fer_lib.params import data_seed, seed_folder, several_seeds
+    from fer_lib.app.params import data_seed, seed_folder, several_seeds
 
     single = resolve_params({"seed": 4})
     assert single["seeds"] == [4] and not several_seeds(single) and seed_folder(single) is None
@@ -257,8 +255,7 @@ def test_bad_seeds_name_the_parameter(seeds: object) -> None:
 
 
 def test_each_seed_trains_in_its_own_notebook_and_folder(tmp_path: Path) -> None:
-    from fer_lib import runner, runs
-
+    from fer_lib.app import runner, runs
     params = resolve_params({"seeds": [0, 5], "models": ["basic_cnn", "resnet50v2"]})
     plan = {"params": params, "notebooks_dir": tmp_path}
     jobs = runner.notebook_jobs(plan, tmp_path / "run")

@@ -1,4 +1,4 @@
-"""fer_lib.plots and fer_lib.report on small fake data: figures have the expected panels, titles and labels; the
+"""fer_lib.analysis.plots and fer_lib.analysis.report on small fake data: figures have the expected panels, titles and labels; the
 conclusions name the right winner and flag a model that only ever answers 'happy'. No training."""
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from fer_lib import plots, report, runs
-from fer_lib.data import load_synthetic, summarize
-from fer_lib.evaluate import evaluate_predictions, save_json
-from fer_lib.labels import EMOTIONS, NUM_CLASSES
-from fer_lib.params import AugmentConfig
+from fer_lib.analysis import plots, report
+from fer_lib.app import runs
+from fer_lib.core.data import load_synthetic, summarize
+from fer_lib.core.evaluate import evaluate_predictions, save_json
+from fer_lib.core.labels import EMOTIONS, NUM_CLASSES
+from fer_lib.app.params import AugmentConfig
 
 HAPPY = EMOTIONS.index("happy")
 
@@ -326,7 +327,7 @@ def test_load_run_results(tmp_path: Path, summaries, histories) -> None:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Occlusion maps (fer_lib.explain's arrays, made up here)
+# Occlusion maps (fer_lib.analysis.explain's arrays, made up here)
 # --------------------------------------------------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""``fer-study predict`` and fer_lib.predict: faces found in real photos, cropped as FER2013 shows faces, classified
+"""``fer-study predict`` and fer_lib.app.predict: faces found in real photos, cropped as FER2013 shows faces, classified
 by a run's trained model(s), annotated copies and predictions.json written; and every user error.
 
 The photos are scikit-image's sample photos, which its wheel ships (``skimage/data/astronaut.png``: one face;
@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fer_lib import cli, predict, runs
-from fer_lib.labels import EMOTIONS, IMAGE_SIZE, NUM_CLASSES
+from fer_lib.app import cli, predict, runs
+from fer_lib.core.labels import EMOTIONS, IMAGE_SIZE, NUM_CLASSES
 
 try:  # see test_widgets.py
     from fixtures_runs import make_finished_run, make_run_without_models
@@ -406,7 +406,7 @@ def test_notebook_choice(run_dir: Path, astronaut: Path, tmp_path: Path) -> None
 
 
 def test_predict_view_uploads(run_dir: Path, astronaut: Path, tmp_path: Path) -> None:
-    from fer_lib.predict_view import PredictView, uploaded_files
+    from fer_lib.app.predict_view import PredictView, uploaded_files
 
     (tmp_path / "outputs").mkdir()
     idle = PredictView(outputs_dir=tmp_path / "outputs")

@@ -1,7 +1,7 @@
 """The project's own files agree with each other: pyproject.toml vs environment.yml, README vs the params, the
 Makefile and CI script vs what they must run, the params files vs their documentation.
 
-Fast: text checks only (plus importing fer_lib.study for STUDY_DEFAULTS).
+Fast: text checks only (plus importing fer_lib.app.study for STUDY_DEFAULTS).
 """
 
 from __future__ import annotations
@@ -71,9 +71,8 @@ def test_environment_yml_installs_the_project_and_python_version_agrees() -> Non
 
 
 def test_console_script_and_package() -> None:
-    assert PYPROJECT["project"]["scripts"] == {"fer-study": "fer_lib.cli:main"}
-    from fer_lib import cli
-
+    assert PYPROJECT["project"]["scripts"] == {"fer-study": "fer_lib.app.cli:main"}
+    from fer_lib.app import cli
     assert callable(cli.main)
 
 
@@ -90,11 +89,11 @@ def test_readme_leads_with_the_two_commands() -> None:
 
 
 def test_readme_documents_every_parameter() -> None:
-    from fer_lib.params import STUDY_DEFAULTS
+    from fer_lib.app.params import STUDY_DEFAULTS
 
     missing = [key for key in STUDY_DEFAULTS if f"`{key}`" not in README]
     assert not missing, f"README.md's params table lacks {missing}"
-    from fer_lib.params import AugmentConfig
+    from fer_lib.app.params import AugmentConfig
 
     missing = [f.name for f in dataclasses.fields(AugmentConfig) if f"`{f.name}`" not in README]
     assert not missing, f"README.md does not describe augmentation keys {missing}"
@@ -117,7 +116,7 @@ def test_every_line_of_the_params_files_is_explained(name: str) -> None:
 
 
 def test_params_files_use_only_known_names() -> None:
-    from fer_lib.params import STUDY_DEFAULTS
+    from fer_lib.app.params import STUDY_DEFAULTS
 
     for file in (REPO_ROOT / "params").glob("*.yaml"):
         assert set(yaml.safe_load(file.read_text())) <= set(STUDY_DEFAULTS), file

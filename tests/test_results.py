@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from fer_lib import report, runs
-from fer_lib.evaluate import evaluate_predictions, load_json, load_predictions
+from fer_lib.analysis import report
+from fer_lib.app import runs
+from fer_lib.core.evaluate import evaluate_predictions, load_json, load_predictions
 
 try:
     from fixtures_runs import copy_run_without_predictions, make_crafted_seed_run, make_finished_run
@@ -50,7 +51,7 @@ def test_rows_come_from_the_run_folder(two_model_run: Path) -> None:
 def test_cli_updates_only_the_marked_block(two_model_run: Path, tmp_path: Path) -> None:
     readme = tmp_path / "README.md"
     readme.write_text(f"# Title\n\nbefore\n{report.RESULTS_START}\nold table\n{report.RESULTS_END}\nafter\n")
-    done = subprocess.run([sys.executable, "-m", "fer_lib.cli", "results", str(two_model_run), "--update-readme",
+    done = subprocess.run([sys.executable, "-m", "fer_lib.app.cli", "results", str(two_model_run), "--update-readme",
                            str(readme)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     text = readme.read_text()
@@ -61,7 +62,7 @@ def test_cli_updates_only_the_marked_block(two_model_run: Path, tmp_path: Path) 
 def test_missing_markers_and_non_run_folders_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="the results markers are missing"):
         report.replace_results_block("no markers here", "| table |")
-    done = subprocess.run([sys.executable, "-m", "fer_lib.cli", "results", str(tmp_path)], capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "fer_lib.app.cli", "results", str(tmp_path)], capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 2 and "is not a run folder" in done.stderr
 
@@ -70,7 +71,7 @@ def test_missing_markers_and_non_run_folders_are_clear_errors(tmp_path: Path) ->
 def test_run_statistics_intervals_mcnemar_and_the_summary_file(two_model_run: Path, tmp_path: Path) -> None:
     import numpy as np
 
-    from fer_lib.evaluate import ensemble_probabilities
+    from fer_lib.core.evaluate import ensemble_probabilities
 
     results = report.load_run_results(two_model_run)
     summary = report.run_statistics(results, resamples=1000)
@@ -153,8 +154,7 @@ def test_several_seeds_mean_std_paired_test_and_per_seed_mcnemar(seed_run: Path)
 
 
 def test_several_seeds_in_the_results_table_listing_and_claims(seed_run: Path, tmp_path: Path) -> None:
-    from fer_lib import claims
-
+    from fer_lib.analysis import claims
     results = report.load_run_results(seed_run)
     summary = report.run_statistics(results, resamples=1000)
     checked = claims.paper_claims(results, summary)

@@ -1,7 +1,7 @@
-"""fer_lib.stats: each statistic against a reference (statsmodels, scipy called directly, a hand computation),
+"""fer_lib.analysis.stats: each statistic against a reference (statsmodels, scipy called directly, a hand computation),
 seeded reproducibility, one case of each verdict, and a clear error for bad inputs.
 
-Fast (well under a few seconds) and without Keras: fer_lib.stats imports numpy and scipy only.
+Fast (well under a few seconds) and without Keras: fer_lib.analysis.stats imports numpy and scipy only.
 """
 
 from __future__ import annotations
@@ -17,9 +17,7 @@ import pytest
 from scipy import stats as scipy_stats
 from statsmodels.stats.contingency_tables import mcnemar as statsmodels_mcnemar
 
-from fer_lib import stats
-
-
+from fer_lib.analysis import stats
 def predictions_with_accuracy(n: int, correct: int, *, classes: int = 7, seed: int = 0
                               ) -> tuple[np.ndarray, np.ndarray]:
     """Labels and predictions for n images of which exactly `correct` are predicted right (in shuffled order)."""
@@ -39,7 +37,7 @@ def assert_json_ready(result: dict) -> None:
 
 
 def test_module_is_pure_no_keras() -> None:
-    # What fer_lib.stats imports, read from its source (in-process sys.modules would see other tests' imports).
+    # What fer_lib.analysis.stats imports, read from its source (in-process sys.modules would see other tests' imports).
     tree = ast.parse(Path(stats.__file__).read_text())
     nodes = list(ast.walk(tree))
     imported = {alias.name.split(".")[0] for node in nodes if isinstance(node, ast.Import) for alias in node.names}
@@ -110,7 +108,7 @@ def test_bootstrap_interval_contains_accuracy_and_is_seeded() -> None:
 
 
 def test_bootstrap_interval_equals_scipy_bootstrap_called_directly() -> None:
-    # scipy's default batch (all resamples at once) on purpose: fer_lib.stats draws them in batches of
+    # scipy's default batch (all resamples at once) on purpose: fer_lib.analysis.stats draws them in batches of
     # BOOTSTRAP_BATCH, which must not change which resamples a seed gives.
     labels, predicted = predictions_with_accuracy(400, 260, seed=3)
     result = stats.bootstrap_accuracy_interval(labels, predicted, confidence=0.9, resamples=1500, seed=7)

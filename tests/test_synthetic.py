@@ -1,12 +1,12 @@
-"""Tests for the synthetic FER-style face generator (fer_lib.synthetic)."""
+"""Tests for the synthetic FER-style face generator (fer_lib.core.synthetic)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from fer_lib.labels import EMOTIONS, FER2013_TRAIN_COUNTS
-from fer_lib.synthetic import class_proportions, make_synthetic_faces
+from fer_lib.core.labels import EMOTIONS, FER2013_TRAIN_COUNTS
+from fer_lib.core.synthetic import class_proportions, make_synthetic_faces
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""fer_lib.train: one call trains from a TrainConfig, keeps its records, resumes a killed run, checks params."""
+"""fer_lib.core.train: one call trains from a TrainConfig, keeps its records, resumes a killed run, checks params."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fer_lib import data, train
-from fer_lib.evaluate import evaluate_model, evaluation_batch_size
-from fer_lib.params import TrainConfig, TrainConfigError
-from fer_lib.train import train_model
+from fer_lib.core import data, train
+from fer_lib.core.evaluate import evaluate_model, evaluation_batch_size
+from fer_lib.app.params import TrainConfig, TrainConfigError
+from fer_lib.core.train import train_model
 
 TINY_CNN = {"filters": [8, 16], "dense_units": [16], "convs_per_block": 1}
 

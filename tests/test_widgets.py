@@ -1,4 +1,4 @@
-"""fer_lib.widgets without a browser: the pure functions, and the widgets driven through their own API.
+"""fer_lib.analysis.widgets without a browser: the pure functions, and the widgets driven through their own API.
 
 One tiny real run (synthetic data, 1 epoch of a small CNN) is trained once for the module; runs with chosen
 predictions cover the cases a trained model does not guarantee (an empty cell, a cell larger than a page).
@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fer_lib import runs
-from fer_lib.evaluate import confusion_counts, load_predictions, row_normalise
-from fer_lib.labels import EMOTIONS, NUM_CLASSES
-from fer_lib.widgets import (ConfusionInspector, SampleBrowser, align_ids, cell_colours, cell_indices, cell_text,
+from fer_lib.app import runs
+from fer_lib.core.evaluate import confusion_counts, load_predictions, row_normalise
+from fer_lib.core.labels import EMOTIONS, NUM_CLASSES
+from fer_lib.analysis.widgets import (ConfusionInspector, SampleBrowser, align_ids, cell_colours, cell_indices, cell_text,
                              load_run_dataset, page, png_bytes, top_k)
 
 try:  # tests/ on sys.path (pytest's default rootdir-less import) or the repo root on it (tests as a package)
@@ -338,7 +338,7 @@ def test_sample_browser_seed_slider_redraws_the_preview(trained: tuple[Path, Pat
 
 
 def test_sample_browser_accepts_a_dataset(trained: tuple[Path, Path]) -> None:
-    from fer_lib.params import PAPER_AUGMENTATION
+    from fer_lib.app.params import PAPER_AUGMENTATION
 
     dataset, _ = load_run_dataset(trained[1])
     browser = SampleBrowser(dataset, variants=2, split="val")

@@ -18,10 +18,10 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from fer_lib.params import AugmentConfig
-from fer_lib.data import FerDataset, Split
-from fer_lib.labels import EMOTIONS, NUM_CLASSES
-from fer_lib.report import epochs_of
+from fer_lib.app.params import AugmentConfig
+from fer_lib.core.data import FerDataset, Split
+from fer_lib.core.labels import EMOTIONS, NUM_CLASSES
+from fer_lib.analysis.report import epochs_of
 
 SYNTHETIC_GID = "fer-synthetic-mark"
 SPLIT_COLORS: dict[str, str] = {"train": "#1f77b4", "val": "#ff7f0e", "test": "#2ca02c"}
@@ -109,7 +109,7 @@ def save_figure_in(fig: Figure, folder: str | Path | None, filename: str, *, dpi
 
 
 def plot_class_distribution(summary: Any, *, axes: Sequence[Axes] | None = None, synthetic: bool = False) -> Figure:
-    """Images per class, one panel per split (from :func:`fer_lib.data.summarize`), majority-class count marked."""
+    """Images per class, one panel per split (from :func:`fer_lib.core.data.summarize`), majority-class count marked."""
     counts: pd.DataFrame = summary.counts.drop(index="total", errors="ignore")
     majority: pd.DataFrame = summary.majority
     splits = list(counts.columns)
@@ -195,10 +195,10 @@ def plot_augmentation_preview(images: np.ndarray, config: AugmentConfig | None =
 
     ``config`` is an :class:`AugmentConfig` (None: the identity warp); build it with ``AugmentConfig.from_mapping``.
     """
-    from fer_lib.params import require_config
+    from fer_lib.app.params import require_config
 
     require_config(config, AugmentConfig, "plot_augmentation_preview's config", optional=True)
-    from fer_lib.augment import augment_preview  # imports Keras: only for this figure
+    from fer_lib.core.augment import augment_preview  # imports Keras: only for this figure
 
     images = np.asarray(images)
     if images.ndim == 3:
@@ -320,7 +320,7 @@ def plot_seed_histories(curves: pd.DataFrame, majority_baseline: float | None = 
                         synthetic: bool = False) -> Figure:
     """Fig. 4 over seeds: each model's mean loss and accuracy per epoch with a ± one standard deviation band.
 
-    ``curves``: the long table of fer_lib.report.seed_histories (model, seed, epoch, curve, value).
+    ``curves``: the long table of fer_lib.analysis.report.seed_histories (model, seed, epoch, curve, value).
     """
     fig, (loss_ax, acc_ax) = _axes_row(axes, 2, 12, 4.4)
     palette = {model: _model_color(index) for index, model in enumerate(dict.fromkeys(curves["model"]))}
@@ -347,7 +347,7 @@ def plot_seed_histories(curves: pd.DataFrame, majority_baseline: float | None = 
 def plot_sweep(table: pd.DataFrame, keys: Sequence[str], *, ax: Axes | None = None,
                title: str = "Test accuracy across the sweep", synthetic: bool = False) -> Figure:
     """Test accuracy of each model (colour) at each point of a sweep (x: the swept values), with the 95% interval
-    as an error bar and the majority-class baseline; ``table``: fer_lib.report.comparison_rows."""
+    as an error bar and the majority-class baseline; ``table``: fer_lib.analysis.report.comparison_rows."""
     fig, ax = _axes_or_new(ax, max(6.0, 1.2 * table[list(keys)].drop_duplicates().shape[0] + 3), 4.4)
     points = table[list(keys)].astype(str).agg(", ".join, axis=1) if keys else table["run"]
     labels = list(dict.fromkeys(points))
@@ -420,7 +420,7 @@ def plot_test_accuracy(summaries: Mapping[str, Mapping[str, Any]], *, ax: Axes |
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# What the models look at (occlusion maps, fer_lib.explain)
+# What the models look at (occlusion maps, fer_lib.analysis.explain)
 # --------------------------------------------------------------------------------------------------------------------
 
 OCCLUSION_CMAP = "RdBu_r"  # red: covering the region lowers the true class's probability; blue: it raises it
@@ -459,7 +459,7 @@ def plot_occlusion_maps(class_maps: Mapping[str, np.ndarray], *, counts: Mapping
     """Per class (rows) the mean occlusion map of each model (columns, side by side), over the class's mean face.
 
     ``class_maps``: {model: (7, H, W)} mean drop of the true class's probability when a patch covers each pixel
-    (NaN for a class without a correctly classified image; :attr:`fer_lib.explain.RunOcclusion.class_maps`).
+    (NaN for a class without a correctly classified image; :attr:`fer_lib.analysis.explain.RunOcclusion.class_maps`).
     ``counts``: {model: images averaged per class}; ``faces``: (7, H, W) mean face per class (0-255) drawn under the
     maps. One colour scale per model (its colour bar below): the maps show where each model looks, not which model's
     probabilities move more.
@@ -507,7 +507,7 @@ def plot_occlusion_examples(images: np.ndarray, labels: Sequence[int], example_m
     """Single faces (rows): the face, then each model's occlusion map over it (columns).
 
     ``images``: (k, H, W[, 1]) 0-255 faces; ``labels``: their true classes; ``example_maps``: {model: (k, H, W)}
-    (:attr:`fer_lib.explain.RunOcclusion.example_maps`); ``probabilities``: {model: (k,)} each model's probability of
+    (:attr:`fer_lib.analysis.explain.RunOcclusion.example_maps`); ``probabilities``: {model: (k,)} each model's probability of
     the true class, shown in the panel titles with the panel's largest drop (each panel has its own colour scale).
     """
     images = np.asarray(images)

@@ -25,8 +25,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fer_lib import __version__, runs
-from fer_lib.provenance import device_info, git_info, keras_backend, package_versions
+from fer_lib import __version__
+from fer_lib.app import runs
+from fer_lib.app.provenance import device_info, git_info, keras_backend, package_versions
 
 PROG = "fer-study"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -37,7 +38,7 @@ KERNEL_NAME = "python3"
 # failing cell or a dead kernel is reported by papermill from the notebook itself (see failure_message).
 KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
 NOTEBOOKS = ("01_explore_data", "02_train", "03_compare")
-DEFAULT_NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+DEFAULT_NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 BANNER = "!" * 100
 
 
@@ -60,8 +61,8 @@ def prepare_run(params_files: Sequence[str | Path] = (), overrides: Sequence[str
 
     Params are: defaults, then each params file in order, then ``data``/``name``, then each ``key=value`` override.
     """
-    from fer_lib.data import FerDataError, data_source, detect_layout, source_fingerprint
-    from fer_lib.params import ParamsError, resolve_params_files
+    from fer_lib.core.data import FerDataError, data_source, detect_layout, source_fingerprint
+    from fer_lib.app.params import ParamsError, resolve_params_files
 
     extra: dict[str, Any] = {}
     if data is not None:
@@ -107,7 +108,7 @@ def notebook_jobs(plan: Mapping[str, Any], run_dir: Path) -> list[dict[str, Any]
     ``seeds``, 02 runs once per seed and model (seed by seed, so a short run still has whole seeds), its ``seed``
     in ``overrides``.
     """
-    from fer_lib.params import seed_list, several_seeds
+    from fer_lib.app.params import seed_list, several_seeds
 
     params, notebooks_dir = dict(plan["params"]), plan["notebooks_dir"]
     run_dir_text = str(run_dir.resolve())
@@ -134,8 +135,8 @@ def run_context(plan: Mapping[str, Any]) -> dict[str, Any]:
     """What the manifest records about the data and the machine (gathered before the run folder exists)."""
     params, data = plan["params"], dict(plan["data"])
     if data["synthetic"]:
-        from fer_lib.data import SYNTHETIC_NOTICE, load_synthetic
-        from fer_lib.params import data_seed
+        from fer_lib.core.data import SYNTHETIC_NOTICE, load_synthetic
+        from fer_lib.app.params import data_seed
 
         data["notice"] = SYNTHETIC_NOTICE
         data["fingerprint"] = load_synthetic(params["synthetic_train"], params["synthetic_val"],
@@ -189,7 +190,7 @@ def start_run(plan: dict[str, Any], *, argv: Sequence[str], out: str | Path | No
 
 def resume_run(run_dir: str | Path, *, argv: Sequence[str], log_output: bool = False) -> int:
     """Finish an interrupted or failed run in its own folder: notebooks that completed are kept, the others run
-    again, and a training notebook resumes from the last backup of its model (fer_lib.train). The manifest records
+    again, and a training notebook resumes from the last backup of its model (fer_lib.core.train). The manifest records
     each resume and ends ``complete`` when every notebook has."""
     run_dir = Path(run_dir)
     if not runs.is_run_dir(run_dir):
@@ -204,7 +205,7 @@ def resume_run(run_dir: str | Path, *, argv: Sequence[str], log_output: bool = F
     if status == "running":
         raise UserError(f"'{run_dir}' is still running (process {manifest.get('pid')} on {manifest.get('host')}); "
                         f"stop it first")
-    from fer_lib.params import ParamsError, resolve_params
+    from fer_lib.app.params import ParamsError, resolve_params
 
     try:
         params = resolve_params(runs.read_params(run_dir))

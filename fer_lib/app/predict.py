@@ -3,7 +3,7 @@
 The steps, each a plain function:
 
 1. :func:`load_photo`: decode a file (or uploaded bytes) with Pillow, turned upright by its EXIF orientation (phone
-   photos), as RGB and as the grayscale FER2013 was made of (Pillow's ``convert("L")``, as :mod:`fer_lib.data` reads
+   photos), as RGB and as the grayscale FER2013 was made of (Pillow's ``convert("L")``, as :mod:`fer_lib.core.data` reads
    FER2013 itself);
 2. :func:`detect_faces`: OpenCV's frontal-face Haar cascade, the one shipped inside ``opencv-python-headless`` 4.x
    (``cv2.data.haarcascades``; nothing is downloaded; OpenCV 5 no longer ships it), on the histogram-equalised
@@ -21,7 +21,7 @@ The steps, each a plain function:
 
 Keras, OpenCV and matplotlib are imported inside the functions that need them, so ``fer-study --help`` stays fast.
 Mistakes in what was asked (not a run folder, a run without trained models, an unknown model, a path that does not
-exist) raise :class:`PredictError`, a :class:`fer_lib.runner.UserError` (one line, exit code 2 in the CLI); a file
+exist) raise :class:`PredictError`, a :class:`fer_lib.app.runner.UserError` (one line, exit code 2 in the CLI); a file
 that cannot be decoded is reported by name and skipped (:attr:`PhotoResult.error`); a photo without a face is a
 result (no faces), not an error.
 """
@@ -39,10 +39,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fer_lib import runs
-from fer_lib.evaluate import ensemble_probabilities
-from fer_lib.labels import EMOTIONS, IMAGE_SIZE, NUM_CLASSES
-from fer_lib.runner import UserError
+from fer_lib.app import runs
+from fer_lib.core.evaluate import ensemble_probabilities
+from fer_lib.core.labels import EMOTIONS, IMAGE_SIZE, NUM_CLASSES
+from fer_lib.app.runner import UserError
 
 if TYPE_CHECKING:  # types only: importing this module starts no backend and no OpenCV
     from matplotlib.figure import Figure
@@ -208,7 +208,7 @@ def top_k(probabilities: np.ndarray | Sequence[float], k: int = 3) -> list[tuple
 def load_photo(source: str | Path | bytes, name: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Decode a photo (a file, or its bytes named ``name``) upright: (RGB uint8 (h, w, 3), grayscale uint8 (h, w)).
 
-    The grayscale is Pillow's ``convert("L")``, the conversion fer_lib.data applies to FER2013. Raises
+    The grayscale is Pillow's ``convert("L")``, the conversion fer_lib.core.data applies to FER2013. Raises
     :class:`PhotoError` naming the file when it is not a readable image.
     """
     from PIL import Image, ImageOps
@@ -397,9 +397,9 @@ def run_warnings(model_files: Mapping[str, Sequence[Path]]) -> list[str]:
 
 
 def load_models(model_files: Mapping[str, Sequence[Path]]) -> dict[str, list[Any]]:
-    """Load each ``best.keras`` (the inference models fer_lib.train saves), keyed like ``model_files``."""
+    """Load each ``best.keras`` (the inference models fer_lib.core.train saves), keyed like ``model_files``."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up log lines say nothing to the user
-    from fer_lib.train import load_inference_model
+    from fer_lib.core.train import load_inference_model
 
     loaded: dict[str, list[Any]] = {}
     for name, paths in model_files.items():
@@ -438,7 +438,7 @@ def classify_faces(faces: np.ndarray, models: Mapping[str, Sequence[Any]], *,
     A model's probabilities are averaged over its seeds; the result over the models (:func:`average_probabilities`);
     with ``tta``, each model also sees the mirrored face (as the study's ``test_tta``).
     """
-    from fer_lib.evaluate import batch_holding, predict_proba
+    from fer_lib.core.evaluate import batch_holding, predict_proba
 
     faces = np.asarray(faces, dtype=np.uint8)
     if faces.ndim == 3:

@@ -1,6 +1,6 @@
 """What the confusion inspector shows, as plain functions and a small dataclass, without any widget.
 
-:class:`fer_lib.widgets.ConfusionInspector` is only the view: dropdowns, buttons and images wired to the functions
+:class:`fer_lib.analysis.widgets.ConfusionInspector` is only the view: dropdowns, buttons and images wired to the functions
 here. Everything that decides *what* it shows lives here so it is unit-tested without ipywidgets:
 
 * which runs, seeds, models and prediction splits there are to choose from, and which one is chosen first
@@ -26,14 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from fer_lib import runs
-from fer_lib.data import FerDataset, Split
-from fer_lib.evaluate import confusion_counts, row_normalise
-from fer_lib.labels import EMOTIONS, NUM_CLASSES
+from fer_lib.app import runs
+from fer_lib.core.data import FerDataset, Split
+from fer_lib.core.evaluate import confusion_counts, row_normalise
+from fer_lib.core.labels import EMOTIONS, NUM_CLASSES
 
 DEFAULT_PAGE_SIZE = 24
 PREDICTION_SPLITS: tuple[str, ...] = ("val", "test", "test_tta")
-"""The ``predictions_<split>.npz`` files a model folder can hold (see :func:`fer_lib.study.run_model`)."""
+"""The ``predictions_<split>.npz`` files a model folder can hold (see :func:`fer_lib.app.study.run_model`)."""
 MODES: tuple[tuple[str, str], ...] = (("counts", "counts"), ("row-normalised", "normalised"))
 DATASET_CACHE_SIZE = 2  # FER2013 is ~85 MB of pixels: keep the last two runs' data sets, not every run's
 
@@ -177,7 +177,7 @@ class SplitPredictions:
     @classmethod
     def load(cls, path: str | Path, split: str | None = None) -> SplitPredictions:
         """Read a predictions file (``split`` defaults to the file's ``predictions_<split>.npz`` name)."""
-        from fer_lib.evaluate import load_predictions
+        from fer_lib.core.evaluate import load_predictions
 
         path = Path(path)
         stored = load_predictions(path)
@@ -312,11 +312,11 @@ def load_run_dataset(run_dir: str | Path) -> tuple[FerDataset, str]:
     """The data set a run was trained on, reloaded from its params.yaml, and where it came from.
 
     Predictions files hold ids, not pixels (keeping runs small), so the inspector (and the occlusion maps of
-    :mod:`fer_lib.explain`) reload the data: FER2013 from its decoded cache, synthetic data regenerated
+    :mod:`fer_lib.analysis.explain`) reload the data: FER2013 from its decoded cache, synthetic data regenerated
     deterministically from the params. Every seed of a several-seed run uses the same images. Cached per run folder
     (and params.yaml version), keeping the last :data:`DATASET_CACHE_SIZE`, so switching models is instant.
     """
-    from fer_lib.data import load_study_data
+    from fer_lib.core.data import load_study_data
 
     run_dir = Path(run_dir).resolve()
     params_file = run_dir / runs.PARAMS_FILE

@@ -5,7 +5,7 @@ is written (an unknown key or a bad value is one line, exit 2, no folder), then 
 ``<out>/<YYYYmmdd-HHMMSS>-sweep-<name>/`` whose ``sweep.json`` records the grid, the command and, per point, its
 values, run folder and status, and runs the points one after the other (or side by side, one per device, with
 ``devices``). At the end the sweep folder gets ``comparison.csv`` and ``comparison.png``: the points' results
-against the swept keys (fer_lib.report.comparison_rows, fer_lib.plots.plot_sweep).
+against the swept keys (fer_lib.analysis.report.comparison_rows, fer_lib.analysis.plots.plot_sweep).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fer_lib import runs
-from fer_lib.runner import EXIT_FAILED, EXIT_OK, PROG, UserError
+from fer_lib.app import runs
+from fer_lib.app.runner import EXIT_FAILED, EXIT_OK, PROG, UserError
 
 SWEEP_FILE = "sweep.json"
 COMPARISON_CSV = "comparison.csv"
@@ -91,8 +91,7 @@ def prepare_sweep(params_files: Sequence[str | Path], overrides: Sequence[str], 
                   data: str | None = None, name: str | None = None, out: str | Path | None = None,
                   notebooks_dir: Path | None = None) -> dict[str, Any]:
     """Check every point of the grid (params resolved and validated, data found) before anything is written."""
-    from fer_lib import runner
-
+    from fer_lib.app import runner
     grid = parse_grid(grid_texts)
     base = runner.prepare_run(params_files, overrides, data=data, name=name, out=out, notebooks_dir=notebooks_dir)
     sweep_name = base["params"]["name"]
@@ -112,7 +111,7 @@ def prepare_sweep(params_files: Sequence[str | Path], overrides: Sequence[str], 
 def parse_devices(text: str) -> list[str]:
     """``--devices``: "" (points in turn), "0,1" (one process per listed device) or "auto" (one per visible GPU
     when there are at least two, else in turn)."""
-    from fer_lib.provenance import visible_gpu_indices
+    from fer_lib.app.provenance import visible_gpu_indices
 
     if text.strip() == "auto":
         gpus = visible_gpu_indices()
@@ -191,8 +190,7 @@ def start_sweep(sweep: dict[str, Any], *, argv: Sequence[str], devices: Sequence
 
 
 def _run_in_turn(sweep: Mapping[str, Any], finished: Any, *, log_output: bool) -> None:
-    from fer_lib import runner
-
+    from fer_lib.app import runner
     for index, point in enumerate(sweep["points"]):
         command = point_command(sweep, point)[3:]  # recorded in the run's manifest: the point as one `run`
         code = runner.start_run(point["plan"], argv=command, out=sweep["out"], log_output=log_output)
@@ -201,7 +199,7 @@ def _run_in_turn(sweep: Mapping[str, Any], finished: Any, *, log_output: bool) -
 
 def point_command(sweep: Mapping[str, Any], point: Mapping[str, Any]) -> list[str]:
     """The ``fer-study run`` command line of one point (for running it in its own process)."""
-    command = [sys.executable, "-m", "fer_lib.cli", "run"]
+    command = [sys.executable, "-m", "fer_lib.app.cli", "run"]
     for file in sweep["params_files"]:
         command += ["--params", str(file)]
     for text in [*sweep["overrides"], *point_overrides(point["values"])]:
@@ -251,8 +249,7 @@ def _run_on_devices(sweep: Mapping[str, Any], devices: Sequence[str], finished: 
 
 def write_comparison(sweep_dir: Path) -> list[Path]:
     """comparison.csv and comparison.png of a sweep's finished points (nothing when none finished)."""
-    from fer_lib import plots, report
-
+    from fer_lib.analysis import plots, report
     record = read_sweep(sweep_dir)
     run_dirs = [d for d in sweep_run_dirs(sweep_dir) if runs.run_models(d)]
     if not run_dirs:

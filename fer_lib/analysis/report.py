@@ -1,7 +1,7 @@
 """Pure summaries of a run for the notebooks: load a run's results, tabulate them, and word the conclusions.
 
 Nothing here plots or trains; every function takes the plain records a run folder holds (``metrics.json`` as
-written by :func:`fer_lib.study.run_model`, ``history.csv`` as written by :func:`fer_lib.train.train_model`) and
+written by :func:`fer_lib.app.study.run_model`, ``history.csv`` as written by :func:`fer_lib.core.train.train_model`) and
 returns tables (pandas) or sentences, so the compare notebook's conclusions are computed from the numbers.
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-from fer_lib import runs
-from fer_lib.evaluate import load_json
+from fer_lib.app import runs
+from fer_lib.core.evaluate import load_json
 
 SPLIT_KEYS: tuple[str, ...] = ("val", "test", "test_tta")
 
@@ -225,7 +225,7 @@ def _compare(summaries: Mapping[str, Mapping[str, Any]], key: str, label: str) -
 
 def conclusions(summaries: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """Sentences computed from the numbers: winner on test accuracy and macro-F1, collapse, TTA, hardest class per
-    model. ``summaries``: {model: metrics.json}. The paper's claims are judged in fer_lib.claims, the statistics of
+    model. ``summaries``: {model: metrics.json}. The paper's claims are judged in fer_lib.analysis.claims, the statistics of
     each comparison in :func:`run_statistics`."""
     if not summaries:
         return ["No trained model in this run: nothing to conclude."]
@@ -293,7 +293,7 @@ def ensemble_summary(results: RunResults, split: str = "test") -> dict[str, Any]
     None when fewer than two models have predictions for that split. The models' predictions must cover the same
     images in the same order (they do within one run); a mismatch is an error rather than a silently wrong number.
     """
-    from fer_lib.evaluate import ensemble_probabilities, evaluate_predictions
+    from fer_lib.core.evaluate import ensemble_probabilities, evaluate_predictions
 
     predictions = _split_predictions(results, split)
     if len(predictions) < 2:  # a copy of the run without predictions (results/): the compare step's summary.json
@@ -312,7 +312,7 @@ def _split_predictions(results: RunResults, split: str) -> dict[str, dict[str, A
     """The models' saved predictions on ``split`` (all on the same images, checked), by model."""
     import numpy as np
 
-    from fer_lib.evaluate import load_predictions
+    from fer_lib.core.evaluate import load_predictions
 
     files = {model: results.model_dir(model) / f"predictions_{split}.npz" for model in results.models}
     predictions = {model: load_predictions(path) for model, path in files.items() if path.is_file()}
@@ -338,7 +338,7 @@ def run_statistics(results: RunResults, *, seed: int = 0, resamples: int = 2000)
 
     Per model and for the ensemble (averaged probabilities, two models or more): the accuracy with a 95% bootstrap
     interval over the test images; for each pair: the accuracy difference with its paired-bootstrap interval,
-    McNemar's exact test on the same images, and a verdict on "the first beats the second" (fer_lib.stats). The
+    McNemar's exact test on the same images, and a verdict on "the first beats the second" (fer_lib.analysis.stats). The
     ensemble's metrics are kept too, so the README table can be regenerated from a run folder without predictions.
 
     A run with several seeds: these statistics per seed (``per_seed``), and over seeds (``over_seeds``): each model's
@@ -349,9 +349,9 @@ def run_statistics(results: RunResults, *, seed: int = 0, resamples: int = 2000)
         per_seed = {str(s): run_statistics(r, seed=seed, resamples=resamples) for s, r in results.by_seed.items()}
         return {"seeds": results.seeds, "per_seed": per_seed,
                 "over_seeds": seed_statistics(results, per_seed)}
-    from fer_lib import stats
-    from fer_lib.data import majority_class_accuracy
-    from fer_lib.evaluate import ensemble_probabilities, evaluate_predictions
+    from fer_lib.analysis import stats
+    from fer_lib.core.data import majority_class_accuracy
+    from fer_lib.core.evaluate import ensemble_probabilities, evaluate_predictions
 
     summary: dict[str, Any] = {"seed": seed, "resamples": resamples, "confidence": 0.95, "splits": {},
                                "ensemble": {}}
@@ -414,10 +414,9 @@ def seed_values(results: RunResults, per_seed: Mapping[str, Mapping[str, Any]] |
 
 def seed_statistics(results: RunResults, per_seed: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """Over the seeds of a run: per model (and the ensemble) mean, std and values of :data:`SEED_METRICS`, and for
-    each pair a paired comparison of test accuracy over seeds (fer_lib.stats.paired_seed_comparison) with its
+    each pair a paired comparison of test accuracy over seeds (fer_lib.analysis.stats.paired_seed_comparison) with its
     verdict on "the first beats the second"."""
-    from fer_lib import stats
-
+    from fer_lib.analysis import stats
     values = seed_values(results, per_seed)
     models: dict[str, Any] = {}
     for model, rows in values.groupby("model", sort=False):
@@ -483,7 +482,7 @@ def seed_histories(results: RunResults) -> pd.DataFrame:
 
 def write_summary(run_dir: str | Path, summary: Mapping[str, Any]) -> Path:
     """Save :func:`run_statistics` as the run's summary.json."""
-    from fer_lib.evaluate import save_json
+    from fer_lib.core.evaluate import save_json
 
     return save_json(summary, Path(run_dir) / runs.SUMMARY_FILE)
 
@@ -528,7 +527,7 @@ def statistics_sentences(summary: Mapping[str, Any]) -> list[str]:
         for seed, statistics in per_seed_statistics(summary).items():
             lines += [f"Seed {seed}: {line}" for line in statistics_sentences(statistics)]
         return lines
-    from fer_lib.stats import verdict
+    from fer_lib.analysis.stats import verdict
 
     entry = summary.get("splits", {}).get("test")
     lines = []

@@ -17,8 +17,8 @@ from sklearn import metrics as skm
 if TYPE_CHECKING:  # only a type here: reading results (reports, widgets) must not start a Keras backend
     import keras
 
-from fer_lib.data import FerDataset, Split, majority_class_accuracy
-from fer_lib.labels import EMOTIONS, NUM_CLASSES
+from fer_lib.core.data import FerDataset, Split, majority_class_accuracy
+from fer_lib.core.labels import EMOTIONS, NUM_CLASSES
 
 COLLAPSE_SHARE = 0.9  # one class takes at least this share of all predictions ...
 COLLAPSE_MARGIN = 0.02  # ... or accuracy is within this margin of the majority-class accuracy

@@ -9,7 +9,7 @@ Accepted layouts (detected from what the path holds):
 * a data bundle (``*.npz`` written by :func:`write_bundle`): either of the above packed into one compressed file for
   a machine without the original (the offline GPU bundle), splits as in its source.
 
-Labels always follow the csv's order (:data:`fer_lib.labels.EMOTIONS`), never alphabetical folder order, and
+Labels always follow the csv's order (:data:`fer_lib.core.labels.EMOTIONS`), never alphabetical folder order, and
 validation is never taken from test. Decoded arrays are cached by a fingerprint of the source, so a second load is
 fast and a changed source is decoded again.
 """
@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from fer_lib.labels import EMOTIONS, IMAGE_SIZE, NUM_CLASSES
+from fer_lib.core.labels import EMOTIONS, IMAGE_SIZE, NUM_CLASSES
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 CSV_USAGE_TO_SPLIT: dict[str, str] = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
@@ -524,8 +524,8 @@ SYNTHETIC_NOTICE = (
 
 def load_synthetic(n_train: int = 2000, n_val: int = 500, n_test: int = 500, *, seed: int = 0,
                    class_balance: str | list[float] = "balanced") -> FerDataset:
-    """A :class:`FerDataset` of synthetic faces (see :mod:`fer_lib.synthetic`), marked as synthetic everywhere."""
-    from fer_lib.synthetic import make_synthetic_faces
+    """A :class:`FerDataset` of synthetic faces (see :mod:`fer_lib.core.synthetic`), marked as synthetic everywhere."""
+    from fer_lib.core.synthetic import make_synthetic_faces
 
     splits = {}
     for offset, (name, n) in enumerate((("train", n_train), ("val", n_val), ("test", n_test))):
@@ -534,7 +534,7 @@ def load_synthetic(n_train: int = 2000, n_val: int = 500, n_test: int = 500, *, 
         images, labels = make_synthetic_faces(int(n), seed=seed * 1000 + offset, class_balance=class_balance)
         splits[name] = Split(name, images, labels, np.array([f"synthetic-{name}-{i}" for i in range(n)]))
     fingerprint = hashlib.sha256(f"synthetic|{n_train}|{n_val}|{n_test}|{seed}|{class_balance}".encode()).hexdigest()
-    return FerDataset(**splits, source=f"synthetic (fer_lib.synthetic, seed {seed}, balance {class_balance})",
+    return FerDataset(**splits, source=f"synthetic (fer_lib.core.synthetic, seed {seed}, balance {class_balance})",
                       layout="synthetic", val_origin="generated separately (synthetic)",
                       fingerprint=fingerprint[:20], is_synthetic=True)
 
@@ -571,7 +571,7 @@ def data_source(params: Mapping[str, Any], *, project_root: str | os.PathLike[st
 
 def load_study_data(params: Mapping[str, Any], *, project_root: str | os.PathLike[str] = ".") -> tuple[FerDataset, str]:
     """The data set a run uses, and a sentence saying where it came from (loudly, when it is synthetic)."""
-    from fer_lib.params import data_seed
+    from fer_lib.app.params import data_seed
 
     seed = data_seed(params)  # the same images for every seed of a run
     path, how = data_source(params, project_root=project_root)

@@ -1,6 +1,6 @@
 """Throughput benchmark of the study's own training step: training and inference images/s and compile time.
 
-Each model is trained with :func:`fer_lib.train.train_model`, the very loop (and so the very compiled step) the study
+Each model is trained with :func:`fer_lib.core.train.train_model`, the very loop (and so the very compiled step) the study
 runs, on the study's data and params, for just enough epochs to time at least ``min_timed_steps`` steps after the
 first epoch, which pays for compilation. The schedule is laid out for the params' full ``epochs`` (training simply
 stops early), so the compiled programs are the study's: on JAX, with a persistent compilation cache, the study that
@@ -22,11 +22,11 @@ from typing import Any
 import keras
 import numpy as np
 
-from fer_lib.data import FerDataset
-from fer_lib.evaluate import evaluation_batch_size, predict_proba
-from fer_lib.provenance import device_info, package_versions
-from fer_lib.params import AugmentConfig, TrainConfig
-from fer_lib.train import steps_per_epoch, train_model
+from fer_lib.core.data import FerDataset
+from fer_lib.core.evaluate import evaluation_batch_size, predict_proba
+from fer_lib.app.provenance import device_info, package_versions
+from fer_lib.app.params import AugmentConfig, TrainConfig
+from fer_lib.core.train import steps_per_epoch, train_model
 
 
 class _StopAfter(keras.callbacks.Callback):
@@ -94,7 +94,7 @@ def run_benchmark(dataset: FerDataset, params: Mapping[str, Any], *, out_dir: st
         "settings": {"params": params.get("name"), "data": dataset.source, "synthetic": dataset.is_synthetic,
                      "n_train": len(dataset.train), "n_val": len(dataset.val), "n_test": len(dataset.test),
                      "min_timed_steps": min_timed_steps,
-                     "loop": "fer_lib.train.train_model (the study's own training step)"},
+                     "loop": "fer_lib.core.train.train_model (the study's own training step)"},
         "note": note,
         "throughput": throughput,
     }

@@ -8,7 +8,7 @@
 
 The widgets are views only. Everything that decides *what* the inspector shows (runs, seeds, models and splits to
 choose from, a split's predictions and confusion counts, which images fall in a cell, paging, top-3 probabilities,
-the cells' text and colours, the run's reloaded data set) lives in :mod:`fer_lib.confusion`, plain functions tested
+the cells' text and colours, the run's reloaded data set) lives in :mod:`fer_lib.analysis.confusion`, plain functions tested
 without widgets; its public names are re-exported here. The widgets keep plain read-only views of their state
 (``selected``, ``current_ids``, ``page_ids``, ...), so tests can drive them without a browser. Keras is imported
 lazily (only when an augmentation is drawn), so importing this module is cheap.
@@ -29,14 +29,14 @@ import ipywidgets as widgets
 import numpy as np
 from PIL import Image
 
-from fer_lib import runs
-from fer_lib.confusion import (DATASET_CACHE_SIZE, DEFAULT_PAGE_SIZE, MODES, PREDICTION_SPLITS, CellPage,
+from fer_lib.app import runs
+from fer_lib.analysis.confusion import (DATASET_CACHE_SIZE, DEFAULT_PAGE_SIZE, MODES, PREDICTION_SPLITS, CellPage,
                                SplitPredictions, align_ids, available_splits, cell_colours, cell_indices,
                                cell_intensities, cell_page, cell_text, cell_tooltip, check_class, choose,
                                default_split, load_run_dataset, page, predictions_path, run_choices, split_positions,
                                split_title, top_k)
-from fer_lib.data import SPLITS, FerDataset, Split
-from fer_lib.labels import EMOTIONS, NUM_CLASSES
+from fer_lib.core.data import SPLITS, FerDataset, Split
+from fer_lib.core.labels import EMOTIONS, NUM_CLASSES
 
 __all__ = ["DATASET_CACHE_SIZE", "DEFAULT_PAGE_SIZE", "MODES", "PREDICTION_SPLITS", "ConfusionInspector",
            "SampleBrowser", "align_ids", "caption_html", "cell_colours", "cell_indices", "cell_intensities",
@@ -144,7 +144,7 @@ class ConfusionInspector(_Quiet, widgets.VBox):
     :attr:`current_indices` / :attr:`current_ids` (rows of the predictions file) and shows page 1 of its images;
     :meth:`set_page` and the Prev / Next buttons page through them (:attr:`page_ids`, :attr:`n_pages`). Nothing is
     selected at first, so showing the widget never loads the data set; the first selection does (then cached).
-    What is shown is decided by :mod:`fer_lib.confusion`; this class only wires it to the controls.
+    What is shown is decided by :mod:`fer_lib.analysis.confusion`; this class only wires it to the controls.
     """
 
     def __init__(self, run_dir: str | Path | None = None, *, outputs_dir: str | Path | None = None,
@@ -585,7 +585,7 @@ class ConfusionInspector(_Quiet, widgets.VBox):
 
 
 def _augmentation_config(augmentation: Any) -> Any:
-    from fer_lib.params import PAPER_AUGMENTATION, AugmentConfig
+    from fer_lib.app.params import PAPER_AUGMENTATION, AugmentConfig
 
     if augmentation is None:
         return PAPER_AUGMENTATION
@@ -595,9 +595,9 @@ def _augmentation_config(augmentation: Any) -> Any:
 class SampleBrowser(_Quiet, widgets.VBox):
     """Browse a data set by split and class, with random augmentations of the chosen image.
 
-    ``dataset_or_run_dir``: a :class:`fer_lib.data.FerDataset`, or a run folder (its data set is reloaded from its
+    ``dataset_or_run_dir``: a :class:`fer_lib.core.data.FerDataset`, or a run folder (its data set is reloaded from its
     params.yaml and its augmentation params are used). ``augmentation`` overrides the augmentation (default: the
-    run's, else :data:`fer_lib.params.PAPER_AUGMENTATION`). Moving the seed slider draws new augmentations.
+    run's, else :data:`fer_lib.app.params.PAPER_AUGMENTATION`). Moving the seed slider draws new augmentations.
     """
 
     def __init__(self, dataset_or_run_dir: FerDataset | str | Path, *,
@@ -718,7 +718,7 @@ class SampleBrowser(_Quiet, widgets.VBox):
     @_reporting
     def _draw_preview(self) -> None:
         """Draw ``variants`` random augmentations of the current image with the slider's seed."""
-        from fer_lib.augment import augment_preview
+        from fer_lib.core.augment import augment_preview
 
         position = self.current_position
         if self._quiet or position is None:

@@ -1,8 +1,8 @@
 """The interactive part of 04_predict: choose a run and a model, upload photos, see each annotated photo and a
 probability chart per face.
 
-:class:`PredictView` is a thin shell over :mod:`fer_lib.predict`: an upload calls :meth:`PredictView.predict_uploads`,
-which runs :func:`fer_lib.predict.predict_photos` (the same function as ``fer-study predict``; the annotated copies and
+:class:`PredictView` is a thin shell over :mod:`fer_lib.app.predict`: an upload calls :meth:`PredictView.predict_uploads`,
+which runs :func:`fer_lib.app.predict.predict_photos` (the same function as ``fer-study predict``; the annotated copies and
 ``predictions.json`` go to a new ``<run>/predictions/<timestamp>-<model>/``) and shows the result. Tests call
 ``predict_uploads`` directly; the browser test uploads through the page. The run's models are loaded once per
 (run, model) choice.
@@ -18,8 +18,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from fer_lib import predict, runs
-
+from fer_lib.app import predict, runs
 DISPLAY_WIDTH = 560  # pixels: annotated photos are shown at most this wide (the files keep their full size)
 
 __all__ = ["PredictView", "display_jpeg", "uploaded_files"]

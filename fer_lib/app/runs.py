@@ -26,11 +26,11 @@ from typing import Any
 import yaml
 
 PARAMS_FILE = "params.yaml"
-METRICS_FILE = "metrics.json"  # per model: fer_lib.study.run_model's summary
+METRICS_FILE = "metrics.json"  # per model: fer_lib.app.study.run_model's summary
 MANIFEST_FILE = "manifest.json"
-SUMMARY_FILE = "summary.json"  # the compare step's statistics (fer_lib.report.run_statistics)
-HISTORY_FILE = "history.csv"  # per model: one row per epoch (fer_lib.train writes it)
-PROGRESS_FILE = "progress.json"  # per model: the last finished training epoch (fer_lib.train writes it)
+SUMMARY_FILE = "summary.json"  # the compare step's statistics (fer_lib.analysis.report.run_statistics)
+HISTORY_FILE = "history.csv"  # per model: one row per epoch (fer_lib.core.train writes it)
+PROGRESS_FILE = "progress.json"  # per model: the last finished training epoch (fer_lib.core.train writes it)
 
 
 def project_root(start: str | Path | None = None) -> Path:
@@ -90,7 +90,7 @@ def read_params(run_dir: str | Path) -> dict[str, Any]:
 
 MODELS_DIR = "models"
 SEEDS_DIR = "seeds"  # a run with several seeds: seeds/seed-<seed>/models/<model>/, one sub-folder per seed
-BEST_MODEL_FILE = "best.keras"  # per model: the best epoch's model, without optimizer state (fer_lib.train saves it)
+BEST_MODEL_FILE = "best.keras"  # per model: the best epoch's model, without optimizer state (fer_lib.core.train saves it)
 
 
 def seed_dir(run_dir: str | Path, seed: int) -> Path:

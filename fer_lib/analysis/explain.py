@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from fer_lib.labels import EMOTIONS, NUM_CLASSES
+from fer_lib.core.labels import EMOTIONS, NUM_CLASSES
 
 Predict = Callable[[np.ndarray], np.ndarray]
 """images (m, H, W[, C]) -> class probabilities (m, n_classes)."""
@@ -144,7 +144,7 @@ def occlusion_sensitivity(predict: Predict, images: np.ndarray, labels: np.ndarr
     ``patch`` x ``patch`` square covers each pixel (averaged over the patches covering it; positive = the model
     needs that region, negative = covering it helps the true class).
 
-    ``predict``: images -> probabilities, e.g. ``lambda x: fer_lib.evaluate.predict_proba(model, x)``; it is called
+    ``predict``: images -> probabilities, e.g. ``lambda x: fer_lib.core.evaluate.predict_proba(model, x)``; it is called
     with the occluded copies (and each image itself) in batches of about ``max_batch`` images, in the images' dtype.
     Patches start every ``stride`` pixels (the last one flush with the border). ``fill``: None = each image's mean
     pixel value (see the module's note), else a constant in the images' units (e.g. 127.5 for 0-255 pixels).
@@ -319,7 +319,7 @@ def _choose_examples(order: np.ndarray, labels: np.ndarray, right_for_all: np.nd
 
 def _predictor(model: Any, batch_size: int) -> Predict:
     """``model``'s probabilities through the study's padded prediction (one compiled batch shape)."""
-    from fer_lib.evaluate import predict_proba
+    from fer_lib.core.evaluate import predict_proba
 
     def predict(images: np.ndarray) -> np.ndarray:
         return predict_proba(model, images, batch_size=batch_size)
@@ -335,7 +335,7 @@ def run_occlusion(run: Any, *, split: str = "test", per_class: int = RUN_PER_CLA
     classified ``split`` images, and ``examples`` single faces (the same for every model, each classified correctly
     by every model, distinct classes first).
 
-    ``run``: a :class:`fer_lib.report.RunResults` or a run folder. Each model is its saved ``best.keras``; in a run
+    ``run``: a :class:`fer_lib.analysis.report.RunResults` or a run folder. Each model is its saved ``best.keras``; in a run
     with several seeds, that of ``model_seed`` (default: the RunResults' seed, else the run's first seed). Which
     images it classifies correctly comes from its ``predictions_<split>.npz`` (the numbers of the report), and the
     images from the run's data set, reloaded (matched by id).
@@ -347,9 +347,9 @@ def run_occlusion(run: Any, *, split: str = "test", per_class: int = RUN_PER_CLA
     has the shape the run's evaluation compiled; 64 for the smoke study, which is also faster than 256 for ResNet50V2
     on a CPU). ``load_model`` (path -> model) replaces Keras loading, for tests.
     """
-    from fer_lib import runs
-    from fer_lib.confusion import SplitPredictions, load_run_dataset, split_positions
-    from fer_lib.evaluate import evaluation_batch_size, predict_proba
+    from fer_lib.app import runs
+    from fer_lib.analysis.confusion import SplitPredictions, load_run_dataset, split_positions
+    from fer_lib.core.evaluate import evaluation_batch_size, predict_proba
 
     started = time.perf_counter()
     run_dir = Path(getattr(run, "run_dir", run))
@@ -383,7 +383,7 @@ def run_occlusion(run: Any, *, split: str = "test", per_class: int = RUN_PER_CLA
     order = np.random.default_rng(seed).permutation(len(data))
     tick = time.perf_counter()
     if load_model is None:  # timed apart: the notebook's first Keras import, not a model's cost
-        from fer_lib.train import load_inference_model as load_model
+        from fer_lib.core.train import load_inference_model as load_model
     import_seconds = time.perf_counter() - tick
     loader = load_model
 

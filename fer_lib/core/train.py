@@ -35,12 +35,12 @@ import keras
 import numpy as np
 import pandas as pd
 
-from fer_lib.runs import BEST_MODEL_FILE, HISTORY_FILE, PROGRESS_FILE, write_json_atomically
-from fer_lib.data import FerDataset, Split
-from fer_lib.evaluate import evaluation_batch_size, predict_proba
-from fer_lib.labels import NUM_CLASSES
-from fer_lib.models import build_model
-from fer_lib.params import AugmentConfig, TrainConfig, TrainConfigError, require_config
+from fer_lib.app.runs import BEST_MODEL_FILE, HISTORY_FILE, PROGRESS_FILE, write_json_atomically
+from fer_lib.core.data import FerDataset, Split
+from fer_lib.core.evaluate import evaluation_batch_size, predict_proba
+from fer_lib.core.labels import NUM_CLASSES
+from fer_lib.core.models import build_model
+from fer_lib.app.params import AugmentConfig, TrainConfig, TrainConfigError, require_config
 
 TRAINING_FILE = "training.json"  # written when training ends: best epoch, monitor, seconds, resumed from
 BACKUP_DIR = "backup"
@@ -361,7 +361,7 @@ def train_model(dataset: FerDataset, model_name: str, params: TrainConfig, out_d
 
     ``params`` is a :class:`TrainConfig` and ``augmentation`` an :class:`AugmentConfig` (None: no augmentation);
     a mapping is a TypeError: build the configs with ``TrainConfig.from_mapping`` / ``AugmentConfig.from_mapping``
-    where the params come in (fer_lib.study.run_model does, from resolved params).
+    where the params come in (fer_lib.app.study.run_model does, from resolved params).
     """
     require_config(params, TrainConfig, "train_model's params")
     require_config(augmentation, AugmentConfig, "train_model's augmentation", optional=True)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from fer_lib.labels import NUM_CLASSES
+from fer_lib.core.labels import NUM_CLASSES
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("constant", "cosine", "step")
@@ -174,7 +174,7 @@ class TrainConfig:
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> TrainConfig:
-        """Take the training keys of a params mapping; unknown keys are the caller's to check (see fer_lib.params)."""
+        """Take the training keys of a params mapping; unknown keys are the caller's to check (see fer_lib.app.params)."""
         names = {field.name for field in dataclasses.fields(cls)}
         return cls(**{key: value for key, value in values.items() if key in names})
 
@@ -196,7 +196,7 @@ def require_config(value: Any, config_type: type, argument: str, *, optional: bo
     name = config_type.__name__
     accepted = f"{'an' if name[0] in 'AEIOU' else 'a'} {name}" + (" or None" if optional else "")
     raise TypeError(f"{argument} must be {accepted}, got {type(value).__name__}; build it from a mapping with "
-                    f"{name}.from_mapping(...) (or resolve a params mapping with fer_lib.params.resolve_params first)")
+                    f"{name}.from_mapping(...) (or resolve a params mapping with fer_lib.app.params.resolve_params first)")
 
 
 class _Yaml12Loader(yaml.SafeLoader):
@@ -297,7 +297,7 @@ def _validate(params: dict[str, Any]) -> None:
     if balance not in ("balanced", "fer2013") and not (isinstance(balance, list) and len(balance) == 7):
         fail("synthetic_balance", "'balanced', 'fer2013' or a list of 7 weights")
     models = params["models"]
-    from fer_lib.models import MODEL_REGISTRY, check_model_options  # imports Keras: only when validating models
+    from fer_lib.core.models import MODEL_REGISTRY, check_model_options  # imports Keras: only when validating models
     if isinstance(models, str):
         models = params["models"] = [models]
     if not isinstance(models, list) or not models or any(m not in MODEL_REGISTRY for m in models):
@@ -333,7 +333,7 @@ def several_seeds(params: Mapping[str, Any]) -> bool:
 
 
 def seed_folder(params: Mapping[str, Any]) -> int | None:
-    """The seed whose sub-folder a model of these params trains in (fer_lib.runs.model_dir); None: one seed."""
+    """The seed whose sub-folder a model of these params trains in (fer_lib.app.runs.model_dir); None: one seed."""
     return int(params["seed"]) if several_seeds(params) else None
 
 
@@ -401,7 +401,7 @@ def for_notebook(params_file: str | Path | None, overrides: Mapping[str, Any] | 
     if params_file:
         path = Path(params_file)
         if not path.is_absolute() and not path.exists():
-            from fer_lib.runs import project_root
+            from fer_lib.app.runs import project_root
 
             path = project_root() / "params" / path.name
         layers.append(load_params_file(path))

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fer_lib.labels import EMOTIONS, FER2013_TRAIN_COUNTS
+from fer_lib.core.labels import EMOTIONS, FER2013_TRAIN_COUNTS
 
 __all__ = ["EMOTIONS", "class_proportions", "make_synthetic_faces"]
 

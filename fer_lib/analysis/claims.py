@@ -3,7 +3,7 @@
 The paper (basic CNN vs ResNet50V2 on FER2013) says (1) early in training the CNN reaches about 0.5 accuracy while
 ResNet50V2 stays at about 0.25, the share of 'happy', i.e. the majority-class baseline; and (2) ResNet50V2 may surpass
 the CNN with more epochs. Here claim 1 is judged per seed from validation accuracy at epochs 1-5, claim 2 from the
-final test difference with its interval and p-value (fer_lib.report.run_statistics). Each verdict is "supported",
+final test difference with its interval and p-value (fer_lib.analysis.report.run_statistics). Each verdict is "supported",
 "not supported" or "inconclusive" -- never worded by hand.
 """
 
@@ -14,9 +14,9 @@ from typing import Any
 
 import pandas as pd
 
-from fer_lib.evaluate import COLLAPSE_MARGIN
-from fer_lib.report import RunResults, per_seed_statistics
-from fer_lib.stats import verdict
+from fer_lib.core.evaluate import COLLAPSE_MARGIN
+from fer_lib.analysis.report import RunResults, per_seed_statistics
+from fer_lib.analysis.stats import verdict
 
 CNN, RESNET = "basic_cnn", "resnet50v2"
 PAPER_EARLY_ACCURACY: dict[str, float] = {CNN: 0.5, RESNET: 0.25}
@@ -78,7 +78,7 @@ def early_epochs_claim(results: RunResults, epochs: int = EARLY_EPOCHS) -> dict[
 
 def final_claim(statistics: Mapping[str, Any]) -> dict[str, Any]:
     """Claim 2: ResNet50V2 minus the CNN on test at the end, per seed with its paired-bootstrap interval and
-    McNemar's p-value (fer_lib.stats.verdict); several seeds must agree, and their paired t-test is reported."""
+    McNemar's p-value (fer_lib.analysis.stats.verdict); several seeds must agree, and their paired t-test is reported."""
     per_seed = []
     for seed, entry in per_seed_statistics(statistics).items():
         test = entry.get("splits", {}).get("test", {})
@@ -100,7 +100,7 @@ def final_claim(statistics: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def paper_claims(results: RunResults, statistics: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Both claims, each with its numbers and verdict (statistics: fer_lib.report.run_statistics of ``results``)."""
+    """Both claims, each with its numbers and verdict (statistics: fer_lib.analysis.report.run_statistics of ``results``)."""
     return [early_epochs_claim(results), final_claim(statistics)]
 
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import keras
 
-from fer_lib.augment import build_augmentation
-from fer_lib.labels import IMAGE_SIZE, NUM_CLASSES
-from fer_lib.params import AugmentConfig, ParamsError, require_config
+from fer_lib.core.augment import build_augmentation
+from fer_lib.core.labels import IMAGE_SIZE, NUM_CLASSES
+from fer_lib.app.params import AugmentConfig, ParamsError, require_config
 
 INPUT_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 1)
 

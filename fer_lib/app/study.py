@@ -1,6 +1,6 @@
 """The study's per-model step: train one model on the run's data, evaluate it on val and test, save the records.
 
-Called by the 02_train notebook (and the tests) with resolved params (fer_lib.params) and the loaded data set.
+Called by the 02_train notebook (and the tests) with resolved params (fer_lib.app.params) and the loaded data set.
 """
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fer_lib import runs
-from fer_lib.data import FerDataset
-from fer_lib.evaluate import evaluate_model, evaluation_batch_size, save_json, save_predictions
-from fer_lib.params import AugmentConfig, TrainConfig
-from fer_lib.train import is_finished, load_finished, train_model
+from fer_lib.app import runs
+from fer_lib.core.data import FerDataset
+from fer_lib.core.evaluate import evaluate_model, evaluation_batch_size, save_json, save_predictions
+from fer_lib.app.params import AugmentConfig, TrainConfig
+from fer_lib.core.train import is_finished, load_finished, train_model
 
 
 def run_model(params: Mapping[str, Any], model_name: str, dataset: FerDataset, model_dir: str | Path,

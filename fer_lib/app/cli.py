@@ -1,4 +1,4 @@
-"""The ``fer-study`` command: parse the command line and call the runner (fer_lib.runner) or the run listing.
+"""The ``fer-study`` command: parse the command line and call the runner (fer_lib.app.runner) or the run listing.
 
 ``fer-study run [--params FILE ...] [--data DIR] [-p key=value ...] [--out DIR] [--name NAME]``: the whole study
 (the three notebooks, executed with papermill) into a new run folder; ``fer-study resume RUN_DIR``: finish an
@@ -7,7 +7,7 @@ interrupted run; ``fer-study list [--out DIR]``: every run with its status, data
 ``fer-study sweep --params FILE --grid KEY=V1,V2 ...``: one run per combination of the grid, in a sweep folder;
 ``fer-study compare RUN_OR_SWEEP...``: runs side by side against the parameters that tell them apart;
 ``fer-study predict RUN_DIR IMAGE_OR_FOLDER... [--model M] [--out DIR]``: the expressions of the faces in new photos
-(fer_lib.predict).
+(fer_lib.app.predict).
 
 A user error (a typo in a parameter, a missing file, no usable Keras backend) is one line on stderr and exit code
 2, before anything is written.
@@ -21,9 +21,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fer_lib import __version__, runs
-from fer_lib.provenance import BackendUnavailable, check_backend
-from fer_lib.runner import EXIT_OK, EXIT_USAGE, PROG, UserError, _one_line
+from fer_lib import __version__
+from fer_lib.app import runs
+from fer_lib.app.provenance import BackendUnavailable, check_backend
+from fer_lib.app.runner import EXIT_OK, EXIT_USAGE, PROG, UserError, _one_line
 
 def _add_study_arguments(parser: argparse.ArgumentParser, *, out: str, name: str) -> None:
     """The arguments of a study run (`run`, and every point of a `sweep`)."""
@@ -176,8 +177,7 @@ def _ready_backend() -> None:
 
 
 def command_run(args: argparse.Namespace, *, argv: list[str]) -> int:
-    from fer_lib import runner
-
+    from fer_lib.app import runner
     _ready_backend()
     plan = runner.prepare_run(args.params, args.overrides, data=args.data, name=args.name, out=args.out,
                               notebooks_dir=args.notebooks_dir)
@@ -185,15 +185,13 @@ def command_run(args: argparse.Namespace, *, argv: list[str]) -> int:
 
 
 def command_resume(args: argparse.Namespace, *, argv: list[str]) -> int:
-    from fer_lib import runner
-
+    from fer_lib.app import runner
     _ready_backend()
     return runner.resume_run(args.run_dir, argv=argv, log_output=args.log_output)
 
 
 def command_sweep(args: argparse.Namespace, *, argv: list[str]) -> int:
-    from fer_lib import sweep
-
+    from fer_lib.app import sweep
     _ready_backend()
     devices = sweep.parse_devices(args.devices)
     plan = sweep.prepare_sweep(args.params, args.overrides, args.grid, data=args.data, name=args.name, out=args.out,
@@ -202,8 +200,8 @@ def command_sweep(args: argparse.Namespace, *, argv: list[str]) -> int:
 
 
 def command_compare(args: argparse.Namespace) -> int:
-    from fer_lib import plots, report, sweep
-
+    from fer_lib.analysis import plots, report
+    from fer_lib.app import sweep
     run_dirs, keys = sweep.expand_run_dirs(args.paths)
     finished = [run_dir for run_dir in run_dirs if runs.run_models(run_dir)]
     if not finished:
@@ -241,8 +239,7 @@ def command_list(args: argparse.Namespace) -> int:
 
 
 def command_results(args: argparse.Namespace) -> int:
-    from fer_lib import report
-
+    from fer_lib.analysis import report
     rows = []
     for run_dir in args.run_dirs:
         if not runs.is_run_dir(run_dir):
@@ -265,8 +262,7 @@ def command_results(args: argparse.Namespace) -> int:
 
 
 def command_predict(args: argparse.Namespace) -> int:
-    from fer_lib import predict
-
+    from fer_lib.app import predict
     options = {name: value for name, value in (("margin", args.margin), ("min_neighbors", args.min_neighbors))
                if value is not None}
     predictor = predict.Predictor(args.run_dir, args.model, tta=args.tta, whole_image=args.whole_image, **options)
@@ -289,5 +285,5 @@ def command_predict(args: argparse.Namespace) -> int:
     return predictions.exit_code
 
 
-if __name__ == "__main__":  # pragma: no cover - `python -m fer_lib.cli`
+if __name__ == "__main__":  # pragma: no cover - `python -m fer_lib.app.cli`
     sys.exit(main())
