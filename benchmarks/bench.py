@@ -37,13 +37,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: error: {error}", file=sys.stderr)
         return 2
     from fer_lib.app.bench import run_benchmark
-    from fer_lib.core.data import FerDataError
-    from fer_lib.core.data import load_study_data
     from fer_lib.app.params import ParamsError, resolve_params_files
+    from fer_lib.core.config import DataConfig
+    from fer_lib.core.data import FerDataError, load_study_data
 
     try:
         params = resolve_params_files(args.params, args.overrides, {"data": args.data} if args.data else None)
-        dataset, how = load_study_data(params)
+        dataset, how = load_study_data(DataConfig.from_mapping(params))
     except (ParamsError, FerDataError) as error:
         print(f"bench: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2

@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from fer_lib.core import records
 from fer_lib.app import runs
 from fer_lib.core.data import load_synthetic
-from fer_lib.core.evaluate import evaluate_predictions, save_json, save_predictions
+from fer_lib.core.evaluate import evaluate_predictions, save_predictions
 from fer_lib.core.labels import NUM_CLASSES
 from fer_lib.app.params import resolve_params
 from fer_lib.app.study import run_model
@@ -46,7 +47,7 @@ def make_finished_run(outputs_dir: str | Path, overrides: Mapping[str, Any] | No
                              seed=params["seed"], class_balance=params["synthetic_balance"])
     run_dir = runs.new_run_dir(params["name"], outputs_dir=outputs_dir, params=params)
     for model in params["models"]:
-        run_model(params, model, dataset, runs.model_dir(run_dir, model))
+        run_model(params, model, dataset, records.model_dir(run_dir, model))
     return run_dir
 
 
@@ -64,7 +65,7 @@ def make_crafted_run(outputs_dir: str | Path, true_to_predicted: Mapping[int, in
     dataset = load_synthetic(params["synthetic_train"], params["synthetic_val"], params["synthetic_test"],
                              seed=params["seed"], class_balance=params["synthetic_balance"])
     run_dir = runs.new_run_dir(name, outputs_dir=outputs_dir, params=params)
-    model_dir = runs.model_dir(run_dir, "basic_cnn")
+    model_dir = records.model_dir(run_dir, "basic_cnn")
     split = dataset.test
     predicted = np.array([true_to_predicted.get(int(t), int(t)) for t in split.labels])
     rng = np.random.default_rng(0)
@@ -72,8 +73,8 @@ def make_crafted_run(outputs_dir: str | Path, true_to_predicted: Mapping[int, in
     probabilities[np.arange(len(split)), predicted] = 0.9
     probabilities /= probabilities.sum(axis=1, keepdims=True)
     save_predictions(model_dir / "predictions_test.npz", split, probabilities)
-    save_json({"model": "basic_cnn", "synthetic": True, "test": evaluate_predictions(split.labels, probabilities)},
-              model_dir / "metrics.json")
+    records.write_json(model_dir / records.METRICS_FILE, {"model": "basic_cnn", "synthetic": True,
+                                                          "test": evaluate_predictions(split.labels, probabilities)})
     return run_dir
 
 
@@ -103,7 +104,7 @@ def make_crafted_seed_run(outputs_dir: str | Path, seeds: tuple[int, ...] = (0, 
     run_dir = runs.new_run_dir(name, outputs_dir=outputs_dir, params=params)
     for seed in seeds:
         for index, (model, share) in enumerate(accuracy.items()):
-            folder = runs.model_dir(run_dir, model, seed)
+            folder = records.model_dir(run_dir, model, seed)
             rng = np.random.default_rng([seed, index])
             summary: dict[str, Any] = {"model": model, "synthetic": True, "data_source": dataset.source,
                                        "val_origin": dataset.val_origin, "params": 1000, "epochs_run": epochs,
@@ -117,10 +118,10 @@ def make_crafted_seed_run(outputs_dir: str | Path, seeds: tuple[int, ...] = (0, 
                 probabilities /= probabilities.sum(axis=1, keepdims=True)
                 save_predictions(folder / f"predictions_{key}.npz", split, probabilities)
                 summary[key] = evaluate_predictions(split.labels, probabilities)
-            save_json(summary, folder / runs.METRICS_FILE)
+            records.write_json(folder / records.METRICS_FILE, summary)
             curve = np.linspace(0.2, share, epochs) + rng.normal(0, 0.01, epochs)
             history = "epoch,accuracy,loss,val_accuracy,val_loss\n" + "".join(
-                f"{e},{curve[e] + 0.05:.4f},{2 - curve[e]:.4f},{curve[e]:.4f},{2.1 - curve[e]:.4f}\n"
+                f"{e + 1},{curve[e] + 0.05:.4f},{2 - curve[e]:.4f},{curve[e]:.4f},{2.1 - curve[e]:.4f}\n"
                 for e in range(epochs))
-            (folder / runs.HISTORY_FILE).write_text(history)
+            (folder / records.HISTORY_FILE).write_text(history)
     return run_dir

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fer_lib.core.augment import RandomAffine, augment_preview, build_augmentation
-from fer_lib.app.params import PAPER_AUGMENTATION, AugmentConfig
+from fer_lib.core.config import PAPER_AUGMENTATION, AugmentConfig, BasicCnnOptions
 
 pytestmark = pytest.mark.backend
 
@@ -102,7 +102,7 @@ def test_augmentation_functions_take_an_augment_config_only() -> None:
     with pytest.raises(TypeError, match="augment_preview's config " + message):
         augment_preview(square_images(1), mapping)
     with pytest.raises(TypeError, match="build_model's augmentation " + message):
-        build_model("basic_cnn", augmentation=mapping, filters=[8], dense_units=[8])
+        build_model("basic_cnn", augmentation=mapping)
     assert build_augmentation(AugmentConfig.from_mapping(mapping)).get_layer("random_affine").config.rotation == 10.0
 
 
@@ -115,12 +115,12 @@ def test_layer_survives_serialisation() -> None:
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"rotation": -1}, "rotation must be a non-negative number, got -1"),
-        ({"width_shift": 1.5}, "width_shift must be below 1"),
-        ({"zoom": "lots"}, "zoom must be a non-negative number, got 'lots'"),
-        ({"horizontal_flip": "yes"}, "horizontal_flip must be true or false"),
+        ({"rotation": -1}, r"parameter augmentation.rotation must be a number in \[0, 180\], got -1"),
+        ({"width_shift": 1.5}, r"parameter augmentation.width_shift must be a number in \[0, 1\), got 1.5"),
+        ({"zoom": "lots"}, r"parameter augmentation.zoom must be a number in \[0, 1\), got 'lots'"),
+        ({"horizontal_flip": "yes"}, "parameter augmentation.horizontal_flip must be true or false"),
         ({"fill_mode": "mirror"}, "fill_mode must be one of nearest, reflect, constant, wrap"),
-        ({"rotate": 10}, "unknown augmentation parameter\\(s\\) rotate; valid: rotation, width_shift"),
+        ({"rotate": 10}, r"unknown parameter\(s\) rotate in augmentation; valid: rotation, width_shift"),
     ],
 )
 def test_bad_augmentation_parameters(values: dict, message: str) -> None:
@@ -141,7 +141,7 @@ def test_jit_compiles_on_jax_with_augmentation_inside_the_model() -> None:
         model.train_on_batch(x, y)  # runs the (jitted or eager) train step once
         return bool(model.jit_compile)
 
-    ours = build_model("basic_cnn", augmentation=PAPER_AUGMENTATION, filters=[8], dense_units=[8])
+    ours = build_model("basic_cnn", BasicCnnOptions(filters=(8,), dense_units=(8,)), augmentation=PAPER_AUGMENTATION)
     assert any(isinstance(layer, RandomAffine) for layer in ours.get_layer("preprocess").layers)
     assert compiled_jit(ours)
 

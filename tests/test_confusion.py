@@ -12,13 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fer_lib.analysis import confusion
+from matplotlib import colormaps
+
+from fer_lib.analysis.confusion import (CellPage, SplitPredictions, available_splits, cell_colours, cell_page,
+                                        cell_tooltip, choose, default_split, split_positions, split_title)
+from fer_lib.analysis.results import load_run_results
 from fer_lib.app import runs
-from fer_lib.analysis.confusion import (CellPage, SplitPredictions, available_splits, cell_page, cell_tooltip, choose,
-                               default_split, predictions_path, run_choices, run_folders, split_positions,
-                               split_title)
+from fer_lib.core import records
 from fer_lib.core.data import Split
-from fer_lib.core.evaluate import confusion_counts, save_json, save_predictions
+from fer_lib.core.evaluate import confusion_counts, save_predictions
 from fer_lib.core.labels import NUM_CLASSES
 
 try:  # see test_widgets.py
@@ -50,9 +52,9 @@ def make_seeded_run(outputs_dir: Path, name: str = "seeded", seeds: tuple[int, .
         predicted = labels if index == 0 else np.zeros_like(labels)
         probabilities = np.full((21, NUM_CLASSES), 0.05)
         probabilities[np.arange(21), predicted] = 0.7
-        model_dir = runs.model_dir(run_dir, "basic_cnn", seed)
+        model_dir = records.model_dir(run_dir, "basic_cnn", seed)
         save_predictions(model_dir / "predictions_test.npz", split, probabilities)
-        save_json({"model": "basic_cnn", "synthetic": True}, model_dir / runs.METRICS_FILE)
+        records.write_json(model_dir / records.METRICS_FILE, {"model": "basic_cnn", "synthetic": True})
     return run_dir
 
 
@@ -145,29 +147,24 @@ def test_choose_keeps_the_wanted_value_else_the_preferred_else_the_first() -> No
     assert default_split(["val"], "test") == "val" and default_split([], "test") is None
 
 
-def test_run_choices_pick_the_newest_run_with_a_model(tmp_path: Path) -> None:
-    outputs = tmp_path / "outputs"
-    assert run_choices(outputs) == confusion.RunChoices([], None)
-    seeded = make_seeded_run(outputs, "a-seeded")
-    empty = runs.new_run_dir("z-empty", outputs_dir=outputs, params=small_params({"name": "z-empty"}))
-    assert run_folders(outputs)[0] == empty  # newest first (by name: timestamps, then the name)
-    choices = run_choices(outputs)
-    assert choices.chosen == seeded.resolve()  # the newest run *with a model*
-    assert [value for _, value in choices.options] == [str(p.resolve()) for p in run_folders(outputs)]
-    elsewhere = make_seeded_run(tmp_path / "elsewhere", "b-elsewhere")
-    given = run_choices(outputs, elsewhere)
-    assert given.chosen == elsewhere.resolve() and given.options[0] == (elsewhere.name, str(elsewhere.resolve()))
-    with pytest.raises(FileNotFoundError, match="is not a run folder"):
-        run_choices(outputs, tmp_path)
+def test_cell_colours_are_matplotlibs_blues_with_legible_text() -> None:
+    """The inspector's cells are coloured as the saved confusion figures (seaborn's heatmap with cmap Blues)."""
+    for intensity in (0.0, 0.3, 0.7, 1.0):
+        red, green, blue, _ = colormaps["Blues"](intensity)
+        background, text = cell_colours(intensity)
+        assert background == "#{:02x}{:02x}{:02x}".format(*(round(255 * c) for c in (red, green, blue)))
+        assert text == ("#ffffff" if intensity > 0.5 else "#08306b")
+    assert cell_colours(-1.0) == cell_colours(0.0) and cell_colours(2.0) == cell_colours(1.0)
 
 
 def test_available_splits_follow_the_files_of_each_seed(tmp_path: Path) -> None:
     run_dir = make_seeded_run(tmp_path, seeds=(3, 5))
-    assert runs.run_seeds(run_dir) == [3, 5]
-    assert available_splits(run_dir, "basic_cnn", 3) == ["test"]
-    assert available_splits(run_dir, "basic_cnn") == []  # a several-seed run has no top-level models/
-    path = predictions_path(run_dir, "basic_cnn", "test", 5)
+    results = load_run_results(run_dir)
+    assert results.seeds == [3, 5]
+    assert available_splits(results.by_seed[3], "basic_cnn") == ["test"]
+    path = results.by_seed[5].model_dir("basic_cnn") / "predictions_test.npz"
     shutil.copy(path, path.with_name("predictions_val.npz"))
-    assert available_splits(run_dir, "basic_cnn", 5) == ["val", "test"]
-    right, wrong = (SplitPredictions.load(predictions_path(run_dir, "basic_cnn", "test", s)) for s in (3, 5))
+    assert available_splits(results.by_seed[5], "basic_cnn") == ["val", "test"]
+    right, wrong = (SplitPredictions.load(results.by_seed[s].model_dir("basic_cnn") / "predictions_test.npz")
+                    for s in (3, 5))
     assert right.accuracy == 1.0 and wrong.counts[:, 0].sum() == len(wrong)

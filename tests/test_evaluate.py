@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 
+from fer_lib.core import records
 from fer_lib.core import evaluate
 from fer_lib.core.data import Split
 from fer_lib.core.labels import EMOTIONS
@@ -77,8 +78,8 @@ def test_tta_averages_the_image_and_its_mirror() -> None:
 def test_json_and_predictions_round_trip(tmp_path: Path) -> None:
     labels = np.array([0, 3, 3])
     metrics = evaluate.evaluate_predictions(labels, probabilities_for(np.array([0, 3, 6])))
-    path = evaluate.save_json({"test": metrics, "n": np.int64(3)}, tmp_path / "m" / "metrics.json")
-    assert evaluate.load_json(path)["test"]["accuracy"] == pytest.approx(2 / 3)
+    path = records.write_json(tmp_path / "m" / "metrics.json", {"test": metrics, "n": np.int64(3)})
+    assert records.read_json(path)["test"]["accuracy"] == pytest.approx(2 / 3)
     split = Split("test", np.zeros((3, 48, 48, 1), np.uint8), labels, np.array(["x", "y", "z"]))
     saved = evaluate.load_predictions(evaluate.save_predictions(tmp_path / "p.npz", split,
                                                                 probabilities_for(labels)))

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fer_lib.analysis.results import load_run_results
+from fer_lib.core import records
 from fer_lib.app import runs
 from fer_lib.analysis.explain import (choose_per_class, class_mean_maps, mean_maps_by_class, occlusion_positions,
                              occlusion_sensitivity, run_occlusion)
@@ -165,15 +167,15 @@ class CornerKerasLike:
 
 def test_run_occlusion_on_a_run_folder(tmp_path: Path) -> None:
     run_dir = make_crafted_run(tmp_path, {1: 0, 4: 6})  # disgust -> angry, sad -> neutral, the rest right
-    (runs.model_dir(run_dir, "basic_cnn") / runs.BEST_MODEL_FILE).write_bytes(b"stand-in")
+    (records.model_dir(run_dir, "basic_cnn") / records.BEST_MODEL_FILE).write_bytes(b"stand-in")
     loaded: list[Path] = []
 
     def load(path: Path) -> CornerKerasLike:
         loaded.append(path)
         return CornerKerasLike()
 
-    result = run_occlusion(run_dir, per_class=2, examples=3, patch=12, stride=12, load_model=load)
-    assert loaded == [runs.model_dir(run_dir, "basic_cnn") / runs.BEST_MODEL_FILE]
+    result = run_occlusion(load_run_results(run_dir), per_class=2, examples=3, patch=12, stride=12, load_model=load)
+    assert loaded == [records.model_dir(run_dir, "basic_cnn") / records.BEST_MODEL_FILE]
     model = result.models["basic_cnn"]
     assert model.class_counts.tolist() == [2, 0, 2, 2, 0, 2, 2]  # no correct disgust or sad image
     assert np.isnan(model.class_maps[1]).all() and np.isfinite(model.class_maps[0]).all()
@@ -185,35 +187,34 @@ def test_run_occlusion_on_a_run_folder(tmp_path: Path) -> None:
     assert np.allclose(result.example_probabilities["basic_cnn"],
                        corner_model(result.example_images)[np.arange(3), result.example_labels])
     assert result.mean_faces.shape == (NUM_CLASSES, 48, 48) and np.isfinite(result.mean_faces).all()
-    again = run_occlusion(run_dir, per_class=2, examples=3, patch=12, stride=12, load_model=load)
+    again = run_occlusion(load_run_results(run_dir), per_class=2, examples=3, patch=12, stride=12, load_model=load)
     assert np.array_equal(again.example_positions, result.example_positions)  # seeded: the same faces
     assert "patch" in result.describe() and "basic_cnn" in result.describe()
     with pytest.raises(ValueError, match="resnet50v2"):
-        run_occlusion(run_dir, models=["resnet50v2"], load_model=load)
+        run_occlusion(load_run_results(run_dir), models=["resnet50v2"], load_model=load)
 
 
 def test_run_occlusion_explains_one_seed_of_a_several_seed_run(tmp_path: Path) -> None:
-    from fer_lib.analysis import report
     run_dir = make_crafted_seed_run(tmp_path, seeds=(0, 1))
     for seed in (0, 1):
         for model in ("basic_cnn", "resnet50v2"):
-            (runs.model_dir(run_dir, model, seed) / runs.BEST_MODEL_FILE).write_bytes(b"stand-in")
+            (records.model_dir(run_dir, model, seed) / records.BEST_MODEL_FILE).write_bytes(b"stand-in")
     loaded: list[Path] = []
 
     def load(path: Path) -> CornerKerasLike:
         loaded.append(path)
         return CornerKerasLike()
 
-    first = run_occlusion(run_dir, per_class=1, examples=1, patch=24, stride=24, load_model=load)
+    results = load_run_results(run_dir)
+    first = run_occlusion(results, per_class=1, examples=1, patch=24, stride=24, load_model=load)
     assert first.model_seed == 0 and list(first.models) == ["basic_cnn", "resnet50v2"]
-    assert loaded == [runs.model_dir(run_dir, m, 0) / runs.BEST_MODEL_FILE for m in ("basic_cnn", "resnet50v2")]
+    assert loaded == [records.model_dir(run_dir, m, 0) / records.BEST_MODEL_FILE for m in ("basic_cnn", "resnet50v2")]
     loaded.clear()
-    second = run_occlusion(report.load_run_results(run_dir, seed=1), per_class=1, examples=1, patch=24, stride=24,
-                           load_model=load)
+    second = run_occlusion(results, model_seed=1, per_class=1, examples=1, patch=24, stride=24, load_model=load)
     assert second.model_seed == 1 and all(path.parts[-4] == "seed-1" for path in loaded)
     assert "training seed 1" in second.describe()
     with pytest.raises(ValueError, match="model_seed"):
-        run_occlusion(run_dir, model_seed=7, load_model=load)
+        run_occlusion(results, model_seed=7, load_model=load)
 
 
 def test_keras_is_imported_only_inside_functions() -> None:

@@ -8,13 +8,14 @@ import keras
 import numpy as np
 import pytest
 
-from fer_lib.core.models import MODEL_REGISTRY, ModelConfigError, build_model
+from fer_lib.core.config import MODEL_OPTIONS, BasicCnnOptions, ParamsError, ResNet50V2Options, model_options
+from fer_lib.core.models import BUILDERS, build_model
 
 pytestmark = pytest.mark.backend
 
 
-def test_registry_names_the_two_models() -> None:
-    assert set(MODEL_REGISTRY) == {"basic_cnn", "resnet50v2"}
+def test_every_model_with_options_has_a_builder() -> None:
+    assert set(MODEL_OPTIONS) == set(BUILDERS) == {"basic_cnn", "resnet50v2"}
 
 
 def test_basic_cnn_is_the_papers_shape_and_configurable() -> None:
@@ -24,7 +25,8 @@ def test_basic_cnn_is_the_papers_shape_and_configurable() -> None:
     assert conv_widths == [64, 64, 128, 128, 256, 256, 512, 512]
     kinds = {type(layer).__name__ for layer in model.layers}
     assert {"BatchNormalization", "MaxPooling2D", "Dropout", "Dense", "Sequential"} <= kinds
-    small = build_model("basic_cnn", filters=[8, 16], convs_per_block=1, dense_units=[32, 16], dropout=0.1)
+    small = build_model("basic_cnn", BasicCnnOptions(filters=(8, 16), convs_per_block=1, dense_units=(32, 16),
+                                                     dropout=0.1))
     assert [layer.filters for layer in small.layers if isinstance(layer, keras.layers.Conv2D)] == [8, 16]
     assert [layer.units for layer in small.layers if isinstance(layer, keras.layers.Dense)] == [32, 16, 7]
     probabilities = keras.ops.convert_to_numpy(small(np.zeros((2, 48, 48, 1), "float32")))
@@ -35,13 +37,13 @@ def test_resnet50v2_with_and_without_upsampling() -> None:
     plain = build_model("resnet50v2")
     backbone = plain.get_layer("resnet50v2")
     assert backbone.input_shape == (None, 48, 48, 1) and plain.output_shape == (None, 7)
-    upsampled = build_model("resnet50v2", input_size=96)
+    upsampled = build_model("resnet50v2", ResNet50V2Options(input_size=96))
     assert upsampled.get_layer("resnet50v2").input_shape == (None, 96, 96, 1)
     assert upsampled.get_layer("upsample") is not None
 
 
 def test_mixed_precision_uses_bf16_body_and_float32_softmax_without_leaking_the_policy() -> None:
-    model = build_model("basic_cnn", mixed_precision=True, filters=[8], dense_units=[8])
+    model = build_model("basic_cnn", BasicCnnOptions(filters=(8,), dense_units=(8,)), mixed_precision=True)
     assert model.get_layer("block1_conv1").dtype_policy.name == "mixed_bfloat16"
     assert model.get_layer("predictions").dtype_policy.name == "float32"
     out = model(np.zeros((1, 48, 48, 1), "float32"))
@@ -53,19 +55,25 @@ def test_mixed_precision_uses_bf16_body_and_float32_softmax_without_leaking_the_
     ("name", "options", "message"),
     [
         ("vgg", {}, "unknown model 'vgg'; registered models: basic_cnn, resnet50v2"),
-        ("basic_cnn", {"filter": [8]}, "unknown option\\(s\\) filter for model 'basic_cnn'; valid: filters"),
-        ("basic_cnn", {"filters": []}, "filters must be a non-empty list of positive integers"),
-        ("basic_cnn", {"dropout": 1.5}, "dropout must be a number in \\[0, 1\\)"),
-        ("basic_cnn", {"filters": [8] * 6}, "at most 5 fit a 48x48 input"),
-        ("resnet50v2", {"input_size": 16}, "input_size must be an integer of at least 32"),
-        ("resnet50v2", {"weights": "places365"}, "weights must be null .* or 'imagenet'"),
-        ("resnet50v2", {"weights": "imagenet"}, "needs weights_path, a local file .* nothing is downloaded"),
-        ("resnet50v2", {"weights": "imagenet", "weights_path": "/nope.h5"}, "weights_path '/nope.h5' does not exist"),
+        ("basic_cnn", {"filter": [8]}, r"unknown parameter\(s\) filter in model_options.basic_cnn; valid: filters"),
+        ("basic_cnn", {"filters": []}, r"model_options.basic_cnn.filters must be a non-empty list of positive int"),
+        ("basic_cnn", {"filters": "abc"}, r"model_options.basic_cnn.filters must be a non-empty list"),
+        ("basic_cnn", {"dropout": 1.5}, r"model_options.basic_cnn.dropout must be a number in \[0, 1\)"),
+        ("basic_cnn", {"filters": [8] * 6}, r"filters must be a non-empty list of positive integers \(at most 5\)"),
+        ("resnet50v2", {"input_size": 16}, r"model_options.resnet50v2.input_size must be an integer >= 32"),
+        ("resnet50v2", {"weights": "places365"}, r"weights must be one of null, imagenet"),
+        ("resnet50v2", {"weights": "imagenet"}, r"weights_path must be a local file .* nothing is downloaded"),
+        ("resnet50v2", {"weights": "imagenet", "weights_path": "/nope.h5"}, r"got '/nope.h5' \(it does not exist\)"),
     ],
 )
-def test_bad_model_options_fail_clearly(name: str, options: dict, message: str) -> None:
-    with pytest.raises(ModelConfigError, match=message):
-        build_model(name, **options)
+def test_bad_model_options_fail_clearly_without_keras(name: str, options: dict, message: str) -> None:
+    with pytest.raises(ParamsError, match=message):
+        model_options(name, options)
+
+
+def test_build_model_takes_typed_options_only() -> None:
+    with pytest.raises(TypeError, match="build_model's options for basic_cnn must be a BasicCnnOptions"):
+        build_model("basic_cnn", {"filters": [8]})
 
 
 @pytest.mark.slow
@@ -77,7 +85,8 @@ def test_imagenet_weights_load_from_a_local_file(tmp_path: Path) -> None:
     reference.set_weights(marker)
     weights_file = tmp_path / "resnet50v2_notop.weights.h5"
     reference.save_weights(weights_file)
-    model = build_model("resnet50v2", input_size=64, weights="imagenet", weights_path=str(weights_file))
+    model = build_model("resnet50v2", ResNet50V2Options(input_size=64, weights="imagenet",
+                                                        weights_path=str(weights_file)))
     loaded = model.get_layer("resnet50v2").get_weights()
     assert all(np.allclose(a, b) for a, b in zip(loaded, marker))
     assert model.get_layer("gray_to_rgb") is not None

@@ -16,12 +16,14 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
+from fer_lib.core import records
 from fer_lib.analysis import plots, report
+from fer_lib.analysis.results import load_run_results
 from fer_lib.app import runs
 from fer_lib.core.data import load_synthetic, summarize
-from fer_lib.core.evaluate import evaluate_predictions, save_json
+from fer_lib.core.evaluate import evaluate_predictions
 from fer_lib.core.labels import EMOTIONS, NUM_CLASSES
-from fer_lib.app.params import AugmentConfig
+from fer_lib.core.config import AugmentConfig
 
 HAPPY = EMOTIONS.index("happy")
 
@@ -54,7 +56,7 @@ def _happy_only_probabilities(labels: np.ndarray, seed: int = 2) -> np.ndarray:
 def _history(epochs: int, start: float, end: float, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     accuracy = np.linspace(start, end, epochs)
-    return pd.DataFrame({"epoch": np.arange(epochs),  # 0-based, as Keras's CSVLogger writes it
+    return pd.DataFrame({"epoch": np.arange(1, epochs + 1),  # from 1, as history.csv numbers them
                          "accuracy": accuracy + rng.normal(0, 0.005, epochs),
                          "loss": np.linspace(1.9, 1.0, epochs), "val_accuracy": accuracy,
                          "val_loss": np.linspace(1.9, 1.2, epochs)})
@@ -135,26 +137,26 @@ def test_augmentation_preview_grid(dataset) -> None:
     assert fig.axes[0].get_title() == "original" and fig.axes[0].get_ylabel() == "a"
 
 
-def test_history_loss_and_accuracy_with_baseline(histories) -> None:
-    fig = plots.plot_history(histories["basic_cnn"], majority_baseline=0.25, title="basic_cnn curves")
+def test_curves_loss_and_accuracy_with_baseline_and_best_epoch(histories) -> None:
+    curves = report.curves_table({"basic_cnn": histories["basic_cnn"]})
+    fig = plots.plot_curves(curves, majority_baseline=0.25, title="basic_cnn curves", best_epoch=7)
     loss_ax, acc_ax = fig.axes
     assert (loss_ax.get_title(), acc_ax.get_title()) == ("Loss", "Accuracy")
     assert (loss_ax.get_ylabel(), acc_ax.get_ylabel(), acc_ax.get_xlabel()) == ("loss", "accuracy", "epoch")
     assert fig.get_suptitle() == "basic_cnn curves"
     legend = [text.get_text() for text in acc_ax.get_legend().get_texts()]
-    assert "train accuracy" in legend and "val accuracy" in legend
+    assert {"basic_cnn", "train", "val", "best epoch (7)"} <= set(legend)
     assert any(text.startswith("majority-class baseline") for text in legend)
     baseline = [line for line in acc_ax.get_lines() if line.get_linestyle() == "--"
                 and np.allclose(line.get_ydata(), 0.25)]
     assert baseline, "the majority baseline is a dashed horizontal line"
-    train_line = acc_ax.get_lines()[0]
-    assert list(train_line.get_xdata()) == list(range(1, 13)), "epochs are shown 1-based"
+    assert list(acc_ax.get_lines()[0].get_xdata()) == list(range(1, 13)), "epochs are numbered from 1"
 
 
-def test_history_without_baseline_into_given_axes(histories) -> None:
+def test_curves_into_given_axes_without_baseline(histories) -> None:
     base = Figure()
     axes = base.subplots(1, 2)
-    fig = plots.plot_history(histories["basic_cnn"], axes=axes)
+    fig = plots.plot_curves(report.curves_table(histories), axes=axes)
     assert fig is base
     assert not any(t.get_text().startswith("majority") for t in axes[1].get_legend().get_texts())
 
@@ -189,21 +191,25 @@ def test_confusion_matrices_side_by_side(summaries) -> None:
     assert [ax.get_title().split(" ")[0] for ax in heatmaps] == ["basic_cnn", "resnet50v2"]
 
 
-def test_compare_histories_fig4(histories) -> None:
-    fig = plots.plot_compare_histories(histories, majority_baseline=0.25, synthetic=True)
+def test_curves_of_two_models_fig4(histories) -> None:
+    fig = plots.plot_curves(report.curves_table(histories), majority_baseline=0.25, synthetic=True)
     loss_ax, acc_ax = fig.axes
-    assert (loss_ax.get_title(), acc_ax.get_title()) == ("Loss", "Accuracy")
     legend = [t.get_text() for t in acc_ax.get_legend().get_texts()]
-    for model in histories:
-        assert f"{model} train" in legend and f"{model} val" in legend
-    assert any(text.startswith("majority-class baseline") for text in legend)
-    assert len(loss_ax.get_lines()) == 4
+    assert {"basic_cnn", "resnet50v2", "train", "val"} <= set(legend)
+    assert len([line for line in loss_ax.get_lines() if len(line.get_xdata()) == 12]) == 4  # 2 models x train/val
     assert plots.is_marked_synthetic(fig)
 
 
-def test_compare_histories_one_model(histories) -> None:
-    fig = plots.plot_compare_histories({"basic_cnn": histories["basic_cnn"]}, 0.25)
-    assert len(fig.axes[0].get_lines()) == 2
+def test_curves_over_seeds_draw_the_mean_with_a_band(histories) -> None:
+    two_seeds = pd.concat([report.curves_table(histories, 0),
+                           report.curves_table({m: h.assign(val_accuracy=h["val_accuracy"] + 0.02)
+                                                for m, h in histories.items()}, 1)])
+    fig = plots.plot_curves(two_seeds)
+    acc_ax = fig.axes[1]
+    assert acc_ax.get_title().endswith("(band: ± 1 std over seeds)") and acc_ax.collections  # the bands
+    val_cnn = next(line for line in acc_ax.get_lines() if len(line.get_xdata()) == 12
+                   and np.isclose(line.get_ydata()[0], 0.49))
+    assert val_cnn is not None, "the mean of 0.48 and 0.50"
 
 
 def test_per_class_f1_grouped_bars(summaries) -> None:
@@ -235,7 +241,7 @@ def test_mark_synthetic_is_idempotent_and_keeps_the_title() -> None:
 
 
 def test_save_figure_writes_png_and_parents(tmp_path: Path, histories) -> None:
-    fig = plots.plot_history(histories["basic_cnn"])
+    fig = plots.plot_curves(report.curves_table(histories))
     path = plots.save_figure(fig, tmp_path / "a" / "b" / "curves.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert plots.save_figure_in(fig, None, "x.png") is None
@@ -312,18 +318,18 @@ def test_load_run_results(tmp_path: Path, summaries, histories) -> None:
     run_dir = runs.new_run_dir("fake", outputs_dir=tmp_path, params={"models": ["resnet50v2", "basic_cnn"],
                                                                      "synthetic": True})
     for model in ("basic_cnn", "resnet50v2"):
-        model_dir = runs.model_dir(run_dir, model)
-        save_json(summaries[model], model_dir / "metrics.json")
+        model_dir = records.model_dir(run_dir, model)
+        records.write_json(model_dir / "metrics.json", summaries[model])
         histories[model].to_csv(model_dir / "history.csv", index=False)
-    results = report.load_run_results(run_dir)
+    results = load_run_results(run_dir)
     assert results.models == ["resnet50v2", "basic_cnn"], "the study's order"
-    assert results.synthetic
-    assert list(results.histories["basic_cnn"]["epoch"]) == list(range(1, 13))
-    assert json.loads(json.dumps(results.summaries["basic_cnn"]["test"]["accuracy"])) == pytest.approx(
+    assert results.synthetic and results.seeds == [0], "a run of one seed is a run of that seed"
+    assert list(results.first.histories["basic_cnn"]["epoch"]) == list(range(1, 13))
+    assert json.loads(json.dumps(results.first.summaries["basic_cnn"]["test"]["accuracy"])) == pytest.approx(
         summaries["basic_cnn"]["test"]["accuracy"])
     empty = runs.new_run_dir("empty", outputs_dir=tmp_path, params={})
     with pytest.raises(FileNotFoundError, match="no trained model"):
-        report.load_run_results(empty)
+        load_run_results(empty)
 
 
 # --------------------------------------------------------------------------------------------------------------------

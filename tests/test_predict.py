@@ -9,6 +9,7 @@ epoch on 98 synthetic images: a few seconds), made once for the module.
 from __future__ import annotations
 
 import importlib.resources
+import dataclasses
 import json
 import re
 import shutil
@@ -19,8 +20,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fer_lib.core import records
 from fer_lib.app import cli, predict, runs
 from fer_lib.core.labels import EMOTIONS, IMAGE_SIZE, NUM_CLASSES
+from fer_lib.core.evaluate import top_k
 
 try:  # see test_widgets.py
     from fixtures_runs import make_finished_run, make_run_without_models
@@ -124,17 +127,16 @@ def test_classify_faces_pads_batches_and_averages_the_ensemble() -> None:
 
 
 def test_top_k_and_face_record() -> None:
-    face = predict.Face(box=(1, 2, 30, 40), probabilities=np.array([0.05, 0.0, 0.1, 0.6, 0.05, 0.15, 0.05]),
-                        crop=(-3, 0, 44, 44), at_border=True)
+    face = predict.Face(box=predict.Box(1, 2, 30, 40), crop=predict.Box(-3, 0, 44, 44), at_border=True,
+                        probabilities=np.array([0.05, 0.0, 0.1, 0.6, 0.05, 0.15, 0.05]))
     assert face.emotion == "happy" and face.probability == pytest.approx(0.6)
-    assert [name for name, _ in face.top(3)] == ["happy", "surprise", "fear"]
-    record = face.to_json()
-    assert record["box"] == {"x": 1, "y": 2, "width": 30, "height": 40}
-    assert list(record["probabilities"]) == list(EMOTIONS)
-    assert [t["emotion"] for t in record["top3"]] == ["happy", "surprise", "fear"]
-    assert record["crop"]["x"] == -3 and record["at_border"] is True
-    with pytest.raises(ValueError, match="expected 7 probabilities"):
-        predict.top_k([0.5, 0.5])
+    assert [name for name, _ in face.top3] == ["happy", "surprise", "fear"]
+    record = json.loads(json.dumps(dataclasses.asdict(face), default=list))  # as predictions.json holds it
+    assert record["box"] == [1, 2, 30, 40] and record["crop"][0] == -3 and record["at_border"] is True
+    assert record["probabilities"] == pytest.approx([0.05, 0.0, 0.1, 0.6, 0.05, 0.15, 0.05])
+    assert [name for name, _ in record["top3"]] == ["happy", "surprise", "fear"]
+    with pytest.raises(ValueError, match="probabilities must hold 7 values"):
+        top_k([0.5, 0.5])
 
 
 def test_crop_face_pads_at_the_border_and_keeps_the_face_centred() -> None:
@@ -223,10 +225,12 @@ def test_annotate_draws_boxes_and_leaves_the_photo_alone() -> None:
     assert predict.face_label(1, face) == "1: happy 0.90"
 
 
-def test_annotated_names_never_collide() -> None:
+def test_annotated_names_never_collide(tmp_path: Path) -> None:
     taken: set[str] = set()
-    names = [predict.annotated_name(s, taken) for s in ("a/x.png", "b/x.png", "x.jpeg", "y.webp", "predictions")]
-    assert names == ["x.png", "x-2.png", "x.jpg", "y.jpg", "predictions.jpg"]
+    (tmp_path / "z.jpg").write_bytes(b"")  # already in the folder
+    names = [predict.annotated_name(s, tmp_path, taken)
+             for s in ("a/x.png", "b/x.png", "x.jpeg", "y.webp", "predictions", "z.jpg")]
+    assert names == ["x.png", "x-2.png", "x.jpg", "y.jpg", "predictions.jpg", "z-2.jpg"]
 
 
 def test_run_warnings_say_synthetic_and_collapsed(tmp_path: Path) -> None:
@@ -265,11 +269,11 @@ def test_predict_photos_on_real_photos(run_dir: Path, astronaut: Path, rocket: P
     assert record["summary"] == {"photos": 2, "faces": 1, "no_face": [str(rocket)], "skipped": []}
     assert any("SYNTHETIC" in warning for warning in record["warnings"])
     face_record = record["photos"][0]["faces"][0]
-    assert set(face_record["box"]) == {"x", "y", "width", "height"}
-    assert sum(face_record["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
-    assert len(face_record["top3"]) == 3 and face_record["top3"][0]["emotion"] == face.emotion
-    assert record["photos"][1] == {"source": str(rocket), "status": "no_face", "width": 640, "height": 427,
-                                   "annotated": "rocket.jpg", "faces": []}
+    assert len(face_record["box"]) == 4 and record["class_names"] == list(EMOTIONS)
+    assert sum(face_record["probabilities"]) == pytest.approx(1.0, abs=1e-4)
+    assert len(face_record["top3"]) == 3 and face_record["top3"][0][0] == face_record["emotion"] == face.emotion
+    assert record["photos"][1] == {"source": str(rocket), "status": "no_face", "size": [640, 427],
+                                   "annotated": str(empty_photo.annotated), "faces": [], "error": None}
     # a second call never overwrites the first
     again = predict.predict_photos(run_dir, [rocket])
     assert again.out_dir != predictions.out_dir and predictions.json_path.is_file()
@@ -279,9 +283,9 @@ def test_uploads_whole_image_and_several_seeds(run_dir: Path, astronaut: Path, t
     # a several-seed run: seeds/seed-<s>/models/basic_cnn/ (copies of the trained model), averaged per model
     seeded = tmp_path / "seeded"
     seeded.mkdir()
-    shutil.copy(run_dir / runs.PARAMS_FILE, seeded / runs.PARAMS_FILE)
+    shutil.copy(run_dir / records.PARAMS_FILE, seeded / records.PARAMS_FILE)
     for seed in (0, 1):
-        shutil.copytree(runs.model_dir(run_dir, "basic_cnn"), runs.model_dir(seeded, "basic_cnn", seed),
+        shutil.copytree(records.model_dir(run_dir, "basic_cnn"), records.model_dir(seeded, "basic_cnn", seed),
                         ignore=shutil.ignore_patterns("*.npz", "*.png"))
     predictor = predict.Predictor(seeded, "basic_cnn", whole_image=True)
     assert [len(paths) for paths in predictor.model_files.values()] == [2]

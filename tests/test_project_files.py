@@ -93,7 +93,7 @@ def test_readme_documents_every_parameter() -> None:
 
     missing = [key for key in STUDY_DEFAULTS if f"`{key}`" not in README]
     assert not missing, f"README.md's params table lacks {missing}"
-    from fer_lib.app.params import AugmentConfig
+    from fer_lib.core.config import AugmentConfig
 
     missing = [f.name for f in dataclasses.fields(AugmentConfig) if f"`{f.name}`" not in README]
     assert not missing, f"README.md does not describe augmentation keys {missing}"

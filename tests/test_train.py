@@ -17,10 +17,10 @@ import pytest
 
 from fer_lib.core import data, train
 from fer_lib.core.evaluate import evaluate_model, evaluation_batch_size
-from fer_lib.app.params import TrainConfig, TrainConfigError
+from fer_lib.core.config import BasicCnnOptions, ParamsError, TrainConfig
 from fer_lib.core.train import train_model
 
-TINY_CNN = {"filters": [8, 16], "dense_units": [16], "convs_per_block": 1}
+TINY_CNN = BasicCnnOptions(filters=(8, 16), dense_units=(16,), convs_per_block=1)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def test_basic_cnn_learns_synthetic_faces_within_three_epochs(tmp_path: Path) ->
     dataset = data.load_synthetic(900, 200, 300, seed=7)
     params = TrainConfig(epochs=3, batch_size=32, learning_rate=2e-3, seed=0, verbose=0)
     result = train_model(dataset, "basic_cnn", params, tmp_path / "run",
-                         model_options={"filters": [16, 32, 64], "dense_units": [64]})
+                         model_options=BasicCnnOptions(filters=(16, 32, 64), dense_units=(64,)))
     metrics, _ = evaluate_model(result.model, dataset.test)
     print(f"held-out synthetic accuracy after 3 epochs: {metrics['accuracy']:.3f}; "
           f"train accuracy per epoch: {result.history['accuracy'].round(3).tolist()}")
@@ -88,7 +88,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path: Path, tiny_data: 
     assert len(pd.read_csv(tmp_path / "run" / "history.csv")) == 2
     result = train_model(tiny_data, "basic_cnn", params, tmp_path / "run", model_options=TINY_CNN)
     assert result.resumed_from_epoch == 2
-    assert result.history["epoch"].tolist() == [0, 1, 2]  # only the third epoch was trained again
+    assert result.history["epoch"].tolist() == [1, 2, 3]  # only the third epoch was trained again
     assert not (tmp_path / "run" / "backup").exists()
 
 
@@ -103,7 +103,7 @@ def test_backup_every_n_epochs_and_epochs_after_it_are_trained_again_once(tmp_pa
     assert json.loads((tmp_path / "run" / "backup" / "training_metadata.json").read_text())["epoch"] == 2
     result = train_model(tiny_data, "basic_cnn", params, tmp_path / "run", model_options=TINY_CNN)
     assert result.resumed_from_epoch == 2
-    assert result.history["epoch"].tolist() == [0, 1, 2, 3]
+    assert result.history["epoch"].tolist() == [1, 2, 3, 4]
     assert 1 <= result.best_epoch <= 4
 
 
@@ -113,7 +113,7 @@ def test_a_killed_run_before_its_first_backup_starts_over(tmp_path: Path, tiny_d
         train_model(tiny_data, "basic_cnn", params, tmp_path / "run", model_options=TINY_CNN,
                     extra_callbacks=[StopAfter(1)])
     result = train_model(tiny_data, "basic_cnn", params, tmp_path / "run", model_options=TINY_CNN)
-    assert result.resumed_from_epoch == 0 and result.history["epoch"].tolist() == [0, 1]
+    assert result.resumed_from_epoch == 0 and result.history["epoch"].tolist() == [1, 2]
 
 
 @pytest.mark.backend
@@ -185,8 +185,8 @@ def test_full_batches_a_fresh_seeded_shuffle_each_epoch(tiny_data: data.FerDatas
     again = train.TrainBatches(tiny_data.train, 32, seed=5, first_epoch=1)  # a resumed run draws the same batches
     assert np.array_equal(again._order, batches._order)
     assert first.shape == (len(batches) * 32,)
-    with pytest.raises(TrainConfigError, match=r"batch_size \(512\) is larger than the training split"):
-        train.TrainBatches(tiny_data.train, 512, seed=0)
+    with pytest.raises(ParamsError, match=r"batch_size must be at most the training split's 210 images, got 512"):
+        TrainConfig(batch_size=512).check_training_split(len(tiny_data.train))
 
 
 def test_remaining_epochs_as_arrays_are_the_batches_the_sequence_yields(tiny_data: data.FerDataset) -> None:
@@ -234,7 +234,7 @@ def test_array_and_pydataset_feeds_train_the_same_model(tmp_path: Path, tiny_dat
 
 def test_best_keras_holds_the_weights_only(tmp_path: Path, tiny_data: data.FerDataset) -> None:
     """best.keras is an uncompiled model: no optimizer variables, and its weights file is about the parameters' size."""
-    options = {"filters": [8, 16], "dense_units": [256], "convs_per_block": 1}
+    options = BasicCnnOptions(filters=(8, 16), dense_units=(256,), convs_per_block=1)
     result = train_model(tiny_data, "basic_cnn", TrainConfig(epochs=1, batch_size=32, verbose=0, optimizer="adam"),
                          tmp_path / "run", model_options=options)
     with zipfile.ZipFile(tmp_path / "run" / "best.keras") as archive:
@@ -257,7 +257,7 @@ def test_a_diverging_run_stops_at_the_first_bad_epoch_and_says_what_to_try(tmp_p
     with pytest.raises(train.TrainingDiverged, match=r"basic_cnn diverged in epoch (\d) of 3: the training loss is "
                                                      r"(nan|inf).*lower learning_rate \(it is 1e\+09") as caught:
         train_model(tiny_data, "basic_cnn", TrainConfig(epochs=3, batch_size=32, verbose=0, learning_rate=1e9),
-                    tmp_path / "run", model_options={"filters": [16, 32], "dense_units": [64]})
+                    tmp_path / "run", model_options=BasicCnnOptions(filters=(16, 32), dense_units=(64,)))
     epoch = int(re.search(r"epoch (\d)", str(caught.value)).group(1))
     history = tmp_path / "run" / "history.csv"
     # CSVLogger writes its header with the first row: a divergence in epoch 1 leaves the file empty
@@ -312,17 +312,17 @@ def test_schedules_and_optimizers_build() -> None:
         ({"epochs": -1}, "epochs must be an integer >= 1, got -1"),
         ({"epochs": 2.5}, "epochs must be an integer >= 1, got 2.5"),
         ({"batch_size": "64"}, "batch_size must be an integer >= 1, got '64'"),
-        ({"learning_rate": 0}, r"learning_rate must be a number in \(0.0, inf\]"),
+        ({"learning_rate": 0}, r"learning_rate must be a number in \(0, inf\]"),
         ({"optimizer": "rmsprop"}, "optimizer must be one of adam, adamw, sgd"),
         ({"lr_schedule": "linear"}, "lr_schedule must be one of constant, cosine, step"),
-        ({"label_smoothing": 1.0}, r"label_smoothing must be a number in \[0.0, 1.0\)"),
+        ({"label_smoothing": 1.0}, r"label_smoothing must be a number in \[0, 1\)"),
         ({"class_weights": [1, 2]}, "class_weights must be null, 'balanced' or a list of 7 positive numbers"),
         ({"reduce_lr_on_plateau": True, "lr_schedule": "cosine"}, "reduce_lr_on_plateau needs lr_schedule"),
-        ({"warmup_epochs": 5, "epochs": 5}, r"warmup_epochs \(5\) must be below epochs \(5\)"),
+        ({"warmup_epochs": 5, "epochs": 5}, r"warmup_epochs must be below epochs \(5\), got 5"),
         ({"mixed_precision": "yes"}, "mixed_precision must be true or false"),
         ({"monitor": "accuracy"}, "monitor must be one of val_accuracy, val_loss"),
     ],
 )
 def test_bad_training_parameters_fail_before_training(values: dict, message: str) -> None:
-    with pytest.raises(TrainConfigError, match=message):
+    with pytest.raises(ParamsError, match=message):
         TrainConfig.from_mapping(values)

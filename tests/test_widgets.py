@@ -13,18 +13,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fer_lib.app import runs
-from fer_lib.core.evaluate import confusion_counts, load_predictions, row_normalise
+from fer_lib.analysis.confusion import align_ids, cell_colours, cell_indices, cell_text, load_run_dataset, page
+from fer_lib.analysis.results import RunResults, load_run_results
+from fer_lib.analysis.widgets import ConfusionInspector, SampleBrowser, png_bytes
+from fer_lib.core import records
+from fer_lib.core.config import PAPER_AUGMENTATION
+from fer_lib.core.evaluate import confusion_counts, load_predictions, row_normalise, top_k
 from fer_lib.core.labels import EMOTIONS, NUM_CLASSES
-from fer_lib.analysis.widgets import (ConfusionInspector, SampleBrowser, align_ids, cell_colours, cell_indices, cell_text,
-                             load_run_dataset, page, png_bytes, top_k)
 
 try:  # tests/ on sys.path (pytest's default rootdir-less import) or the repo root on it (tests as a package)
-    from fixtures_runs import (copy_run_without_predictions, make_crafted_run, make_finished_run,
-                               make_run_without_models)
+    from fixtures_runs import copy_run_without_predictions, make_crafted_run, make_finished_run
 except ImportError:  # pragma: no cover
-    from tests.fixtures_runs import (copy_run_without_predictions, make_crafted_run, make_finished_run,
-                                     make_run_without_models)
+    from tests.fixtures_runs import copy_run_without_predictions, make_crafted_run, make_finished_run
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -45,7 +45,7 @@ def crafted(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def expected(run_dir: Path, split: str = "test") -> dict[str, np.ndarray]:
-    stored = load_predictions(runs.model_dir(run_dir, "basic_cnn") / f"predictions_{split}.npz")
+    stored = load_predictions(records.model_dir(run_dir, "basic_cnn") / f"predictions_{split}.npz")
     stored["predicted"] = stored["probabilities"].argmax(axis=1)
     return stored
 
@@ -57,6 +57,22 @@ def direct_cell_ids(stored: dict[str, np.ndarray], true_class: int, predicted_cl
 
 def decode(png: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)))
+
+
+def inspect(run_dir: Path, **options) -> ConfusionInspector:
+    return ConfusionInspector(load_run_results(run_dir), **options)
+
+
+def shown_ids(inspector: ConfusionInspector, *, page_only: bool = False) -> list[str]:
+    """Ids of the selected cell's images (or of the page on display)."""
+    if inspector.shown is None:
+        return []
+    rows = inspector.shown.page_indices if page_only else inspector.shown.indices
+    return [str(i) for i in inspector.predictions.ids[rows]]
+
+
+def cell_labels(inspector: ConfusionInspector) -> list[list[str]]:
+    return [[button.description for button in row] for row in inspector.cell_buttons]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -129,14 +145,15 @@ def test_align_ids_and_png_bytes() -> None:
 
 
 def test_inspector_draws_the_runs_confusion_matrix_and_toggles_mode(trained: tuple[Path, Path]) -> None:
-    outputs, run_dir = trained
-    inspector = ConfusionInspector(run_dir)
+    _, run_dir = trained
+    inspector = inspect(run_dir)
     stored = expected(run_dir)
     counts = confusion_counts(stored["labels"], stored["predicted"])
-    assert inspector.model == "basic_cnn" and inspector.split == "test"
-    assert np.array_equal(inspector.counts, counts)
-    assert inspector.cell_labels == [[str(int(c)) for c in row] for row in counts]
+    assert inspector.model == "basic_cnn" and inspector.split == "test" and inspector.seed == 0
+    assert np.array_equal(inspector.predictions.counts, counts)
+    assert cell_labels(inspector) == [[str(int(c)) for c in row] for row in counts]
     assert "SYNTHETIC DATA" in inspector.summary.value
+    assert inspector.seed_dropdown.layout.display == "none", "one seed: no seed to choose"
     for true_class in range(NUM_CLASSES):
         for predicted_class in range(NUM_CLASSES):
             classes = inspector.cell_buttons[true_class][predicted_class]._dom_classes
@@ -144,35 +161,30 @@ def test_inspector_draws_the_runs_confusion_matrix_and_toggles_mode(trained: tup
             assert ("fer-cm-empty" in classes) == (counts[true_class, predicted_class] == 0)
 
     inspector.mode_toggle.value = "normalised"
-    normalised = row_normalise(counts)
-    assert inspector.cell_labels == [[f"{v:.2f}" for v in row] for row in normalised]
-    assert inspector.cell_labels != [[str(int(c)) for c in row] for row in counts]
+    assert cell_labels(inspector) == [[f"{v:.2f}" for v in row] for row in row_normalise(counts)]
     inspector.mode_toggle.value = "counts"
-    assert inspector.cell_labels == [[str(int(c)) for c in row] for row in counts]
-
-    # run_dir=None picks the newest run with a model under outputs_dir
-    assert ConfusionInspector(outputs_dir=outputs).run_dir == run_dir.resolve()
+    assert cell_labels(inspector) == [[str(int(c)) for c in row] for row in counts]
 
 
 def test_clicking_a_cell_shows_exactly_its_images(trained: tuple[Path, Path]) -> None:
     _, run_dir = trained
-    inspector = ConfusionInspector(run_dir)
+    results = load_run_results(run_dir)
+    inspector = ConfusionInspector(results)
     stored = expected(run_dir)
-    dataset, _ = load_run_dataset(run_dir)
-    nonzero = np.argwhere(inspector.counts > 0)
+    dataset, _ = load_run_dataset(results)
+    nonzero = np.argwhere(inspector.predictions.counts > 0)
     for true_class, predicted_class in nonzero[:: max(1, len(nonzero) // 4)]:  # a few non-empty cells
         inspector.cell_buttons[true_class][predicted_class].click()
         assert inspector.selected == (true_class, predicted_class)
-        assert (inspector.true_dropdown.value, inspector.predicted_dropdown.value) == (true_class, predicted_class)
         assert "fer-cm-selected" in inspector.cell_buttons[true_class][predicted_class]._dom_classes
         wanted = direct_cell_ids(stored, true_class, predicted_class)
-        assert inspector.current_ids.tolist() == wanted
-        assert inspector.page_ids.tolist() == wanted[: inspector.page_size]
+        assert shown_ids(inspector) == wanted
+        assert shown_ids(inspector, page_only=True) == wanted[: inspector.page_size]
         items = inspector.image_grid.children
-        assert len(items) == len(inspector.page_ids)
+        assert len(items) == len(shown_ids(inspector, page_only=True))
         # each image is the data set's image with that id, and its caption names the id and its top-3 classes
-        positions = align_ids(inspector.page_ids, dataset.test.ids)
-        for item, position, image_id in zip(items, positions, inspector.page_ids):
+        page_ids = shown_ids(inspector, page_only=True)
+        for item, position, image_id in zip(items, align_ids(page_ids, dataset.test.ids), page_ids):
             picture, caption = item.children
             assert np.array_equal(decode(picture.value)[::2, ::2], dataset.test.images[position, :, :, 0])
             assert str(image_id) in caption.value
@@ -180,56 +192,43 @@ def test_clicking_a_cell_shows_exactly_its_images(trained: tuple[Path, Path]) ->
             for name, _ in top_k(stored["probabilities"][row]):
                 assert name in caption.value
         assert "fer-image-grid" in inspector.image_grid._dom_classes
-
-
-def test_dropdowns_select_the_same_cell_as_a_click(trained: tuple[Path, Path]) -> None:
-    _, run_dir = trained
-    inspector = ConfusionInspector(run_dir)
-    stored = expected(run_dir)
-    true_class, predicted_class = (int(v) for v in np.unravel_index(np.argmax(inspector.counts),
-                                                                     inspector.counts.shape))
-    inspector.true_dropdown.value = true_class
-    assert inspector.selected is None  # one of two chosen: wait for the other
-    inspector.predicted_dropdown.value = predicted_class
-    assert inspector.selected == (true_class, predicted_class)
-    assert inspector.current_ids.tolist() == direct_cell_ids(stored, true_class, predicted_class)
-    assert "fer-cm-selected" in inspector.cell_buttons[true_class][predicted_class]._dom_classes
-    other = (true_class + 1) % NUM_CLASSES
-    inspector.true_dropdown.value = other
-    assert inspector.selected == (other, predicted_class)
-    assert "fer-cm-selected" not in inspector.cell_buttons[true_class][predicted_class]._dom_classes
-    assert inspector.current_ids.tolist() == direct_cell_ids(stored, other, predicted_class)
+    other = (int(nonzero[0][0]) + 1) % NUM_CLASSES, int(nonzero[0][1])
+    inspector.select_cell(*other)  # one selection at a time
+    assert sum("fer-cm-selected" in b._dom_classes for row in inspector.cell_buttons for b in row) == 1
 
 
 def test_paging_covers_a_large_cell_exactly_once(trained: tuple[Path, Path]) -> None:
     _, run_dir = trained
-    inspector = ConfusionInspector(run_dir, page_size=5)
-    true_class, predicted_class = (int(v) for v in np.unravel_index(np.argmax(inspector.counts),
-                                                                     inspector.counts.shape))
+    inspector = inspect(run_dir, page_size=5)
+    counts = inspector.predictions.counts
+    true_class, predicted_class = (int(v) for v in np.unravel_index(np.argmax(counts), counts.shape))
     inspector.select_cell(true_class, predicted_class)
-    n = len(inspector.current_ids)
+    n = len(shown_ids(inspector))
     assert n > 5, "the largest cell of the tiny run should span several pages"
-    seen = list(inspector.page_ids)
-    assert inspector.prev_button.disabled and inspector.page_label.value == f"page 1 of {inspector.n_pages}"
+    seen = shown_ids(inspector, page_only=True)
+    n_pages = inspector.shown.n_pages
+    assert inspector.prev_button.disabled and inspector.page_label.value == f"page 1 of {n_pages}"
     while not inspector.next_button.disabled:
         inspector.next_button.click()
-        seen.extend(inspector.page_ids)
-        assert len(inspector.image_grid.children) == len(inspector.page_ids)
-    assert inspector.page_label.value == f"page {inspector.n_pages} of {inspector.n_pages}"
-    assert inspector.n_pages == -(-n // 5)
-    assert seen == inspector.current_ids.tolist() and len(set(seen)) == n
+        seen.extend(shown_ids(inspector, page_only=True))
+        assert len(inspector.image_grid.children) == len(inspector.shown.page_indices)
+    assert inspector.page_label.value == f"page {n_pages} of {n_pages}" and n_pages == -(-n // 5)
+    assert seen == shown_ids(inspector) and len(set(seen)) == n
     inspector.prev_button.click()
-    assert inspector.page_number == inspector.n_pages - 2
+    assert inspector.shown.page_number == n_pages - 2
 
 
 def test_switching_split_keeps_the_cell(trained: tuple[Path, Path]) -> None:
     _, run_dir = trained
-    inspector = ConfusionInspector(run_dir)
+    inspector = inspect(run_dir)
     assert set(v for _, v in inspector.split_dropdown.options) == {"val", "test"}
     inspector.select_cell(3, 3)
     inspector.split_dropdown.value = "val"
     assert inspector.split == "val" and inspector.selected == (3, 3)
-    assert inspector.current_ids.tolist() == direct_cell_ids(expected(run_dir, "val"), 3, 3)
+    assert shown_ids(inspector) == direct_cell_ids(expected(run_dir, "val"), 3, 3)
+    assert inspect(run_dir, split="val").split == "val"
+    with pytest.raises(ValueError, match="split must be one of val, test, test_tta"):
+        inspect(run_dir, split="train")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -238,44 +237,32 @@ def test_switching_split_keeps_the_cell(trained: tuple[Path, Path]) -> None:
 
 
 def test_crafted_cells_empty_cell_and_paging(crafted: Path) -> None:
-    inspector = ConfusionInspector(crafted, page_size=7)
+    inspector = inspect(crafted, page_size=7)
     stored = expected(crafted)
     per_class = np.bincount(stored["labels"], minlength=NUM_CLASSES)
-    assert inspector.counts[1, 0] == per_class[1] and inspector.counts[1, 1] == 0
-    assert inspector.counts[4, 6] == per_class[4]
+    counts = inspector.predictions.counts
+    assert counts[1, 0] == per_class[1] and counts[1, 1] == 0 and counts[4, 6] == per_class[4]
 
     inspector.cell_buttons[1][0].click()  # every true disgust image, predicted angry
-    assert inspector.current_ids.tolist() == direct_cell_ids(stored, 1, 0) and len(inspector.current_ids) > 7
-    pages = [inspector.page_ids.tolist()]
+    assert shown_ids(inspector) == direct_cell_ids(stored, 1, 0) and len(shown_ids(inspector)) > 7
+    pages = [shown_ids(inspector, page_only=True)]
     while not inspector.next_button.disabled:
         inspector.next_button.click()
-        pages.append(inspector.page_ids.tolist())
-    assert sum(pages, []) == inspector.current_ids.tolist()
+        pages.append(shown_ids(inspector, page_only=True))
+    assert sum(pages, []) == shown_ids(inspector)
 
     inspector.cell_buttons[1][1].click()  # empty: no disgust image was predicted disgust
     assert inspector.selected == (1, 1)
-    assert len(inspector.current_ids) == 0 and inspector.image_grid.children == ()
+    assert shown_ids(inspector) == [] and inspector.image_grid.children == ()
     assert "No images" in inspector.cell_info.value and "disgust" in inspector.cell_info.value
     assert inspector.prev_button.disabled and inspector.next_button.disabled
 
 
-def test_run_without_models_and_without_predictions_say_so(trained: tuple[Path, Path],
-                                                           tmp_path: Path) -> None:
-    empty = make_run_without_models(tmp_path / "outputs")
-    inspector = ConfusionInspector(empty)
-    assert "has no trained model" in inspector.message.value
-    assert inspector.matrix.layout.display == "none" and inspector.counts is None
-    assert inspector.model_dropdown.options == ()
-
+def test_a_model_without_predictions_says_so(trained: tuple[Path, Path], tmp_path: Path) -> None:
     copy = copy_run_without_predictions(trained[1], tmp_path / "other")
-    inspector = ConfusionInspector(copy)
-    assert "has no predictions file" in inspector.message.value and inspector.counts is None
-
-    inspector = ConfusionInspector(outputs_dir=tmp_path / "nothing-here")
-    assert "No run folders" in inspector.message.value
-
-    inspector = ConfusionInspector(tmp_path)
-    assert "is not a run folder" in inspector.message.value
+    inspector = inspect(copy)
+    assert "has no predictions file" in inspector.message.value and inspector.predictions is None
+    assert inspector.matrix.layout.display == "none"
 
 
 def test_changed_data_is_reported_not_shown_wrongly(crafted: Path, tmp_path: Path) -> None:
@@ -284,29 +271,13 @@ def test_changed_data_is_reported_not_shown_wrongly(crafted: Path, tmp_path: Pat
 
     changed = tmp_path / "outputs" / crafted.name
     shutil.copytree(crafted, changed)
-    params = runs.read_params(changed)
-    runs.write_params(changed, {**params, "synthetic_test": params["synthetic_test"] // 2})
-    inspector = ConfusionInspector(changed)
+    params = records.read_params(changed)
+    records.write_params(changed, {**params, "synthetic_test": params["synthetic_test"] // 2})
+    inspector = inspect(changed)
     inspector.select_cell(1, 0)
-    assert len(inspector.current_ids) > 0  # the ids are still listed ...
+    assert len(shown_ids(inspector)) > 0  # the ids are still listed ...
     assert "Cannot show the images" in inspector.cell_info.value  # ... but no wrong pixels
     assert inspector.image_grid.children == ()
-
-
-def test_run_dropdown_switches_runs(trained: tuple[Path, Path], tmp_path: Path) -> None:
-    outputs, run_dir = trained
-    empty = make_run_without_models(outputs, name="zz-empty")  # newest by name, but without a model
-    try:
-        inspector = ConfusionInspector(outputs_dir=outputs)
-        assert inspector.run_dir == run_dir.resolve()  # the newest run *with a model*
-        assert str(empty.resolve()) in [value for _, value in inspector.run_dropdown.options]
-        inspector.run_dropdown.value = str(empty.resolve())
-        assert "has no trained model" in inspector.message.value
-        inspector.run_dropdown.value = str(run_dir.resolve())
-        assert inspector.counts is not None and inspector.message.value == ""
-    finally:
-        (empty / runs.PARAMS_FILE).unlink()
-        empty.rmdir()
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -316,8 +287,9 @@ def test_run_dropdown_switches_runs(trained: tuple[Path, Path], tmp_path: Path) 
 
 def test_sample_browser_seed_slider_redraws_the_preview(trained: tuple[Path, Path]) -> None:
     _, run_dir = trained
-    browser = SampleBrowser(run_dir, variants=4)
-    dataset, _ = load_run_dataset(run_dir)
+    results = load_run_results(run_dir)
+    browser = SampleBrowser(results, variants=4)
+    dataset, _ = load_run_dataset(results)
     assert browser.current_id is not None and len(browser.preview.children) == 4
     assert "fer-augment-preview" in browser.preview._dom_classes
     position = browser.current_position
@@ -338,9 +310,7 @@ def test_sample_browser_seed_slider_redraws_the_preview(trained: tuple[Path, Pat
 
 
 def test_sample_browser_accepts_a_dataset(trained: tuple[Path, Path]) -> None:
-    from fer_lib.app.params import PAPER_AUGMENTATION
-
-    dataset, _ = load_run_dataset(trained[1])
+    dataset, _ = load_run_dataset(load_run_results(trained[1]))
     browser = SampleBrowser(dataset, variants=2, split="val")
     assert browser.augmentation == PAPER_AUGMENTATION
     assert browser.class_dropdown.options[0][0].startswith(f"{EMOTIONS[0]} (")
@@ -358,44 +328,39 @@ def _seeded_copy(crafted: Path, outputs: Path) -> Path:
 
     run_dir = outputs / f"{crafted.name}-seeds"
     shutil.copytree(crafted, run_dir)
-    seed_0 = runs.model_dir(run_dir, "basic_cnn", 0)
+    seed_0 = records.model_dir(run_dir, "basic_cnn", 0)
     seed_0.parent.mkdir(parents=True)
-    shutil.move(run_dir / runs.MODELS_DIR / "basic_cnn", seed_0)
-    (run_dir / runs.MODELS_DIR).rmdir()
-    seed_1 = runs.model_dir(run_dir, "basic_cnn", 1)
+    shutil.move(run_dir / records.MODELS_DIR / "basic_cnn", seed_0)
+    (run_dir / records.MODELS_DIR).rmdir()
+    seed_1 = records.model_dir(run_dir, "basic_cnn", 1)
     seed_1.mkdir(parents=True)
     stored = load_predictions(seed_0 / "predictions_test.npz")
     angry = np.full_like(stored["probabilities"], 0.05)
     angry[:, 0] = 0.7
     np.savez_compressed(seed_1 / "predictions_test.npz", ids=stored["ids"], labels=stored["labels"],
                         probabilities=angry)
-    shutil.copy(seed_0 / runs.METRICS_FILE, seed_1 / runs.METRICS_FILE)
+    shutil.copy(seed_0 / records.METRICS_FILE, seed_1 / records.METRICS_FILE)
     return run_dir
 
 
-def test_seed_selector_only_for_runs_with_seeds(crafted: Path, tmp_path: Path) -> None:
-    single = ConfusionInspector(crafted)
-    assert single.seeds == [] and single.seed is None and single.seed_dropdown.layout.display == "none"
-
+def test_the_seed_dropdown_switches_seeds_and_keeps_the_cell(crafted: Path, tmp_path: Path) -> None:
+    single = inspect(crafted)
     run_dir = _seeded_copy(crafted, tmp_path / "outputs")
-    inspector = ConfusionInspector(run_dir)
-    assert inspector.seeds == [0, 1] and inspector.seed == 0
+    inspector = inspect(run_dir)
+    assert inspector.results.seeds == [0, 1] and inspector.seed == 0
     assert inspector.seed_dropdown.layout.display is None and inspector.seed_dropdown.value == 0
     assert "(seed 0)" in inspector.summary.value
-    assert np.array_equal(inspector.counts, single.counts)  # seed 0 holds the crafted predictions
+    assert np.array_equal(inspector.predictions.counts, single.predictions.counts)  # seed 0: the crafted ones
     inspector.select_cell(1, 0)
-    assert inspector.current_ids.tolist() == direct_cell_ids(expected(crafted), 1, 0)
-    assert len(inspector.image_grid.children) == len(inspector.page_ids) > 0
+    assert shown_ids(inspector) == direct_cell_ids(expected(crafted), 1, 0)
+    assert len(inspector.image_grid.children) == len(shown_ids(inspector, page_only=True)) > 0
 
     inspector.seed_dropdown.value = 1  # seed 1 predicts 'angry' for every image: the cell keeps its selection
     assert inspector.seed == 1 and inspector.selected == (1, 0) and "(seed 1)" in inspector.summary.value
-    assert inspector.counts[:, 0].sum() == inspector.counts.sum()
-    stored = load_predictions(runs.model_dir(run_dir, "basic_cnn", 1) / "predictions_test.npz")
-    assert inspector.current_ids.tolist() == [str(i) for i in stored["ids"][stored["labels"] == 1]]
-    assert len(inspector.image_grid.children) == len(inspector.page_ids) > 0
-
-    assert ConfusionInspector(run_dir, seed=1).seed == 1
-    (runs.model_dir(run_dir, "basic_cnn", 1) / "predictions_test.npz").unlink()
-    inspector.seed_dropdown.value = 0
-    inspector.seed_dropdown.value = 1
-    assert "seeds/seed-1/models/basic_cnn/predictions_test.npz" in inspector.message.value
+    assert inspector.predictions.counts[:, 0].sum() == inspector.predictions.counts.sum()
+    stored = load_predictions(records.model_dir(run_dir, "basic_cnn", 1) / "predictions_test.npz")
+    assert shown_ids(inspector) == [str(i) for i in stored["ids"][stored["labels"] == 1]]
+    assert len(inspector.image_grid.children) == len(shown_ids(inspector, page_only=True)) > 0
+    assert inspect(run_dir, seed=1).seed == 1
+    with pytest.raises(ValueError, match="seed must be one of"):
+        inspector.load_seed(7)

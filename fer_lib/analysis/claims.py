@@ -3,7 +3,7 @@
 The paper (basic CNN vs ResNet50V2 on FER2013) says (1) early in training the CNN reaches about 0.5 accuracy while
 ResNet50V2 stays at about 0.25, the share of 'happy', i.e. the majority-class baseline; and (2) ResNet50V2 may surpass
 the CNN with more epochs. Here claim 1 is judged per seed from validation accuracy at epochs 1-5, claim 2 from the
-final test difference with its interval and p-value (fer_lib.analysis.report.run_statistics). Each verdict is "supported",
+final test difference with its interval and p-value (fer_lib.analysis.stats.run_statistics). Each verdict is "supported",
 "not supported" or "inconclusive" -- never worded by hand.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from fer_lib.core.evaluate import COLLAPSE_MARGIN
-from fer_lib.analysis.report import RunResults, per_seed_statistics
+from fer_lib.analysis.results import RunResults
 from fer_lib.analysis.stats import verdict
 
 CNN, RESNET = "basic_cnn", "resnet50v2"
@@ -35,8 +35,7 @@ def _agreement(verdicts: list[str]) -> str:
 def early_epochs_table(results: RunResults, epochs: int = EARLY_EPOCHS) -> pd.DataFrame:
     """Per seed and model: validation accuracy at epochs 1..``epochs`` beside the validation majority baseline."""
     rows = []
-    for seed, seed_results in results.each_seed().items():
-        seed = results.params.get("seed", 0) if seed is None else seed  # a single-seed run: its one seed
+    for seed, seed_results in results.by_seed.items():
         for model, history in seed_results.histories.items():
             summary = seed_results.summaries[model]
             row: dict[str, Any] = {"seed": seed, "model": model,
@@ -80,7 +79,7 @@ def final_claim(statistics: Mapping[str, Any]) -> dict[str, Any]:
     """Claim 2: ResNet50V2 minus the CNN on test at the end, per seed with its paired-bootstrap interval and
     McNemar's p-value (fer_lib.analysis.stats.verdict); several seeds must agree, and their paired t-test is reported."""
     per_seed = []
-    for seed, entry in per_seed_statistics(statistics).items():
+    for seed, entry in ((int(s), e) for s, e in statistics["per_seed"].items()):
         test = entry.get("splits", {}).get("test", {})
         for c in test.get("comparisons", []):
             if {c["a"], c["b"]} != {CNN, RESNET}:
@@ -93,14 +92,14 @@ def final_claim(statistics: Mapping[str, Any]) -> dict[str, Any]:
     if not per_seed:
         return {"claim": CLAIM_FINAL, "verdict": None, "seeds": [], "over_seeds": None,
                 "note": f"not checked: the run needs test predictions of both {CNN} and {RESNET}"}
-    over = next((c for c in statistics.get("over_seeds", {}).get("comparisons", [])
+    over = next((c for c in (statistics.get("over_seeds") or {}).get("comparisons", [])
                  if {c["a"], c["b"]} == {CNN, RESNET}), None)
     return {"claim": CLAIM_FINAL, "verdict": _agreement([s["verdict"] for s in per_seed]), "seeds": per_seed,
             "over_seeds": over, "note": None}
 
 
 def paper_claims(results: RunResults, statistics: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Both claims, each with its numbers and verdict (statistics: fer_lib.analysis.report.run_statistics of ``results``)."""
+    """Both claims, each with its numbers and verdict (statistics: fer_lib.analysis.stats.run_statistics of ``results``)."""
     return [early_epochs_claim(results), final_claim(statistics)]
 
 

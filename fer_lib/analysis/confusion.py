@@ -3,11 +3,10 @@
 :class:`fer_lib.analysis.widgets.ConfusionInspector` is only the view: dropdowns, buttons and images wired to the functions
 here. Everything that decides *what* it shows lives here so it is unit-tested without ipywidgets:
 
-* which runs, seeds, models and prediction splits there are to choose from, and which one is chosen first
-  (:func:`run_choices`, :func:`choose`, :func:`available_splits`, :func:`default_split`);
+* which seeds, models and prediction splits a run has to choose from, and which one is chosen first
+  (:func:`choose`, :func:`available_splits`, :func:`default_split`);
 * one split's saved predictions with their confusion counts (:class:`SplitPredictions`);
-* which images fall in a cell, page by page (:func:`cell_indices`, :func:`page`, :func:`cell_page`), their top-3
-  probabilities (:func:`top_k`), and each cell's text, colour and tooltip (:func:`cell_text`,
+* which images fall in a cell, page by page (:func:`cell_indices`, :func:`page`, :func:`cell_page`), and each cell's text, colour and tooltip (:func:`cell_text`,
   :func:`cell_intensities`, :func:`cell_colours`, :func:`cell_tooltip`);
 * the run's data set, reloaded and cached, and the link from prediction rows to its images by id
   (:func:`load_run_dataset`, :func:`align_ids`, :func:`split_positions`).
@@ -26,21 +25,18 @@ from typing import Any
 
 import numpy as np
 
-from fer_lib.app import runs
-from fer_lib.core.data import FerDataset, Split
-from fer_lib.core.evaluate import confusion_counts, row_normalise
+from matplotlib import colormaps
+
+from fer_lib.analysis.results import RunResults, SeedResults
+from fer_lib.core import records
+from fer_lib.core.config import DataConfig
+from fer_lib.core.data import FerDataset, Split, load_study_data
+from fer_lib.core.evaluate import confusion_counts, load_predictions, row_normalise
 from fer_lib.core.labels import EMOTIONS, NUM_CLASSES
 
 DEFAULT_PAGE_SIZE = 24
-PREDICTION_SPLITS: tuple[str, ...] = ("val", "test", "test_tta")
-"""The ``predictions_<split>.npz`` files a model folder can hold (see :func:`fer_lib.app.study.run_model`)."""
 MODES: tuple[tuple[str, str], ...] = (("counts", "counts"), ("row-normalised", "normalised"))
 DATASET_CACHE_SIZE = 2  # FER2013 is ~85 MB of pixels: keep the last two runs' data sets, not every run's
-
-__all__ = ["DEFAULT_PAGE_SIZE", "MODES", "PREDICTION_SPLITS", "CellPage", "RunChoices", "SplitPredictions",
-           "align_ids", "available_splits", "cell_colours", "cell_indices", "cell_intensities", "cell_page",
-           "cell_text", "cell_tooltip", "check_class", "choose", "default_split", "load_run_dataset", "page",
-           "predictions_path", "run_choices", "run_folders", "split_positions", "split_title", "top_k"]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -88,20 +84,6 @@ def page(indices: np.ndarray | Sequence[int], page_number: int, page_size: int) 
     return indices[start:start + int(page_size)], n_pages
 
 
-def top_k(probabilities: np.ndarray | Sequence[float], k: int = 3) -> list[tuple[str, float]]:
-    """The ``k`` most probable classes of one image as ``(class name, probability)``, most probable first.
-
-    Ties keep class-code order, so captions are stable between runs.
-    """
-    values = np.asarray(probabilities, dtype=np.float64).ravel()
-    if values.shape != (NUM_CLASSES,):
-        raise ValueError(f"probabilities must hold {NUM_CLASSES} values (one per class), got shape {values.shape}")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= NUM_CLASSES:
-        raise ValueError(f"k must be an integer in 1..{NUM_CLASSES}, got {k!r}")
-    order = np.argsort(-values, kind="stable")[:k]
-    return [(EMOTIONS[int(i)], float(values[i])) for i in order]
-
-
 def cell_text(counts: np.ndarray, true_class: int, predicted_class: int, mode: str) -> str:
     """A cell's label: the count, or (``mode="normalised"``) the row share with two decimals."""
     if mode == "counts":
@@ -121,15 +103,16 @@ def cell_intensities(counts: np.ndarray, mode: str) -> np.ndarray:
     raise ValueError(f"mode must be 'counts' or 'normalised', got {mode!r}")
 
 
-_LIGHT = np.array([247, 251, 255])  # the two ends of matplotlib's "Blues", as in the saved confusion figures
-_DARK = np.array([8, 48, 107])
+BLUES = colormaps["Blues"]  # the saved confusion figures' colormap (fer_lib.analysis.plots)
 
 
 def cell_colours(intensity: float) -> tuple[str, str]:
-    """Background and text colour (CSS hex) for an intensity in [0, 1]; dark cells get white text to stay legible."""
+    """Background and text colour (CSS hex) for an intensity in [0, 1] on matplotlib's Blues; dark cells get white
+    text to stay legible."""
     intensity = float(np.clip(intensity, 0.0, 1.0))
-    rgb = np.rint(_LIGHT + (_DARK - _LIGHT) * intensity).astype(int)
-    return "#{:02x}{:02x}{:02x}".format(*rgb), ("#ffffff" if intensity > 0.5 else "#08306b")
+    red, green, blue, _ = BLUES(intensity)
+    background = "#{:02x}{:02x}{:02x}".format(*(int(round(255 * c)) for c in (red, green, blue)))
+    return background, ("#ffffff" if intensity > 0.5 else "#08306b")
 
 
 def cell_tooltip(counts: np.ndarray, true_class: int, predicted_class: int) -> str:
@@ -177,8 +160,6 @@ class SplitPredictions:
     @classmethod
     def load(cls, path: str | Path, split: str | None = None) -> SplitPredictions:
         """Read a predictions file (``split`` defaults to the file's ``predictions_<split>.npz`` name)."""
-        from fer_lib.core.evaluate import load_predictions
-
         path = Path(path)
         stored = load_predictions(path)
         name = split if split is not None else path.stem.removeprefix("predictions_")
@@ -237,44 +218,6 @@ def cell_page(predictions: SplitPredictions, true_class: int, predicted_class: i
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def run_folders(outputs_dir: str | Path) -> list[Path]:
-    """Run folders (those with params.yaml) under ``outputs_dir``, newest first."""
-    outputs_dir = Path(outputs_dir)
-    if not outputs_dir.is_dir():
-        return []
-    return sorted((p for p in outputs_dir.iterdir() if (p / runs.PARAMS_FILE).is_file()), key=lambda p: p.name,
-                  reverse=True)
-
-
-@dataclasses.dataclass(frozen=True)
-class RunChoices:
-    """The run dropdown's options ``(label, resolved path)`` and the run to open first (None: nothing to open)."""
-
-    options: list[tuple[str, str]]
-    chosen: Path | None
-
-
-def run_choices(outputs_dir: str | Path, run_dir: str | Path | None = None) -> RunChoices:
-    """The runs under ``outputs_dir`` (newest first) and the one to open: ``run_dir`` if given (listed first when it
-    is not under ``outputs_dir``), else the newest run with a trained model, else the newest run.
-
-    Raises FileNotFoundError when ``run_dir`` is given but is not a run folder (it has no params.yaml).
-    """
-    folders = run_folders(outputs_dir)
-    chosen: Path | None = None
-    if run_dir is not None:
-        chosen = Path(run_dir).resolve()
-        if not (chosen / runs.PARAMS_FILE).is_file():
-            raise FileNotFoundError(f"'{run_dir}' is not a run folder: it has no {runs.PARAMS_FILE}.")
-    elif folders:
-        with_models = [folder for folder in folders if runs.run_models(folder)]
-        chosen = (with_models or folders)[0].resolve()
-    options = [(folder.name, str(folder.resolve())) for folder in folders]
-    if chosen is not None and str(chosen) not in {value for _, value in options}:
-        options.insert(0, (chosen.name, str(chosen)))
-    return RunChoices(options, chosen)
-
-
 def choose(available: Sequence[Any], wanted: Any, preferred: Any = None) -> Any:
     """``wanted`` if available, else ``preferred`` if available, else the first; None when nothing is available.
 
@@ -286,14 +229,10 @@ def choose(available: Sequence[Any], wanted: Any, preferred: Any = None) -> Any:
     return available[0] if len(available) else None
 
 
-def predictions_path(run_dir: str | Path, model: str, split: str, seed: int | None = None) -> Path:
-    """The predictions file of one model (of one seed, in a several-seed run) on one split."""
-    return runs.model_dir(run_dir, model, seed) / f"predictions_{split}.npz"
-
-
-def available_splits(run_dir: str | Path, model: str, seed: int | None = None) -> list[str]:
-    """The splits (of :data:`PREDICTION_SPLITS`, in that order) with a predictions file for this model."""
-    return [split for split in PREDICTION_SPLITS if predictions_path(run_dir, model, split, seed).is_file()]
+def available_splits(seed_results: SeedResults, model: str) -> list[str]:
+    """The splits (of records.PREDICTION_SPLITS, in that order) with a predictions file for this model."""
+    return [split for split in records.PREDICTION_SPLITS
+            if (seed_results.model_dir(model) / records.predictions_file(split)).is_file()]
 
 
 def default_split(available: Sequence[str], wanted: str | None) -> str | None:
@@ -308,27 +247,25 @@ def default_split(available: Sequence[str], wanted: str | None) -> str | None:
 _DATASETS: collections.OrderedDict[tuple[str, int], tuple[FerDataset, str]] = collections.OrderedDict()
 
 
-def load_run_dataset(run_dir: str | Path) -> tuple[FerDataset, str]:
-    """The data set a run was trained on, reloaded from its params.yaml, and where it came from.
+def load_run_dataset(results: RunResults) -> tuple[FerDataset, str]:
+    """The data set a run was trained on, reloaded from its params, and where it came from.
 
     Predictions files hold ids, not pixels (keeping runs small), so the inspector (and the occlusion maps of
     :mod:`fer_lib.analysis.explain`) reload the data: FER2013 from its decoded cache, synthetic data regenerated
-    deterministically from the params. Every seed of a several-seed run uses the same images. Cached per run folder
-    (and params.yaml version), keeping the last :data:`DATASET_CACHE_SIZE`, so switching models is instant.
+    deterministically from the params. Every seed of a run uses the same images. Cached per run folder (and
+    params.yaml version), keeping the last :data:`DATASET_CACHE_SIZE`, so switching models is instant.
     """
-    from fer_lib.core.data import load_study_data
-
-    run_dir = Path(run_dir).resolve()
-    params_file = run_dir / runs.PARAMS_FILE
+    run_dir = results.run_dir.resolve()
+    params_file = run_dir / records.PARAMS_FILE
     key = (str(run_dir), params_file.stat().st_mtime_ns if params_file.is_file() else 0)
     if key in _DATASETS:
         _DATASETS.move_to_end(key)
         return _DATASETS[key]
-    params = runs.read_params(run_dir)
     # Data discovery (data/fer2013) is relative to the project: find it from the run folder (outputs/<run> lives in
     # it), so the notebook's working directory does not matter; fall back to the working directory's project.
-    root = runs.project_root(run_dir)
-    loaded = load_study_data(params, project_root=root if root != run_dir else runs.project_root())
+    root = records.project_root(run_dir)
+    loaded = load_study_data(DataConfig.from_mapping(results.params),
+                             project_root=root if root != run_dir else records.project_root())
     _DATASETS[key] = loaded
     while len(_DATASETS) > DATASET_CACHE_SIZE:
         _DATASETS.popitem(last=False)

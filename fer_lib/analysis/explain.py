@@ -30,6 +30,10 @@ from typing import Any
 
 import numpy as np
 
+from fer_lib.analysis.confusion import SplitPredictions, load_run_dataset, split_positions
+from fer_lib.analysis.results import RunResults
+from fer_lib.core import records
+from fer_lib.core.evaluate import evaluation_batch_size, predict_proba
 from fer_lib.core.labels import EMOTIONS, NUM_CLASSES
 
 Predict = Callable[[np.ndarray], np.ndarray]
@@ -319,7 +323,6 @@ def _choose_examples(order: np.ndarray, labels: np.ndarray, right_for_all: np.nd
 
 def _predictor(model: Any, batch_size: int) -> Predict:
     """``model``'s probabilities through the study's padded prediction (one compiled batch shape)."""
-    from fer_lib.core.evaluate import predict_proba
 
     def predict(images: np.ndarray) -> np.ndarray:
         return predict_proba(model, images, batch_size=batch_size)
@@ -327,57 +330,46 @@ def _predictor(model: Any, batch_size: int) -> Predict:
     return predict
 
 
-def run_occlusion(run: Any, *, split: str = "test", per_class: int = RUN_PER_CLASS, examples: int = RUN_EXAMPLES,
-                  patch: int = DEFAULT_PATCH, stride: int = RUN_STRIDE, fill: float | None = None, seed: int = 0,
-                  batch_size: int | None = None, models: Sequence[str] | None = None, model_seed: int | None = None,
+def run_occlusion(results: RunResults, *, split: str = "test", per_class: int = RUN_PER_CLASS,
+                  examples: int = RUN_EXAMPLES, patch: int = DEFAULT_PATCH, stride: int = RUN_STRIDE,
+                  fill: float | None = None, seed: int = 0, batch_size: int | None = None,
+                  models: Sequence[str] | None = None, model_seed: int | None = None,
                   load_model: Callable[[Path], Any] | None = None) -> RunOcclusion:
     """Occlusion maps of every trained model of a run: per class the mean over at most ``per_class`` correctly
     classified ``split`` images, and ``examples`` single faces (the same for every model, each classified correctly
     by every model, distinct classes first).
 
-    ``run``: a :class:`fer_lib.analysis.report.RunResults` or a run folder. Each model is its saved ``best.keras``; in a run
-    with several seeds, that of ``model_seed`` (default: the RunResults' seed, else the run's first seed). Which
-    images it classifies correctly comes from its ``predictions_<split>.npz`` (the numbers of the report), and the
-    images from the run's data set, reloaded (matched by id).
+    Each model is its saved ``best.keras`` of ``model_seed`` (default: the run's first seed, whose figures the
+    compare notebook shows). Which images it classifies correctly comes from its ``predictions_<split>.npz`` (the
+    numbers of the report), and the images from the run's data set, reloaded (matched by id).
 
     Cost: about ``(7 * per_class + examples) * ((H - patch) / stride + 1)^2`` predictions per model, plus importing
     Keras and loading each model. The defaults (2 per class, 3 faces, 8x8 patches every 8 pixels: about 600
     predictions per model) keep it to seconds on a 2-core CPU; on a GPU raise ``per_class`` (e.g. 25) and use
     ``stride=4`` for smoother maps. ``batch_size`` (default: the run's evaluation batch size, so the predict function
-    has the shape the run's evaluation compiled; 64 for the smoke study, which is also faster than 256 for ResNet50V2
-    on a CPU). ``load_model`` (path -> model) replaces Keras loading, for tests.
+    has the shape the run's evaluation compiled). ``load_model`` (path -> model) replaces Keras loading, for tests.
     """
-    from fer_lib.app import runs
-    from fer_lib.analysis.confusion import SplitPredictions, load_run_dataset, split_positions
-    from fer_lib.core.evaluate import evaluation_batch_size, predict_proba
-
     started = time.perf_counter()
-    run_dir = Path(getattr(run, "run_dir", run))
-    seeds = runs.run_seeds(run_dir)
-    if model_seed is None:
-        model_seed = getattr(run, "seed", None)  # a RunResults of one seed: the seed its figures show
-    if seeds and model_seed is None:
-        model_seed = seeds[0]
-    if seeds and model_seed not in seeds:
-        raise ValueError(f"model_seed must be one of the run's seeds {seeds}, got {model_seed!r}")
-    model_seed = model_seed if seeds else None
-    files = {name: runs.model_dir(run_dir, name, model_seed) / runs.BEST_MODEL_FILE
-             for name in runs.run_models(run_dir, model_seed)}
+    run_dir = results.run_dir
+    model_seed = results.first.seed if model_seed is None else model_seed
+    if model_seed not in results.by_seed:
+        raise ValueError(f"model_seed must be one of the run's seeds {results.seeds}, got {model_seed!r}")
+    seed_results = results.by_seed[model_seed]
+    files = {name: seed_results.model_dir(name) / records.BEST_MODEL_FILE for name in results.models}
     files = {name: path for name, path in files.items() if path.is_file()}
-    order_hint = list(getattr(run, "models", None) or runs.read_params(run_dir).get("models", []))
-    names = [m for m in order_hint if m in files] + sorted(m for m in files if m not in order_hint)
+    names = [m for m in results.models if m in files]
     if models is not None:
         unknown = [m for m in models if m not in files]
         if unknown:
             raise ValueError(f"models {unknown} have no saved best model in {run_dir} (trained: {sorted(files)})")
         names = list(models)
     if not names:
-        raise FileNotFoundError(f"run folder '{run_dir}' has no trained model with a saved {runs.BEST_MODEL_FILE}")
+        raise FileNotFoundError(f"run folder '{run_dir}' has no trained model with a saved {records.BEST_MODEL_FILE}")
     per_class = _positive_int(per_class, "per_class")
     examples = _positive_int(examples, "examples", low=0)
-    dataset, _ = load_run_dataset(run_dir)
+    dataset, _ = load_run_dataset(results)
     if batch_size is None:
-        batch_size = evaluation_batch_size(int(runs.read_params(run_dir).get("batch_size", 64)), dataset)
+        batch_size = evaluation_batch_size(int(results.params.get("batch_size", 64)), dataset)
     data = dataset.split(split)
     labels = np.asarray(data.labels, dtype=np.int64)
     order = np.random.default_rng(seed).permutation(len(data))
@@ -393,7 +385,7 @@ def run_occlusion(run: Any, *, split: str = "test", per_class: int = RUN_PER_CLA
     load_seconds: dict[str, float] = {}
     for name in names:
         path = files[name]
-        predictions_file = path.parent / f"predictions_{split}.npz"
+        predictions_file = path.parent / records.predictions_file(split)
         if predictions_file.is_file():
             stored = SplitPredictions.load(predictions_file, split)
             right = np.zeros(len(data), dtype=bool)

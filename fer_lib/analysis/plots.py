@@ -18,10 +18,9 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from fer_lib.app.params import AugmentConfig
+from fer_lib.core.config import AugmentConfig, require_config
 from fer_lib.core.data import FerDataset, Split
 from fer_lib.core.labels import EMOTIONS, NUM_CLASSES
-from fer_lib.analysis.report import epochs_of
 
 SYNTHETIC_GID = "fer-synthetic-mark"
 SPLIT_COLORS: dict[str, str] = {"train": "#1f77b4", "val": "#ff7f0e", "test": "#2ca02c"}
@@ -195,8 +194,6 @@ def plot_augmentation_preview(images: np.ndarray, config: AugmentConfig | None =
 
     ``config`` is an :class:`AugmentConfig` (None: the identity warp); build it with ``AugmentConfig.from_mapping``.
     """
-    from fer_lib.app.params import require_config
-
     require_config(config, AugmentConfig, "plot_augmentation_preview's config", optional=True)
     from fer_lib.core.augment import augment_preview  # imports Keras: only for this figure
 
@@ -227,29 +224,33 @@ def plot_augmentation_preview(images: np.ndarray, config: AugmentConfig | None =
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def plot_history(history_df: pd.DataFrame, majority_baseline: float | None = None, title: str = "Training curves",
-                 *, axes: Sequence[Axes] | None = None, best_epoch: int | None = None,
-                 synthetic: bool = False) -> Figure:
-    """Loss (left) and accuracy (right), train solid and val dashed; majority baseline dashed grey on accuracy."""
-    fig, (loss_ax, acc_ax) = _axes_row(axes, 2, 11, 4)
-    epochs = epochs_of(history_df)
-    for ax, metric, name in ((loss_ax, "loss", "Loss"), (acc_ax, "accuracy", "Accuracy")):
-        if metric in history_df:
-            ax.plot(epochs, history_df[metric], marker="o", markersize=3, label=f"train {metric}")
-        if f"val_{metric}" in history_df:
-            ax.plot(epochs, history_df[f"val_{metric}"], marker="o", markersize=3, linestyle="--",
-                    label=f"val {metric}")
+def plot_curves(curves: pd.DataFrame, majority_baseline: float | None = None, *, title: str = "Training curves",
+                best_epoch: int | None = None, axes: Sequence[Axes] | None = None,
+                synthetic: bool = False) -> Figure:
+    """Loss (left) and accuracy (right) per epoch: colour = model, solid train and dashed val, the majority-class
+    baseline on accuracy; with several seeds each model's mean with a band of one standard deviation (the paper's
+    Fig. 4). ``curves``: the long table of fer_lib.analysis.report.curves_table / training_curves."""
+    fig, (loss_ax, acc_ax) = _axes_row(axes, 2, 12, 4.4)
+    palette = {model: _model_color(index) for index, model in enumerate(dict.fromkeys(curves["model"]))}
+    several = curves["seed"].nunique() > 1
+    for ax, metric in ((loss_ax, "loss"), (acc_ax, "accuracy")):
+        rows = curves[curves["metric"] == metric]
+        if not rows.empty:
+            sns.lineplot(data=rows, x="epoch", y="value", hue="model", style="split", palette=palette,
+                         style_order=["train", "val"], errorbar="sd" if several else None, marker="o", markersize=4,
+                         ax=ax)
         if best_epoch is not None:
             ax.axvline(best_epoch, color="0.6", linestyle=":", linewidth=1, label=f"best epoch ({best_epoch})")
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
-        ax.set_title(name)
+        ax.set_title(metric.capitalize() + (" (band: ± 1 std over seeds)" if several else ""))
         ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
     _baseline_line(acc_ax, majority_baseline)
     acc_ax.set_ylim(0, 1)
     for ax in (loss_ax, acc_ax):
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.suptitle(title)
     return _finish(fig, synthetic)
 
@@ -288,66 +289,10 @@ def plot_confusion_matrices(metrics_by_model: Mapping[str, Mapping[str, Any]], n
     return _finish(fig, synthetic)
 
 
-def plot_compare_histories(histories: Mapping[str, pd.DataFrame], majority_baseline: float | None = None, *,
-                           axes: Sequence[Axes] | None = None, title: str = "Training curves of the models",
-                           synthetic: bool = False) -> Figure:
-    """The paper's Fig. 4: loss and accuracy of every model overlaid (colour = model; solid train, dashed val)."""
-    fig, (loss_ax, acc_ax) = _axes_row(axes, 2, 12, 4.4)
-    for index, (model, history) in enumerate(histories.items()):
-        epochs = epochs_of(history)
-        color = _model_color(index)
-        for ax, metric in ((loss_ax, "loss"), (acc_ax, "accuracy")):
-            if metric in history:
-                ax.plot(epochs, history[metric], color=color, marker="o", markersize=3, label=f"{model} train")
-            if f"val_{metric}" in history:
-                ax.plot(epochs, history[f"val_{metric}"], color=color, marker="s", markersize=3, linestyle="--",
-                        label=f"{model} val")
-    _baseline_line(acc_ax, majority_baseline)
-    acc_ax.set_ylim(0, 1)
-    for ax, metric in ((loss_ax, "loss"), (acc_ax, "accuracy")):
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
-        ax.set_title(metric.capitalize())
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(title)
-    return _finish(fig, synthetic)
-
-
-def plot_seed_histories(curves: pd.DataFrame, majority_baseline: float | None = None, *,
-                        axes: Sequence[Axes] | None = None, title: str = "Training curves, mean over seeds",
-                        synthetic: bool = False) -> Figure:
-    """Fig. 4 over seeds: each model's mean loss and accuracy per epoch with a ± one standard deviation band.
-
-    ``curves``: the long table of fer_lib.analysis.report.seed_histories (model, seed, epoch, curve, value).
-    """
-    fig, (loss_ax, acc_ax) = _axes_row(axes, 2, 12, 4.4)
-    palette = {model: _model_color(index) for index, model in enumerate(dict.fromkeys(curves["model"]))}
-    for ax, metric in ((loss_ax, "loss"), (acc_ax, "accuracy")):
-        rows = curves[curves["curve"].isin([metric, f"val_{metric}"])].assign(
-            split=lambda frame: np.where(frame["curve"].str.startswith("val_"), "val", "train"))
-        if not rows.empty:
-            sns.lineplot(data=rows, x="epoch", y="value", hue="model", style="split", palette=palette,
-                         errorbar="sd", marker="o", markersize=4, ax=ax)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
-        ax.set_title(f"{metric.capitalize()} (band: ± 1 std over seeds)")
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.grid(alpha=0.3)
-    _baseline_line(acc_ax, majority_baseline)
-    acc_ax.set_ylim(0, 1)
-    for ax in (loss_ax, acc_ax):
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-    fig.suptitle(title)
-    return _finish(fig, synthetic)
-
-
 def plot_sweep(table: pd.DataFrame, keys: Sequence[str], *, ax: Axes | None = None,
                title: str = "Test accuracy across the sweep", synthetic: bool = False) -> Figure:
     """Test accuracy of each model (colour) at each point of a sweep (x: the swept values), with the 95% interval
-    as an error bar and the majority-class baseline; ``table``: fer_lib.analysis.report.comparison_rows."""
+    as an error bar and the majority-class baseline; ``table``: fer_lib.app.tables.comparison_rows."""
     fig, ax = _axes_or_new(ax, max(6.0, 1.2 * table[list(keys)].drop_duplicates().shape[0] + 3), 4.4)
     points = table[list(keys)].astype(str).agg(", ".join, axis=1) if keys else table["run"]
     labels = list(dict.fromkeys(points))

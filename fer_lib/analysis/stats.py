@@ -1,40 +1,42 @@
-"""Statistics behind every "model A beats model B" in the study: intervals, paired tests and a verdict.
+"""Statistics behind every "model A beats model B" in the study: intervals, paired tests, a verdict, and a run's.
 
 A difference of one or two points of test accuracy on FER2013 (3,589 PublicTest images) can be noise: of the test
-images the two models disagree on, or of the seed the models were trained with. This module turns such a claim
-into numbers:
+images the two models disagree on, or of the seed the models were trained with. The functions turn such a claim
+into numbers, each the reference implementation of scipy (no loop of our own):
 
-* ``bootstrap_accuracy_interval`` -- how precisely one accuracy is known, given the test set's size;
-* ``mcnemar_exact`` -- whether two models scored on the *same* test images differ by more than chance;
-* ``bootstrap_difference_interval`` -- how precisely their accuracy difference on those images is known;
-* ``paired_seed_comparison`` -- whether two models trained on the *same* seeds differ by more than seed noise;
-* ``mean_std`` -- the summary of per-seed results;
-* ``verdict`` -- one word for the claim "A > B", by a rule written down once.
+* :func:`bootstrap_accuracy_interval` -- how precisely one accuracy is known, given the test set's size;
+* :func:`mcnemar_exact` -- whether two models scored on the *same* test images differ by more than chance;
+* :func:`bootstrap_difference_interval` -- how precisely their accuracy difference on those images is known;
+* :func:`paired_seed_comparison` -- whether two models trained on the *same* seeds differ by more than seed noise;
+* :func:`verdict` -- one word for the claim "A > B", by a rule written down once;
+* :func:`run_statistics` -- all of them for a run (what summary.json holds).
 
-Pure: numpy and scipy only, no Keras, so it imports anywhere (notebooks, reports, tests). Every function checks
-its inputs (a ``ValueError`` names the argument and what was expected) and returns JSON-ready Python types
-(``float``, ``int``, ``None``, ``str``), never numpy scalars, so the results can go straight into a run's JSON.
+No Keras. Inputs are checked (a ``ValueError`` names the argument and what was expected) and results are
+JSON-ready Python types, so they go straight into a run's JSON.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy import stats
+
+from fer_lib.analysis.results import SUMMARY_FORMAT, RunResults
+from fer_lib.core.data import majority_class_accuracy
+from fer_lib.core.evaluate import ensemble_probabilities, evaluate_predictions
 
 MIN_RESAMPLES = 1000
 # scipy.stats.bootstrap draws resamples this many at a time (bounds memory: 7,178 test images x 250 resamples of
 # float64 is ~14 MB); with a numpy Generator the resamples are the same whatever the batch size.
 BOOTSTRAP_BATCH = 250
 VERDICTS = ("supported", "not supported", "inconclusive")
-
-# SciPy 1.15 renamed bootstrap's `random_state` to `rng`; for a numpy Generator the two are the same thing.
-_BOOTSTRAP_RNG_KEYWORD = "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"
+ENSEMBLE = "ensemble"
+STATISTICS_SPLITS: tuple[str, ...] = ("test", "test_tta")
 
 
 # --- input checks --------------------------------------------------------------------------------------------
@@ -44,7 +46,8 @@ def _as_1d(values: Any, name: str, *, numeric: bool = False) -> np.ndarray:
     """``values`` as a non-empty 1-D array, or a ValueError naming ``name``."""
     array = np.asarray(values)
     if array.ndim != 1:
-        raise ValueError(f"{name}: expected a 1-D sequence, got an array of shape {array.shape}")
+        hint = " (for class probabilities, pass their argmax over the last axis)" if array.ndim == 2 else ""
+        raise ValueError(f"{name}: expected a 1-D sequence, got an array of shape {array.shape}{hint}")
     if array.size == 0:
         raise ValueError(f"{name}: expected at least one value, got an empty sequence")
     if numeric:
@@ -58,11 +61,6 @@ def _as_1d(values: Any, name: str, *, numeric: bool = False) -> np.ndarray:
 
 def _class_indices(values: Any, name: str) -> np.ndarray:
     """``values`` as a non-empty 1-D array of class indices (any integers: labels are compared, not checked)."""
-    if np.ndim(values) == 2:
-        raise ValueError(
-            f"{name}: expected 1-D class indices, got a 2-D array of shape {np.shape(values)} "
-            "(for class probabilities, pass their argmax over the last axis)"
-        )
     array = _as_1d(values, name)
     if array.dtype == bool or not np.issubdtype(array.dtype, np.integer):
         if np.issubdtype(array.dtype, np.floating) and np.all(np.isfinite(array)) and np.all(array == np.round(array)):
@@ -70,13 +68,6 @@ def _class_indices(values: Any, name: str) -> np.ndarray:
         hint = " (for class probabilities, pass their argmax)" if np.issubdtype(array.dtype, np.floating) else ""
         raise ValueError(f"{name}: expected integer class indices, got values of dtype {array.dtype}{hint}")
     return array
-
-
-def _same_length(reference: np.ndarray, reference_name: str, other: np.ndarray, other_name: str) -> None:
-    if len(other) != len(reference):
-        raise ValueError(
-            f"{other_name}: expected one value per entry of {reference_name} ({len(reference)}), got {len(other)}"
-        )
 
 
 def _real(value: Any, name: str) -> float:
@@ -92,179 +83,102 @@ def _probability_level(value: Any, name: str) -> float:
     return level
 
 
-# --- one accuracy --------------------------------------------------------------------------------------------
-
-
-def bootstrap_accuracy_interval(
-    labels: Sequence[int] | np.ndarray,
-    predicted: Sequence[int] | np.ndarray,
-    *,
-    confidence: float = 0.95,
-    resamples: int = 2000,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """A seeded percentile-bootstrap confidence interval of accuracy over the test images.
-
-    Why: a test accuracy is an estimate from a finite test set; the interval says how far it could move with
-    another draw of test images of the same size, so two accuracies can be told apart from noise.
-
-    How: the images are resampled with replacement ``resamples`` times; the interval is the
-    ``(1 - confidence) / 2`` and ``(1 + confidence) / 2`` percentiles of the resampled accuracies. This uses
-    ``scipy.stats.bootstrap`` (``method="percentile"``, the statistic is the mean of the 0/1 correctness vector,
-    the generator ``numpy.random.default_rng(seed)``) rather than a hand-written loop: it is the reference
-    implementation, vectorised, and it fits exactly. Percentile rather than scipy's default BCa, because BCa
-    is undefined (NaN, with a warning) when every image is right or every image is wrong, and for a mean of
-    thousands of 0/1 values the two agree closely. Same seed, same interval.
-
-    ``resamples`` must be at least 1,000 (fewer make the tail percentiles themselves noisy); labels outside
-    0..6 are accepted (they are compared, not checked), but ``predicted`` must have one entry per label.
-    """
+def _scored(labels: Any, predicted: dict[str, Any]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Labels and each model's 0/1 correctness, checked to be class indices of one length."""
     labels_array = _class_indices(labels, "labels")
-    predicted_array = _class_indices(predicted, "predicted")
-    _same_length(labels_array, "labels", predicted_array, "predicted")
-    if len(labels_array) < 2:
-        raise ValueError(f"labels: a bootstrap needs at least 2 test images, got {len(labels_array)}")
-    level = _probability_level(confidence, "confidence")
-    if isinstance(resamples, bool) or not isinstance(resamples, numbers.Integral):
-        raise ValueError(f"resamples: expected an integer of at least {MIN_RESAMPLES}, got {resamples!r}")
-    if resamples < MIN_RESAMPLES:
-        raise ValueError(f"resamples: expected at least {MIN_RESAMPLES} bootstrap resamples, got {resamples}")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
-
-    correct = (labels_array == predicted_array).astype(np.float64)
-    result = stats.bootstrap(
-        (correct,),
-        np.mean,
-        n_resamples=int(resamples),
-        batch=BOOTSTRAP_BATCH,
-        vectorized=True,
-        confidence_level=level,
-        method="percentile",
-        **{_BOOTSTRAP_RNG_KEYWORD: np.random.default_rng(int(seed))},
-    )
-    return {
-        "accuracy": float(correct.mean()),
-        "low": float(result.confidence_interval.low),
-        "high": float(result.confidence_interval.high),
-        "confidence": level,
-        "resamples": int(resamples),
-        "seed": int(seed),
-        "method": "percentile bootstrap over test images (scipy.stats.bootstrap)",
-    }
+    right = {}
+    for name, values in predicted.items():
+        array = _class_indices(values, name)
+        if len(array) != len(labels_array):
+            raise ValueError(f"{name}: expected one value per entry of labels ({len(labels_array)}), got {len(array)}")
+        right[name] = (array == labels_array).astype(np.float64)
+    return labels_array, right
 
 
-# --- two models, the same test images ------------------------------------------------------------------------
+def _bootstrap(samples: tuple[np.ndarray, ...], statistic: Any, *, confidence: float, resamples: int,
+               seed: int, paired: bool = False) -> tuple[float, float, dict[str, Any]]:
+    """scipy.stats.bootstrap's percentile interval, with the study's checks on its settings and a record of them.
 
-
-def mcnemar_exact(
-    labels: Sequence[int] | np.ndarray,
-    predicted_a: Sequence[int] | np.ndarray,
-    predicted_b: Sequence[int] | np.ndarray,
-) -> dict[str, Any]:
-    """McNemar's exact test: do models A and B, scored on the same test images, differ by more than chance?
-
-    Why: two accuracies on the same images are not independent, so comparing their intervals is the wrong
-    test; only the images where exactly one model is right carry evidence. With b = images A gets right and B
-    wrong and c = the reverse, under "no difference" b ~ Binomial(b + c, 1/2); the two-sided p-value is
-    ``scipy.stats.binomtest(b, b + c, 0.5).pvalue`` (1.0 when b + c == 0: the models never disagree in
-    correctness). Exact rather than the chi-square approximation, which is poor when b + c is small.
+    Percentile rather than scipy's default BCa, which is undefined (NaN) when every image is right or every image
+    wrong; for a mean of thousands of 0/1 values the two agree closely. Same seed, same interval.
     """
-    labels_array = _class_indices(labels, "labels")
-    a = _class_indices(predicted_a, "predicted_a")
-    b_pred = _class_indices(predicted_b, "predicted_b")
-    _same_length(labels_array, "labels", a, "predicted_a")
-    _same_length(labels_array, "labels", b_pred, "predicted_b")
-
-    a_right = a == labels_array
-    b_right = b_pred == labels_array
-    b = int(np.count_nonzero(a_right & ~b_right))
-    c = int(np.count_nonzero(~a_right & b_right))
-    p_value = 1.0 if b + c == 0 else float(stats.binomtest(b, b + c, 0.5).pvalue)
-    return {
-        "a_right_b_wrong": b,
-        "a_wrong_b_right": c,
-        "n": int(len(labels_array)),
-        "p_value": p_value,
-        "method": "McNemar exact (binomial), two-sided",
-    }
-
-
-def bootstrap_difference_interval(
-    labels: Sequence[int] | np.ndarray,
-    predicted_a: Sequence[int] | np.ndarray,
-    predicted_b: Sequence[int] | np.ndarray,
-    *,
-    confidence: float = 0.95,
-    resamples: int = 2000,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """A seeded paired percentile-bootstrap interval of accuracy(A) - accuracy(B) on the same test images.
-
-    Why: McNemar's test says whether A and B differ; this says by how much, with the uncertainty of the test
-    set's draw, so a claim "A > B" gets a difference, an interval and a p-value (see :func:`verdict`). The images
-    are resampled together for both models (``scipy.stats.bootstrap`` with ``paired=True``), keeping the pairing
-    that makes the comparison sharper than two separate intervals.
-    """
-    labels_array = _class_indices(labels, "labels")
-    a = _class_indices(predicted_a, "predicted_a")
-    b = _class_indices(predicted_b, "predicted_b")
-    _same_length(labels_array, "labels", a, "predicted_a")
-    _same_length(labels_array, "labels", b, "predicted_b")
-    if len(labels_array) < 2:
-        raise ValueError(f"labels: a bootstrap needs at least 2 test images, got {len(labels_array)}")
+    if len(samples[0]) < 2:
+        raise ValueError(f"labels: a bootstrap needs at least 2 test images, got {len(samples[0])}")
     level = _probability_level(confidence, "confidence")
     if isinstance(resamples, bool) or not isinstance(resamples, numbers.Integral) or resamples < MIN_RESAMPLES:
         raise ValueError(f"resamples: expected an integer of at least {MIN_RESAMPLES}, got {resamples!r}")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
-    right_a = (a == labels_array).astype(np.float64)
-    right_b = (b == labels_array).astype(np.float64)
-    result = stats.bootstrap(
-        (right_a, right_b),
-        lambda x, y, axis=-1: np.mean(x, axis=axis) - np.mean(y, axis=axis),
-        n_resamples=int(resamples),
-        batch=BOOTSTRAP_BATCH,
-        vectorized=True,
-        paired=True,
-        confidence_level=level,
-        method="percentile",
-        **{_BOOTSTRAP_RNG_KEYWORD: np.random.default_rng(int(seed))},
-    )
-    return {
-        "difference": float(right_a.mean() - right_b.mean()),
-        "low": float(result.confidence_interval.low),
-        "high": float(result.confidence_interval.high),
-        "confidence": level,
-        "resamples": int(resamples),
-        "seed": int(seed),
-        "method": "paired percentile bootstrap over test images (scipy.stats.bootstrap, paired=True)",
-    }
+    result = stats.bootstrap(samples, statistic, n_resamples=int(resamples), batch=BOOTSTRAP_BATCH, vectorized=True,
+                             paired=paired, confidence_level=level, method="percentile",
+                             rng=np.random.default_rng(int(seed)))
+    record = {"confidence": level, "resamples": int(resamples), "seed": int(seed)}
+    return float(result.confidence_interval.low), float(result.confidence_interval.high), record
 
 
-# --- two models, the same seeds ------------------------------------------------------------------------------
+# --- one accuracy, two models on the same images ---------------------------------------------------------------
+
+
+def bootstrap_accuracy_interval(labels: Sequence[int] | np.ndarray, predicted: Sequence[int] | np.ndarray, *,
+                                confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """A seeded percentile-bootstrap interval of accuracy over the test images.
+
+    A test accuracy is an estimate from a finite test set; the interval says how far it could move with another
+    draw of test images of the same size, so two accuracies can be told apart from noise.
+    """
+    _, right = _scored(labels, {"predicted": predicted})
+    correct = right["predicted"]
+    low, high, record = _bootstrap((correct,), np.mean, confidence=confidence, resamples=resamples, seed=seed)
+    return {"accuracy": float(correct.mean()), "low": low, "high": high, **record,
+            "method": "percentile bootstrap over test images (scipy.stats.bootstrap)"}
+
+
+def mcnemar_exact(labels: Sequence[int] | np.ndarray, predicted_a: Sequence[int] | np.ndarray,
+                  predicted_b: Sequence[int] | np.ndarray) -> dict[str, Any]:
+    """McNemar's exact test: do models A and B, scored on the same test images, differ by more than chance?
+
+    Two accuracies on the same images are not independent; only the images where exactly one model is right carry
+    evidence. With b = images A gets right and B wrong and c = the reverse, under "no difference" b ~ Binomial(b + c,
+    1/2): the two-sided p-value is ``scipy.stats.binomtest`` (1.0 when b + c == 0). Exact rather than the chi-square
+    approximation, which is poor when b + c is small.
+    """
+    labels_array, right = _scored(labels, {"predicted_a": predicted_a, "predicted_b": predicted_b})
+    a_right, b_right = right["predicted_a"] == 1, right["predicted_b"] == 1
+    b, c = int(np.count_nonzero(a_right & ~b_right)), int(np.count_nonzero(~a_right & b_right))
+    return {"a_right_b_wrong": b, "a_wrong_b_right": c, "n": int(len(labels_array)),
+            "p_value": 1.0 if b + c == 0 else float(stats.binomtest(b, b + c, 0.5).pvalue),
+            "method": "McNemar exact (binomial), two-sided"}
+
+
+def bootstrap_difference_interval(labels: Sequence[int] | np.ndarray, predicted_a: Sequence[int] | np.ndarray,
+                                  predicted_b: Sequence[int] | np.ndarray, *, confidence: float = 0.95,
+                                  resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """A seeded paired percentile-bootstrap interval of accuracy(A) - accuracy(B) on the same test images.
+
+    McNemar's test says whether A and B differ; this says by how much. The images are resampled together for both
+    models (``paired=True``), keeping the pairing that makes the comparison sharper than two separate intervals.
+    """
+    _, right = _scored(labels, {"predicted_a": predicted_a, "predicted_b": predicted_b})
+    a, b = right["predicted_a"], right["predicted_b"]
+    low, high, record = _bootstrap((a, b), lambda x, y, axis=-1: np.mean(x, axis=axis) - np.mean(y, axis=axis),
+                                   confidence=confidence, resamples=resamples, seed=seed, paired=True)
+    return {"difference": float(a.mean() - b.mean()), "low": low, "high": high, **record,
+            "method": "paired percentile bootstrap over test images (scipy.stats.bootstrap, paired=True)"}
+
+
+# --- over seeds ----------------------------------------------------------------------------------------------
 
 
 def mean_std(values: Sequence[float] | np.ndarray) -> dict[str, Any]:
-    """Mean, sample standard deviation (ddof=1) and count of per-seed results.
-
-    Why: a result from several seeds is reported as mean +- std so the seed-to-seed spread is visible; the
-    std of a single value is undefined, so it is None rather than a misleading 0.
-    """
+    """Mean, sample standard deviation (ddof=1; None for one value rather than a misleading 0) and count."""
     array = _as_1d(values, "values", numeric=True)
-    return {
-        "mean": float(array.mean()),
-        "std": float(array.std(ddof=1)) if len(array) > 1 else None,
-        "n": int(len(array)),
-    }
+    return {"mean": float(array.mean()), "std": float(array.std(ddof=1)) if len(array) > 1 else None,
+            "n": int(len(array))}
 
 
 def mean_interval(values: Sequence[float] | np.ndarray, *, confidence: float = 0.95) -> dict[str, Any]:
-    """The ``confidence`` t-interval of the mean of per-seed results (``scipy.stats.t.interval``).
-
-    Why: the README's interval column for a several-seed run says where the mean over seeds lies, not how one
-    seed's test accuracy varies over test images. With one value (or no spread) the interval is None.
-    """
+    """The t-interval of the mean of per-seed results (``scipy.stats.t.interval``): where the mean over seeds lies.
+    With one value (or no spread) the interval is None."""
     array = _as_1d(values, "values", numeric=True)
     level = _probability_level(confidence, "confidence")
     result: dict[str, Any] = {"mean": float(array.mean()), "low": None, "high": None, "n": int(len(array)),
@@ -275,81 +189,49 @@ def mean_interval(values: Sequence[float] | np.ndarray, *, confidence: float = 0
     return result
 
 
-def paired_seed_comparison(
-    values_a: Sequence[float] | np.ndarray,
-    values_b: Sequence[float] | np.ndarray,
-    *,
-    confidence: float = 0.95,
-) -> dict[str, Any]:
+def paired_seed_comparison(values_a: Sequence[float] | np.ndarray, values_b: Sequence[float] | np.ndarray, *,
+                           confidence: float = 0.95) -> dict[str, Any]:
     """Compare per-seed results of models A and B trained on the same seeds (entry i of both = seed i).
 
-    Why: training noise (initialisation, shuffling, augmentation) moves accuracy by about a point; pairing by
-    seed removes what the two runs of a seed share, so the question becomes whether the per-seed differences
-    A - B are centred above zero. Returns the mean difference, its standard deviation (ddof=1), the two-sided
-    paired t-test p-value (``scipy.stats.ttest_rel``) and the ``confidence`` t-interval of the mean difference,
-    ``mean +- t.ppf((1 + confidence) / 2, n - 1) * std / sqrt(n)``.
-
-    With one pair, p-value, std and interval are None and ``note`` says why (one seed cannot give a paired
-    test); likewise when every difference is the same (no spread, so the t statistic is undefined).
+    Training noise moves accuracy by about a point; pairing by seed removes what the two runs of a seed share. The
+    paired t-test (``scipy.stats.ttest_rel``) gives the p-value and the t-interval of the mean difference. With one
+    pair, or no spread of the differences, p-value and interval are None and ``note`` says why.
     """
     a = _as_1d(values_a, "values_a", numeric=True)
     b = _as_1d(values_b, "values_b", numeric=True)
-    _same_length(a, "values_a", b, "values_b")
+    if len(b) != len(a):
+        raise ValueError(f"values_b: expected one value per entry of values_a ({len(a)}), got {len(b)}")
     level = _probability_level(confidence, "confidence")
-
     differences = a - b
-    n = int(len(differences))
-    mean_difference = float(differences.mean())
+    n, mean_difference = int(len(differences)), float(differences.mean())
     result: dict[str, Any] = {
-        "n": n,
-        "mean_a": float(a.mean()),
-        "mean_b": float(b.mean()),
-        "mean_difference": mean_difference,
-        "std_difference": None,
-        "p_value": None,
-        "low": None,
-        "high": None,
-        "confidence": level,
-        "method": "paired t-test over seeds (scipy.stats.ttest_rel), t-interval of the mean difference",
-        "note": None,
-    }
+        "n": n, "mean_a": float(a.mean()), "mean_b": float(b.mean()), "mean_difference": mean_difference,
+        "std_difference": float(differences.std(ddof=1)) if n > 1 else None, "p_value": None, "low": None,
+        "high": None, "confidence": level, "note": None,
+        "method": "paired t-test over seeds (scipy.stats.ttest_rel), t-interval of the mean difference"}
     if n < 2:
         result["note"] = "one seed cannot give a paired test: train both models on at least 2 seeds"
-        return result
-
-    std_difference = float(differences.std(ddof=1))
-    result["std_difference"] = std_difference
-    if std_difference <= 1e-12 * max(1.0, abs(mean_difference)):
+    elif result["std_difference"] <= 1e-12 * max(1.0, abs(mean_difference)):
         result["note"] = "every seed gives the same difference: with no spread the paired t-test is undefined"
-        return result
-
-    result["p_value"] = float(stats.ttest_rel(a, b).pvalue)
-    half_width = float(stats.t.ppf((1.0 + level) / 2.0, n - 1)) * std_difference / math.sqrt(n)
-    result["low"] = mean_difference - half_width
-    result["high"] = mean_difference + half_width
+    else:
+        test = stats.ttest_rel(a, b)
+        interval = test.confidence_interval(confidence_level=level)
+        result.update(p_value=float(test.pvalue), low=float(interval.low), high=float(interval.high))
     return result
 
 
 # --- the verdict ---------------------------------------------------------------------------------------------
 
 
-def verdict(
-    difference: float,
-    low: float | None,
-    high: float | None,
-    p_value: float | None,
-    *,
-    alpha: float = 0.05,
-) -> str:
-    """One word for the claim "A > B", from the difference A - B, its interval [low, high] and a p-value.
-
-    Why: so that every comparison in the study is judged by the same rule, written down once:
+def verdict(difference: float, low: float | None, high: float | None, p_value: float | None, *,
+            alpha: float = 0.05) -> str:
+    """One word for the claim "A > B", from the difference A - B, its interval [low, high] and a p-value:
 
     * ``"supported"`` -- the whole interval lies above 0 (``low > 0``) and ``p_value < alpha``;
-    * ``"not supported"`` -- the interval lies at or below 0 (``high <= 0``), or the difference is at or
-      below 0 (``difference <= 0``) and ``p_value < alpha`` (B is significantly at least as good);
-    * ``"inconclusive"`` -- anything else, e.g. the interval straddles 0, or the interval and the test
-      disagree. A missing interval or p-value (None, as from one seed) cannot support the claim.
+    * ``"not supported"`` -- the interval lies at or below 0 (``high <= 0``), or the difference is at or below 0
+      and ``p_value < alpha`` (B is significantly at least as good);
+    * ``"inconclusive"`` -- anything else, e.g. the interval straddles 0. A missing interval or p-value (None, as
+      from one seed) cannot support the claim.
     """
     diff = _real(difference, "difference")
     low_value = None if low is None else _real(low, "low")
@@ -359,13 +241,113 @@ def verdict(
     p = None if p_value is None else _real(p_value, "p_value")
     if p is not None and not 0.0 <= p <= 1.0:
         raise ValueError(f"p_value: expected a probability in [0, 1], got {p_value!r}")
-    level = _probability_level(alpha, "alpha")
-
-    significant = p is not None and p < level
+    significant = p is not None and p < _probability_level(alpha, "alpha")
     if low_value is not None and low_value > 0.0 and significant:
         return "supported"
-    if high_value is not None and high_value <= 0.0:
-        return "not supported"
-    if diff <= 0.0 and significant:
+    if (high_value is not None and high_value <= 0.0) or (diff <= 0.0 and significant):
         return "not supported"
     return "inconclusive"
+
+
+# --- a run's statistics (summary.json) ---------------------------------------------------------------------------
+
+ENSEMBLE_KEYS = ("n", "accuracy", "macro_f1", "weighted_f1", "top2_accuracy", "majority_class_accuracy",
+                 "majority_class", "collapse_warning")
+
+
+def split_statistics(labels: np.ndarray, predicted: Mapping[str, np.ndarray], *, resamples: int,
+                     seed: int) -> dict[str, Any]:
+    """One split of one seed: each model's accuracy with its bootstrap interval, and every pair compared (paired
+    bootstrap interval of the difference, McNemar's test, the verdict on "a beats b")."""
+    entry: dict[str, Any] = {"n": int(len(labels)), "majority_baseline": majority_class_accuracy(labels),
+                             "accuracy": {name: bootstrap_accuracy_interval(labels, values, resamples=resamples,
+                                                                            seed=seed)
+                                          for name, values in predicted.items()}, "comparisons": []}
+    names = list(predicted)
+    for index, a in enumerate(names):
+        for b in names[index + 1:]:
+            difference = bootstrap_difference_interval(labels, predicted[a], predicted[b], resamples=resamples,
+                                                       seed=seed)
+            mcnemar = mcnemar_exact(labels, predicted[a], predicted[b])
+            entry["comparisons"].append({
+                "a": a, "b": b, "difference": difference["difference"], "low": difference["low"],
+                "high": difference["high"], "mcnemar": mcnemar,
+                "verdict_a_beats_b": verdict(difference["difference"], difference["low"], difference["high"],
+                                             mcnemar["p_value"])})
+    return entry
+
+
+def seed_statistics(results_of_seed: Any, *, resamples: int, seed: int) -> dict[str, Any]:
+    """One seed of a run, from its saved predictions: :func:`split_statistics` of test (and test with TTA), the
+    models and their ensemble (averaged probabilities, two models or more; its metrics kept too)."""
+    summary: dict[str, Any] = {"splits": {}, "ensemble": {}}
+    for split in STATISTICS_SPLITS:
+        predictions = results_of_seed.predictions(split)
+        if not predictions:
+            continue
+        labels = next(iter(predictions.values()))["labels"].astype(np.int64)
+        predicted = {model: stored["probabilities"].argmax(axis=1) for model, stored in predictions.items()}
+        if len(predictions) >= 2:
+            averaged = ensemble_probabilities([stored["probabilities"] for stored in predictions.values()])
+            predicted[ENSEMBLE] = averaged.argmax(axis=1)
+            metrics = evaluate_predictions(labels, averaged)
+            summary["ensemble"][split] = {"models": list(predictions), **{k: metrics[k] for k in ENSEMBLE_KEYS}}
+        summary["splits"][split] = split_statistics(labels, predicted, resamples=resamples, seed=seed)
+    return summary
+
+
+SEED_METRICS: tuple[tuple[str, str, str], ...] = (("test_accuracy", "test", "accuracy"),
+                                                   ("test_accuracy_tta", "test_tta", "accuracy"),
+                                                   ("macro_f1", "test", "macro_f1"))
+"""The per-seed numbers summarised over seeds: (name, split of metrics.json, key)."""
+
+
+def seed_values(results: RunResults, per_seed: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per seed and model (and the ensemble): the numbers of :data:`SEED_METRICS`, the long table behind the
+    mean ± std over seeds."""
+    rows = []
+    for seed, seed_results in results.by_seed.items():
+        for model, summary in seed_results.summaries.items():
+            rows.append({"model": model, "seed": seed, **{name: (summary.get(split) or {}).get(key)
+                                                          for name, split, key in SEED_METRICS}})
+        ensemble = (per_seed.get(str(seed)) or {}).get("ensemble") or {}
+        if ensemble.get("test"):
+            rows.append({"model": ENSEMBLE, "seed": seed, "test_accuracy": ensemble["test"]["accuracy"],
+                         "test_accuracy_tta": (ensemble.get("test_tta") or {}).get("accuracy"),
+                         "macro_f1": ensemble["test"]["macro_f1"]})
+    return pd.DataFrame(rows, columns=["model", "seed", *(name for name, _, _ in SEED_METRICS)])
+
+
+def over_seeds(results: RunResults, per_seed: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Per model (and the ensemble) mean, std, t-interval and values of :data:`SEED_METRICS` over the seeds, and
+    for each pair the paired comparison of test accuracy over seeds with its verdict (one seed: no test, a note)."""
+    values = seed_values(results, per_seed)
+    models: dict[str, Any] = {}
+    for model, rows in values.groupby("model", sort=False):
+        models[model] = {"seeds": [int(s) for s in rows.sort_values("seed")["seed"]]}
+        for name, _, _ in SEED_METRICS:
+            column = rows.sort_values("seed")[name].dropna().to_numpy(float)
+            interval = mean_interval(column) if len(column) else None
+            models[model][name] = None if interval is None else {
+                **mean_std(column), "low": interval["low"], "high": interval["high"], "values": column.tolist()}
+    names, comparisons = list(models), []
+    table = values.pivot(index="seed", columns="model", values="test_accuracy")
+    for index, a in enumerate(names):
+        for b in names[index + 1:]:
+            paired = table[[a, b]].dropna()
+            if len(paired):
+                result = paired_seed_comparison(paired[a].to_numpy(float), paired[b].to_numpy(float))
+                comparisons.append({"a": a, "b": b, "metric": "test_accuracy", **result,
+                                    "verdict_a_beats_b": verdict(result["mean_difference"], result["low"],
+                                                                 result["high"], result["p_value"])})
+    return {"models": models, "comparisons": comparisons}
+
+
+def run_statistics(results: RunResults, *, seed: int = 0, resamples: int = 2000) -> dict[str, Any]:
+    """The numbers behind every comparison of a run, from its saved predictions: per seed :func:`seed_statistics`,
+    over seeds :func:`over_seeds`. ``seed`` seeds the bootstrap, not training. This is summary.json's shape for
+    every run (a run of one seed has one entry per seed, and over seeds no paired test)."""
+    per_seed = {str(s): seed_statistics(r, resamples=resamples, seed=seed) for s, r in results.by_seed.items()}
+    return {"format": SUMMARY_FORMAT, "seeds": results.seeds, "bootstrap": {"seed": seed, "resamples": resamples,
+                                                                           "confidence": 0.95},
+            "per_seed": per_seed, "over_seeds": over_seeds(results, per_seed)}

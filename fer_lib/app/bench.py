@@ -11,7 +11,6 @@ ever compared with their context.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import math
 import tempfile
 import time
@@ -22,10 +21,12 @@ from typing import Any
 import keras
 import numpy as np
 
+from fer_lib.app import runs
+from fer_lib.app.provenance import device_info, package_versions
+from fer_lib.core import records
+from fer_lib.core.config import AugmentConfig, TrainConfig, model_options
 from fer_lib.core.data import FerDataset
 from fer_lib.core.evaluate import evaluation_batch_size, predict_proba
-from fer_lib.app.provenance import device_info, package_versions
-from fer_lib.app.params import AugmentConfig, TrainConfig
 from fer_lib.core.train import steps_per_epoch, train_model
 
 
@@ -42,14 +43,13 @@ class _StopAfter(keras.callbacks.Callback):
 def benchmark_model(dataset: FerDataset, name: str, params: Mapping[str, Any], *, min_timed_steps: int = 200,
                     inference_repeats: int = 3) -> dict[str, Any]:
     """Time ``name`` in the study's loop: first epoch (with compilation), then at least ``min_timed_steps`` steps."""
-    config = TrainConfig.from_mapping({**params, "verbose": 0})
+    config = TrainConfig.from_mapping({**params, "verbose": 0}, ignore_unknown=True)
     steps = steps_per_epoch(len(dataset.train), config.batch_size)
     measured_epochs = 1 + max(1, math.ceil(min_timed_steps / max(1, steps)))
-    config = TrainConfig.from_mapping({**config.as_dict(), "epochs": max(config.epochs, measured_epochs),
-                                       "warmup_epochs": min(config.warmup_epochs, max(config.epochs, measured_epochs) - 1)})
+    config = TrainConfig.from_mapping({**config.as_dict(), "epochs": max(config.epochs, measured_epochs)})
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as folder:
         result = train_model(dataset, name, config, Path(folder) / name,
-                             model_options=dict(params.get("model_options", {})).get(name, {}),
+                             model_options=model_options(name, dict(params.get("model_options", {})).get(name)),
                              augmentation=AugmentConfig.from_mapping(params.get("augmentation")),
                              extra_callbacks=[_StopAfter(measured_epochs)])
     history = result.history
@@ -103,8 +103,4 @@ def run_benchmark(dataset: FerDataset, params: Mapping[str, Any], *, out_dir: st
     gpu = (device.get("nvidia_gpus") or [""])[0].split(",")[0]
     device_slug = "-".join("".join(c if c.isalnum() else " " for c in (gpu or record["device"])).split())[:40]
     stem = f"{record['date'][:10]}-{keras.backend.backend()}-{device_slug}{'-' + tag if tag else ''}"
-    path, counter = out / f"{stem}.json", 2
-    while path.exists():
-        path, counter = out / f"{stem}--{counter}.json", counter + 1
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    return path
+    return records.write_json(runs.unique_path(out, stem, ".json"), record)

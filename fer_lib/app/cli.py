@@ -24,7 +24,8 @@ from pathlib import Path
 from fer_lib import __version__
 from fer_lib.app import runs
 from fer_lib.app.provenance import BackendUnavailable, check_backend
-from fer_lib.app.runner import EXIT_OK, EXIT_USAGE, PROG, UserError, _one_line
+from fer_lib.app.errors import EXIT_OK, EXIT_USAGE, PROG, UserError, one_line
+from fer_lib.core import records
 
 def _add_study_arguments(parser: argparse.ArgumentParser, *, out: str, name: str) -> None:
     """The arguments of a study run (`run`, and every point of a `sweep`)."""
@@ -163,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return command_predict(args)
         return command_run(args, argv=command_line)
     except UserError as error:
-        print(f"{PROG}: error: {_one_line(str(error))}", file=sys.stderr)
+        print(f"{PROG}: error: {one_line(str(error))}", file=sys.stderr)
         return EXIT_USAGE
 
 
@@ -200,14 +201,15 @@ def command_sweep(args: argparse.Namespace, *, argv: list[str]) -> int:
 
 
 def command_compare(args: argparse.Namespace) -> int:
-    from fer_lib.analysis import plots, report
-    from fer_lib.app import sweep
+    from fer_lib.analysis import plots
+    from fer_lib.app import sweep, tables
+
     run_dirs, keys = sweep.expand_run_dirs(args.paths)
-    finished = [run_dir for run_dir in run_dirs if runs.run_models(run_dir)]
+    finished = [run_dir for run_dir in run_dirs if records.run_models(run_dir)]
     if not finished:
         raise UserError("none of the given runs has a trained model to compare")
-    table = report.comparison_rows(finished, keys=keys or None)
-    keys = keys or report.varying_keys([runs.read_params(run_dir) for run_dir in finished])
+    table = tables.comparison_rows(finished, keys=keys or None)
+    keys = keys or tables.varying_keys([records.read_params(run_dir) for run_dir in finished])
     shown = table.drop(columns=["data"]).copy()
     for column in shown.columns:
         if shown[column].dtype.kind == "f":
@@ -224,7 +226,7 @@ def command_compare(args: argparse.Namespace) -> int:
 
 
 def command_list(args: argparse.Namespace) -> int:
-    outputs = Path(args.out) if args.out is not None else runs.default_outputs_dir()
+    outputs = Path(args.out) if args.out is not None else records.default_outputs_dir()
     if args.out is not None and not outputs.is_dir():
         raise UserError(f"--out '{outputs}' is not a folder")
     rows = runs.list_rows(outputs)
@@ -239,22 +241,23 @@ def command_list(args: argparse.Namespace) -> int:
 
 
 def command_results(args: argparse.Namespace) -> int:
-    from fer_lib.analysis import report
+    from fer_lib.app import tables
+
     rows = []
     for run_dir in args.run_dirs:
-        if not runs.is_run_dir(run_dir):
-            raise UserError(f"'{run_dir}' is not a run folder (no {runs.PARAMS_FILE})")
+        if not records.is_run_dir(run_dir):
+            raise UserError(f"'{run_dir}' is not a run folder (no {records.PARAMS_FILE})")
         try:
-            rows.extend(report.results_rows(run_dir))
+            rows.extend(tables.results_rows(run_dir))
         except FileNotFoundError as error:
             raise UserError(str(error)) from None
-    table = report.results_markdown(rows)
+    table = tables.results_markdown(rows)
     if args.update_readme is None:
         print(table)
         return EXIT_OK
     try:
         text = args.update_readme.read_text()
-        args.update_readme.write_text(report.replace_results_block(text, table))
+        args.update_readme.write_text(tables.replace_results_block(text, table))
     except (OSError, ValueError) as error:
         raise UserError(f"cannot update '{args.update_readme}': {error}") from None
     print(f"updated the results table of {args.update_readme} ({len(rows)} rows)")
@@ -275,7 +278,7 @@ def command_predict(args: argparse.Namespace) -> int:
 
     def show(result: predict.PhotoResult) -> None:
         if result.error is not None:
-            print(f"{PROG}: error: {_one_line(result.error)}; skipped", file=sys.stderr)
+            print(f"{PROG}: error: {one_line(result.error)}; skipped", file=sys.stderr)
         else:
             print(predict.photo_line(result), flush=True)
 

@@ -31,18 +31,17 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import io
-import json
-import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from fer_lib.app import runs
-from fer_lib.core.evaluate import ensemble_probabilities
+from fer_lib.app.errors import UserError
+from fer_lib.core import records
+from fer_lib.core.evaluate import batch_holding, ensemble_probabilities, predict_proba, top_k
 from fer_lib.core.labels import EMOTIONS, IMAGE_SIZE, NUM_CLASSES
-from fer_lib.app.runner import UserError
 
 if TYPE_CHECKING:  # types only: importing this module starts no backend and no OpenCV
     from matplotlib.figure import Figure
@@ -65,7 +64,13 @@ EMOTION_COLORS: dict[str, tuple[int, int, int]] = {
     "sad": (31, 119, 180), "surprise": (255, 127, 14), "neutral": (127, 127, 127),
 }
 
-Box = tuple[int, int, int, int]  # x, y, width, height in pixels of the (upright) photo
+class Box(NamedTuple):
+    """A rectangle in pixels of the (upright) photo."""
+
+    x: int
+    y: int
+    width: int
+    height: int
 
 
 class PredictError(UserError):
@@ -83,42 +88,20 @@ class PhotoError(ValueError):
 
 @dataclasses.dataclass
 class Face:
-    """One face of a photo: where it is and what the model(s) say."""
+    """One face of a photo: where it is and what the model(s) say (``predictions.json`` holds it as it is)."""
 
     box: Box  # the face's part inside the photo
     probabilities: np.ndarray  # (7,) in FER2013's label order, summing to 1
     per_model: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # each model's (7,) (seed average)
     crop: Box | None = None  # the square that was cropped (may extend past the photo: padded)
     at_border: bool = False  # the detected face is cut by the photo's edge
+    emotion: str = dataclasses.field(init=False)  # the most probable class ...
+    probability: float = dataclasses.field(init=False)  # ... its probability ...
+    top3: list[tuple[str, float]] = dataclasses.field(init=False)  # ... and the three most probable
 
-    @property
-    def emotion(self) -> str:
-        return EMOTIONS[int(np.argmax(self.probabilities))]
-
-    @property
-    def probability(self) -> float:
-        return float(np.max(self.probabilities))
-
-    def top(self, k: int = 3) -> list[tuple[str, float]]:
-        return top_k(self.probabilities, k)
-
-    def to_json(self) -> dict[str, Any]:
-        x, y, w, h = self.box
-        record: dict[str, Any] = {
-            "box": {"x": x, "y": y, "width": w, "height": h},
-            "emotion": self.emotion,
-            "probability": round(self.probability, 6),
-            "probabilities": {name: round(float(p), 6) for name, p in zip(EMOTIONS, self.probabilities)},
-            "top3": [{"emotion": name, "probability": round(p, 6)} for name, p in self.top(3)],
-        }
-        if self.crop is not None:
-            cx, cy, cw, ch = self.crop
-            record["crop"] = {"x": cx, "y": cy, "width": cw, "height": ch}
-        record["at_border"] = self.at_border
-        if len(self.per_model) > 1:
-            record["per_model"] = {name: {e: round(float(p), 6) for e, p in zip(EMOTIONS, probs)}
-                                   for name, probs in self.per_model.items()}
-        return record
+    def __post_init__(self) -> None:
+        self.top3 = top_k(self.probabilities, 3)
+        self.emotion, self.probability = self.top3[0]
 
 
 @dataclasses.dataclass
@@ -138,16 +121,6 @@ class PhotoResult:
             return "error"
         return "ok" if self.faces else "no_face"
 
-    def to_json(self) -> dict[str, Any]:
-        record: dict[str, Any] = {"source": self.source, "status": self.status}
-        if self.error is not None:
-            record["error"] = self.error
-            return record
-        record.update({"width": self.size[0] if self.size else None, "height": self.size[1] if self.size else None,
-                       "annotated": self.annotated.name if self.annotated else None,
-                       "faces": [face.to_json() for face in self.faces]})
-        return record
-
 
 @dataclasses.dataclass
 class Predictions:
@@ -155,12 +128,16 @@ class Predictions:
 
     run_dir: Path
     model: str
-    model_files: dict[str, list[Path]]
+    models: dict[str, list[Path]]  # the best.keras files used, per model (one per seed)
     photos: list[PhotoResult]
     out_dir: Path | None = None
-    json_path: Path | None = None
     warnings: list[str] = dataclasses.field(default_factory=list)
     tta: bool = False
+    class_names: tuple[str, ...] = EMOTIONS  # the order of every probability list
+
+    @property
+    def json_path(self) -> Path | None:
+        return None if self.out_dir is None else self.out_dir / PREDICTIONS_FILE
 
     @property
     def errors(self) -> list[PhotoResult]:
@@ -175,29 +152,14 @@ class Predictions:
         """0 when every photo was read (with or without faces), 1 when a file was skipped."""
         return 1 if self.errors else 0
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "run_dir": str(self.run_dir),
-            "model": self.model,
-            "models": {name: [str(path) for path in paths] for name, paths in self.model_files.items()},
-            "tta": self.tta,
-            "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "class_names": list(EMOTIONS),
-            "warnings": list(self.warnings),
-            "summary": {"photos": len(self.photos), "faces": self.n_faces,
-                        "no_face": [p.source for p in self.photos if p.status == "no_face"],
-                        "skipped": [p.source for p in self.errors]},
-            "photos": [photo.to_json() for photo in self.photos],
-        }
-
-
-def top_k(probabilities: np.ndarray | Sequence[float], k: int = 3) -> list[tuple[str, float]]:
-    """The ``k`` most probable classes as ``(name, probability)``, most probable first (ties: label order)."""
-    probabilities = np.asarray(probabilities, dtype=np.float64)
-    if probabilities.shape != (NUM_CLASSES,):
-        raise ValueError(f"expected {NUM_CLASSES} probabilities, got shape {probabilities.shape}")
-    order = np.argsort(-probabilities, kind="stable")[:k]
-    return [(EMOTIONS[i], float(probabilities[i])) for i in order]
+    def write(self) -> Path:
+        """``predictions.json``: this record as it is, with each photo's status, and when it was made."""
+        record = dataclasses.asdict(self)
+        for photo, entry in zip(self.photos, record["photos"]):
+            entry["status"] = photo.status
+        return records.write_json(self.json_path, {**record, "created": records.now(), "summary": {
+            "photos": len(self.photos), "faces": self.n_faces, "skipped": [p.source for p in self.errors],
+            "no_face": [p.source for p in self.photos if p.status == "no_face"]}})
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -271,8 +233,9 @@ def detect_faces(gray: np.ndarray, *, max_side: int = DETECT_MAX_SIDE, scale_fac
                                         minSize=(min_size, min_size))
     boxes = []
     for x, y, w, h in np.asarray(found, dtype=np.float64).reshape(-1, 4):
-        box = (round((x - pad) / scale), round((y - pad) / scale), round(w / scale), round(h / scale))
-        if clip_box(box, width, height)[2] * clip_box(box, width, height)[3] >= 0.5 * box[2] * box[3]:
+        box = Box(round((x - pad) / scale), round((y - pad) / scale), round(w / scale), round(h / scale))
+        visible = clip_box(box, width, height)
+        if visible.width * visible.height >= 0.5 * box.width * box.height:
             boxes.append(box)  # at least half of the face is in the photo
     return sorted(boxes)
 
@@ -281,7 +244,7 @@ def clip_box(box: Box, width: int, height: int) -> Box:
     """The part of ``box`` inside a ``width`` x ``height`` photo (zero width or height when none is)."""
     x, y, w, h = box
     x0, y0 = min(max(0, x), width), min(max(0, y), height)
-    return x0, y0, max(0, min(width, x + w) - x0), max(0, min(height, y + h) - y0)
+    return Box(x0, y0, max(0, min(width, x + w) - x0), max(0, min(height, y + h) - y0))
 
 
 def crop_box(box: Box, margin: float = DEFAULT_MARGIN) -> Box:
@@ -292,7 +255,7 @@ def crop_box(box: Box, margin: float = DEFAULT_MARGIN) -> Box:
     if w <= 0 or h <= 0:
         raise ValueError(f"a face box needs a positive width and height, got {box}")
     side = max(1, round(max(w, h) * (1 + 2 * margin)))
-    return round(x + w / 2 - side / 2), round(y + h / 2 - side / 2), side, side
+    return Box(round(x + w / 2 - side / 2), round(y + h / 2 - side / 2), side, side)
 
 
 def crop_face(gray: np.ndarray, box: Box, margin: float = DEFAULT_MARGIN, size: int = IMAGE_SIZE) -> np.ndarray:
@@ -321,7 +284,7 @@ def crop_face(gray: np.ndarray, box: Box, margin: float = DEFAULT_MARGIN, size: 
 def whole_image_box(gray: np.ndarray) -> Box:
     """The whole photo as one face (a photo that is already a face crop, e.g. FER2013's own images)."""
     height, width = np.asarray(gray).shape[:2]
-    return 0, 0, int(width), int(height)
+    return Box(0, 0, int(width), int(height))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -334,22 +297,22 @@ def check_run(run_dir: str | Path) -> Path:
     path = Path(run_dir).expanduser()
     if not path.exists():
         raise PredictError(f"run folder '{run_dir}' does not exist")
-    if not runs.is_run_dir(path):
-        raise PredictError(f"'{run_dir}' is not a run folder (no {runs.PARAMS_FILE} or {runs.MANIFEST_FILE})")
+    if not records.is_run_dir(path):
+        raise PredictError(f"'{run_dir}' is not a run folder (no {records.PARAMS_FILE} or {records.MANIFEST_FILE})")
     return path
 
 
 def select_model_files(run_dir: str | Path, model: str = ENSEMBLE) -> dict[str, list[Path]]:
     """The ``best.keras`` files to use: every trained model's (``ensemble``) or one model's, one file per seed."""
     run_dir = check_run(run_dir)
-    trained = runs.trained_model_files(run_dir)
+    trained = records.trained_model_files(run_dir)
     if not trained:
-        evaluated = runs.run_models(run_dir) or [m for s in runs.run_seeds(run_dir) for m in runs.run_models(run_dir, s)]
+        evaluated = records.run_models(run_dir)
         if evaluated:  # e.g. a run brought back from a GPU machine without its weights
             raise PredictError(f"run '{run_dir}' has no trained model to predict with: its models "
-                               f"({', '.join(sorted(set(evaluated)))}) were evaluated but their {runs.BEST_MODEL_FILE} "
+                               f"({', '.join(sorted(set(evaluated)))}) were evaluated but their {records.BEST_MODEL_FILE} "
                                f"files are not in the run folder; choose a run that has them")
-        raise PredictError(f"run '{run_dir}' has no trained model (no {runs.BEST_MODEL_FILE} of a finished model): "
+        raise PredictError(f"run '{run_dir}' has no trained model (no {records.BEST_MODEL_FILE} of a finished model): "
                            f"finish it with `fer-study resume {run_dir}` or choose another run")
     if model == ENSEMBLE:
         return trained
@@ -359,17 +322,9 @@ def select_model_files(run_dir: str | Path, model: str = ENSEMBLE) -> dict[str, 
     return {model: trained[model]}
 
 
-def latest_predictable_run(outputs_dir: str | Path | None = None) -> Path | None:
-    """The newest run folder with a saved trained model (``best.keras``), or None when there is none."""
-    for run_dir in reversed(runs.list_runs(outputs_dir)):
-        if runs.trained_model_files(run_dir):
-            return run_dir
-    return None
-
-
 def predictable_runs(outputs_dir: str | Path | None = None) -> list[Path]:
     """Every run folder with a saved trained model, newest first."""
-    return [run for run in reversed(runs.list_runs(outputs_dir)) if runs.trained_model_files(run)]
+    return [run for run in reversed(records.list_runs(outputs_dir)) if records.trained_model_files(run)]
 
 
 def run_warnings(model_files: Mapping[str, Sequence[Path]]) -> list[str]:
@@ -378,9 +333,8 @@ def run_warnings(model_files: Mapping[str, Sequence[Path]]) -> list[str]:
     synthetic: list[str] = []
     for name, paths in model_files.items():
         for path in paths:
-            metrics_file = path.parent / runs.METRICS_FILE
             try:
-                metrics = json.loads(metrics_file.read_text())
+                metrics = records.read_json(path.parent / records.METRICS_FILE)
             except (OSError, ValueError):
                 continue
             seed = f" ({path.parent.parent.parent.name})" if len(paths) > 1 else ""
@@ -398,7 +352,12 @@ def run_warnings(model_files: Mapping[str, Sequence[Path]]) -> list[str]:
 
 def load_models(model_files: Mapping[str, Sequence[Path]]) -> dict[str, list[Any]]:
     """Load each ``best.keras`` (the inference models fer_lib.core.train saves), keyed like ``model_files``."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up log lines say nothing to the user
+    from fer_lib.app.provenance import BackendUnavailable, import_keras_quietly
+
+    try:
+        import_keras_quietly()  # TensorFlow's start-up lines say nothing to the user of `fer-study predict`
+    except BackendUnavailable as error:
+        raise PredictError(str(error)) from None
     from fer_lib.core.train import load_inference_model
 
     loaded: dict[str, list[Any]] = {}
@@ -438,8 +397,6 @@ def classify_faces(faces: np.ndarray, models: Mapping[str, Sequence[Any]], *,
     A model's probabilities are averaged over its seeds; the result over the models (:func:`average_probabilities`);
     with ``tta``, each model also sees the mirrored face (as the study's ``test_tta``).
     """
-    from fer_lib.core.evaluate import batch_holding, predict_proba
-
     faces = np.asarray(faces, dtype=np.uint8)
     if faces.ndim == 3:
         faces = faces[..., None]
@@ -505,7 +462,7 @@ class Predictor:
         for i, box in enumerate(boxes):
             visible = clip_box(box, width, height)
             faces.append(Face(box=visible, probabilities=probabilities[i], crop=crop_box(box, margin),
-                              at_border=visible != tuple(box),
+                              at_border=visible != box,
                               per_model={name: probs[i] for name, probs in per_model.items()}))
         return faces
 
@@ -593,17 +550,13 @@ def write_image(rgb: np.ndarray, path: Path) -> Path:
     return path
 
 
-def annotated_name(source: str, taken: set[str]) -> str:
+def annotated_name(source: str, out_dir: Path, taken: set[str]) -> str:
     """``<stem>.png`` for a PNG photo, else ``<stem>.jpg``; ``<stem>-2...`` when two photos share a stem."""
     path = Path(source)
-    suffix = ".png" if path.suffix.lower() == ".png" else ".jpg"
-    stem = path.stem or "photo"
-    candidate, counter = f"{stem}{suffix}", 1
-    while candidate.lower() in taken or candidate == PREDICTIONS_FILE:
-        counter += 1
-        candidate = f"{stem}-{counter}{suffix}"
-    taken.add(candidate.lower())
-    return candidate
+    name = runs.unique_path(out_dir, path.stem or "photo", ".png" if path.suffix.lower() == ".png" else ".jpg",
+                            taken=taken).name
+    taken.add(name)
+    return name
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -692,12 +645,11 @@ def predict_photos(run_dir: str | Path, photos: Sequence[PhotoSource], *, model:
     for label, source in sources:
         result, rgb = predictor.predict(source, label)
         if rgb is not None:
-            result.annotated = write_image(annotate(rgb, result.faces), out_dir / annotated_name(label, taken))
+            result.annotated = write_image(annotate(rgb, result.faces), out_dir / annotated_name(label, out_dir, taken))
         record(result)
-    predictions = Predictions(run_dir=predictor.run_dir, model=predictor.model, model_files=predictor.model_files,
+    predictions = Predictions(run_dir=predictor.run_dir, model=predictor.model, models=predictor.model_files,
                               photos=results, out_dir=out_dir, warnings=list(predictor.warnings), tta=predictor.tta)
-    predictions.json_path = out_dir / PREDICTIONS_FILE
-    predictions.json_path.write_text(json.dumps(predictions.to_json(), indent=2) + "\n")
+    predictions.write()
     return predictions
 
 
@@ -708,7 +660,7 @@ def photo_line(result: PhotoResult) -> str:
     if result.status == "no_face":
         return f"{result.source}: no face found"
     faces = "; ".join(f"#{i} {face.emotion} {face.probability:.2f} ("
-                      + ", ".join(f"{name} {p:.2f}" for name, p in face.top(3)[1:]) + ")"
+                      + ", ".join(f"{name} {p:.2f}" for name, p in face.top3[1:]) + ")"
                       for i, face in enumerate(result.faces, start=1))
     return f"{result.source}: {len(result.faces)} face{'s' if len(result.faces) > 1 else ''}: {faces}"
 
@@ -752,29 +704,20 @@ class NotebookChoice:
     message: str
 
 
-def _from_project(path: str | Path) -> Path:
-    """A path as given, or, when relative and absent from the working folder, relative to the project (the
-    notebooks run in notebooks/)."""
-    path = Path(path).expanduser()
-    if not path.is_absolute() and not path.exists() and (runs.project_root() / path).exists():
-        return runs.project_root() / path
-    return path
-
-
 def notebook_choice(run_dir: str | Path | None, photos: str | Path | Sequence[str | Path] | None, *,
                     outputs_dir: str | Path | None = None) -> NotebookChoice:
     """04_predict's parameters resolved: ``run_dir`` None is the newest run with a trained model (none: a message,
     nothing to predict); ``photos`` None is scikit-image's sample photo. A given run or photo that is wrong raises
     :class:`PredictError`."""
     if run_dir is None or str(run_dir) == "":
-        found = latest_predictable_run(outputs_dir)
+        found = next(iter(predictable_runs(outputs_dir)), None)
         if found is None:
-            where = Path(outputs_dir) if outputs_dir is not None else runs.default_outputs_dir()
+            where = Path(outputs_dir) if outputs_dir is not None else records.default_outputs_dir()
             return NotebookChoice(None, [], f"No run folder with a trained model under '{where}', so there is nothing "
                                             f"to predict with. Train one (`fer-study run --params params/smoke.yaml`, "
                                             f"or the 02_train notebook) or set run_dir, then run this notebook again.")
         run_dir = found
-    run = check_run(_from_project(run_dir))
+    run = check_run(records.project_path(run_dir))
     models = select_model_files(run)
     if photos is None:
         sample = sample_photo()
@@ -784,7 +727,7 @@ def notebook_choice(run_dir: str | Path | None, photos: str | Path | Sequence[st
         chosen, what = [sample], f"{sample.name} (scikit-image's sample photo)"
     else:
         given = [photos] if isinstance(photos, (str, Path)) else list(photos)
-        chosen = [_from_project(p) for p in given]
+        chosen = [records.project_path(p) for p in given]
         find_photos(chosen)  # a path that does not exist: PredictError now
         what = ", ".join(str(p) for p in chosen)
     return NotebookChoice(run, chosen, f"run: {run.name} (trained: {', '.join(models)})\nphotos: {what}")

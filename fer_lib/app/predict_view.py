@@ -18,7 +18,9 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from fer_lib.app import predict, runs
+from fer_lib.analysis.report import notice_html
+from fer_lib.app import predict
+from fer_lib.core import records
 DISPLAY_WIDTH = 560  # pixels: annotated photos are shown at most this wide (the files keep their full size)
 
 __all__ = ["PredictView", "display_jpeg", "uploaded_files"]
@@ -47,12 +49,6 @@ def display_jpeg(path: Path, width: int = DISPLAY_WIDTH) -> bytes:
     return buffer.getvalue()
 
 
-def _notice(text: str, kind: str = "info") -> str:
-    colors = {"info": "#31708f", "warning": "#8a6d3b", "error": "#a94442"}
-    return (f'<div class="fer-notice fer-notice-{kind}" style="color: {colors[kind]}; margin: 4px 0">'
-            f"{text}</div>")
-
-
 class PredictView(widgets.VBox):
     """Run and model dropdowns, a photo upload, and per photo its annotated copy and one chart per face."""
 
@@ -61,7 +57,7 @@ class PredictView(widgets.VBox):
         super().__init__()
         self.add_class("fer-predict-view")
         self.outputs_dir = Path(outputs_dir) if outputs_dir is not None else (
-            Path(run_dir).resolve().parent if run_dir is not None else runs.default_outputs_dir())
+            Path(run_dir).resolve().parent if run_dir is not None else records.default_outputs_dir())
         self._predictor: predict.Predictor | None = None
         self.predictions: predict.Predictions | None = None  # of the last upload
 
@@ -128,15 +124,15 @@ class PredictView(widgets.VBox):
     # ---- display --------------------------------------------------------------------------------------------------
 
     def _show(self, predictions: predict.Predictions) -> None:
-        notes = [_notice(f"⚠ {html.escape(w)}", "warning") for w in predictions.warnings]
-        notes.append(_notice(html.escape(f"{self.predictor().description}: {predict.summary_line(predictions)}")))
+        notes = [notice_html(f"⚠ {html.escape(w)}", "warning") for w in predictions.warnings]
+        notes.append(notice_html(html.escape(f"{self.predictor().description}: {predict.summary_line(predictions)}")))
         self.message.value = "".join(notes)
         blocks = []
         for photo in predictions.photos:
             title = widgets.HTML(f"<b>{html.escape(photo.source)}</b>: "
                                  f"{html.escape(predict.photo_line(photo).split(': ', 1)[1])}")
             if photo.status == "error":
-                blocks.append(widgets.VBox([widgets.HTML(_notice(html.escape(str(photo.error)), "error"))])
+                blocks.append(widgets.VBox([widgets.HTML(notice_html(html.escape(str(photo.error)), "error"))])
                               .add_class("fer-predict-error"))
                 continue
             parts: list[widgets.Widget] = [title]
@@ -153,7 +149,7 @@ class PredictView(widgets.VBox):
         self.results.children = tuple(blocks)
 
     def _say(self, text: str, kind: str = "info") -> None:
-        self.message.value = _notice(text, kind)
+        self.message.value = notice_html(text, kind)
 
     def _guard(self, action: Any, *args: Any) -> Any:
         """Run an action from the page; show its error in the view instead of losing it in the kernel's log."""
@@ -168,7 +164,7 @@ class PredictView(widgets.VBox):
     def _update_models(self) -> None:
         self._predictor = None
         run_dir = self.run_dir
-        trained = runs.trained_model_files(run_dir) if run_dir is not None else {}
+        trained = records.trained_model_files(run_dir) if run_dir is not None else {}
         names = list(trained) + ([predict.ENSEMBLE] if len(trained) > 1 else [])
         wanted = self._wanted_model if self._wanted_model in names else (names[-1] if names else None)
         self.model_dropdown.options = names

@@ -12,7 +12,6 @@ notebook kept, and the manifest's status ``failed``.
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 import platform
@@ -27,27 +26,17 @@ from typing import Any
 
 from fer_lib import __version__
 from fer_lib.app import runs
+from fer_lib.app.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, PROG, UserError, one_line
+from fer_lib.app.params import ParamsError, resolve_params, resolve_params_files, seed_folder, seed_list
 from fer_lib.app.provenance import device_info, git_info, keras_backend, package_versions
+from fer_lib.core import records
+from fer_lib.core.config import DataConfig, TrainConfig
+from fer_lib.core.data import SYNTHETIC_NOTICE, FerDataError, data_source, detect_layout, load_study_data
 
-PROG = "fer-study"
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 KERNEL_NAME = "python3"
-# The kernel's own log stays off the terminal: its start-up warnings (e.g. "Kernel is running over TCP without
-# encryption", about a kernel on the loopback interface of this machine) and, on a busy machine, "KeyboardInterrupt
-# caught in kernel" when a slow kernel is stopped after its notebook ended, are not for the user of the runner. A
-# failing cell or a dead kernel is reported by papermill from the notebook itself (see failure_message).
-KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
 NOTEBOOKS = ("01_explore_data", "02_train", "03_compare")
 DEFAULT_NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 BANNER = "!" * 100
-
-
-class UserError(Exception):
-    """A mistake in the command line, a params file or the data folder: reported in one line, exit code 2."""
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 def _terminated(signum: int, frame: Any) -> None:
@@ -57,47 +46,43 @@ def _terminated(signum: int, frame: Any) -> None:
 def prepare_run(params_files: Sequence[str | Path] = (), overrides: Sequence[str] = (), *, data: str | None = None,
                 name: str | None = None, out: str | Path | None = None,
                 notebooks_dir: Path | None = None) -> dict[str, Any]:
-    """Resolve params, find the data and the notebooks; raise :class:`UserError` on any problem. Writes nothing.
+    """Check everything a run needs before anything is written; raise :class:`UserError` on any problem.
 
     Params are: defaults, then each params file in order, then ``data``/``name``, then each ``key=value`` override.
+    Every value is checked (fer_lib.core.config), then the data: its layout and content are read in full (FER2013
+    is decoded once, into the loader's cache, which the notebooks then read) and the training split must hold a
+    batch. No Keras is imported.
     """
-    from fer_lib.core.data import FerDataError, data_source, detect_layout, source_fingerprint
-    from fer_lib.app.params import ParamsError, resolve_params_files
-
-    extra: dict[str, Any] = {}
-    if data is not None:
-        extra["data"] = str(data)
-    if name is not None:
-        extra["name"] = name
+    extra = {key: str(value) for key, value in (("data", data), ("name", name)) if value is not None}
     try:
         params = resolve_params_files(params_files, overrides, extra or None)
-    except ParamsError as error:
+        runs.check_writable(out)
+    except (ParamsError, ValueError) as error:
         raise UserError(str(error)) from None
-
-    project = runs.project_root(DEFAULT_NOTEBOOKS_DIR.parent)
+    project = records.project_root(DEFAULT_NOTEBOOKS_DIR.parent)
     try:
-        path, how = data_source(params, project_root=project)
-        source: dict[str, Any]
+        config = DataConfig.from_mapping(params)
+        path, how = data_source(config, project_root=project)
         if path is None:
             params["synthetic"] = True  # the notebooks must use exactly what the runner checked
-            source = {"synthetic": True, "how": how, "layout": "synthetic"}
         else:
-            layout, root = detect_layout(path.resolve())
-            params["data"] = str(root)  # absolute, so the notebooks (run in notebooks/) load the same files
-            source = {"synthetic": False, "how": how, "source": str(root), "layout": layout,
-                      "fingerprint": source_fingerprint(layout, root, resize=params["resize"])}
-    except FerDataError as error:
+            params["data"] = str(detect_layout(path.resolve())[1])  # absolute: the notebooks run in notebooks/
+        dataset, how = load_study_data(DataConfig.from_mapping(params), project_root=project)
+        TrainConfig.from_mapping(params, ignore_unknown=True).check_training_split(len(dataset.train))
+    except (FerDataError, ParamsError) as error:
         raise UserError(str(error)) from None
-
+    source = {"synthetic": dataset.is_synthetic, "how": how, "layout": dataset.layout, "source": dataset.source,
+              "fingerprint": dataset.fingerprint, "val_origin": dataset.val_origin,
+              "images": {name: len(split) for name, split in dataset.splits.items()}}
+    if dataset.is_synthetic:
+        source["notice"] = SYNTHETIC_NOTICE
     notebooks_dir = (notebooks_dir or DEFAULT_NOTEBOOKS_DIR).resolve()
     missing = [f"{name}.ipynb" for name in NOTEBOOKS if not (notebooks_dir / f"{name}.ipynb").is_file()]
     if missing:
         raise UserError(f"notebook(s) {', '.join(missing)} not found in '{notebooks_dir}'; is the project checkout "
                         f"complete?")
-    if out is not None and Path(out).exists() and not Path(out).is_dir():
-        raise UserError(f"--out '{out}' exists and is not a folder")
-    return {"params": params, "data": source, "notebooks_dir": notebooks_dir, "params_files": [str(f) for f in params_files],
-            "overrides": list(overrides), "project_root": project}
+    return {"params": params, "data": source, "notebooks_dir": notebooks_dir,
+            "params_files": [str(f) for f in params_files], "overrides": list(overrides), "project_root": project}
 
 
 def notebook_jobs(plan: Mapping[str, Any], run_dir: Path) -> list[dict[str, Any]]:
@@ -108,15 +93,13 @@ def notebook_jobs(plan: Mapping[str, Any], run_dir: Path) -> list[dict[str, Any]
     ``seeds``, 02 runs once per seed and model (seed by seed, so a short run still has whole seeds), its ``seed``
     in ``overrides``.
     """
-    from fer_lib.app.params import seed_list, several_seeds
-
     params, notebooks_dir = dict(plan["params"]), plan["notebooks_dir"]
     run_dir_text = str(run_dir.resolve())
-    out = runs.notebooks_dir(run_dir)
+    out = (run_dir / runs.NOTEBOOKS_DIR)
     study = {"run_dir": run_dir_text, "params_file": None, "overrides": params}
     jobs = [{"name": "01_explore_data", "model": None, "seed": None, "output": out / "01_explore_data.ipynb",
              "parameters": study}]
-    seeds: list[int | None] = list(seed_list(params)) if several_seeds(params) else [None]
+    seeds: list[int | None] = list(seed_list(params)) if seed_folder(params) is not None else [None]
     for seed in seeds:
         overrides = params if seed is None else {**params, "seed": seed}
         suffix = "" if seed is None else f"-seed{seed}"
@@ -133,15 +116,7 @@ def notebook_jobs(plan: Mapping[str, Any], run_dir: Path) -> list[dict[str, Any]
 
 def run_context(plan: Mapping[str, Any]) -> dict[str, Any]:
     """What the manifest records about the data and the machine (gathered before the run folder exists)."""
-    params, data = plan["params"], dict(plan["data"])
-    if data["synthetic"]:
-        from fer_lib.core.data import SYNTHETIC_NOTICE, load_synthetic
-        from fer_lib.app.params import data_seed
-
-        data["notice"] = SYNTHETIC_NOTICE
-        data["fingerprint"] = load_synthetic(params["synthetic_train"], params["synthetic_val"],
-                                             params["synthetic_test"], seed=data_seed(params),
-                                             class_balance=params["synthetic_balance"]).fingerprint
+    data = dict(plan["data"])
     return {
         "data": data,
         "backend": keras_backend(),
@@ -164,7 +139,7 @@ def start_run(plan: dict[str, Any], *, argv: Sequence[str], out: str | Path | No
     manifest: dict[str, Any] = {
         "fer_study_version": __version__,
         "status": "running",
-        "started": _now(),
+        "started": records.now(),
         "finished": None,
         "seconds": None,
         "run_dir": str(run_dir.resolve()),
@@ -182,8 +157,8 @@ def start_run(plan: dict[str, Any], *, argv: Sequence[str], out: str | Path | No
         "error": None,
     }
     runs.write_manifest(run_dir, manifest)
-    runs.notebooks_dir(run_dir).mkdir(exist_ok=True)
-    runs.figures_dir(run_dir).mkdir(exist_ok=True)
+    (run_dir / runs.NOTEBOOKS_DIR).mkdir(exist_ok=True)
+    (run_dir / runs.FIGURES_DIR).mkdir(exist_ok=True)
     print(f"{PROG}: run folder {run_dir}", flush=True)
     return execute_jobs(plan, run_dir, manifest, jobs, log_output=log_output)
 
@@ -193,11 +168,11 @@ def resume_run(run_dir: str | Path, *, argv: Sequence[str], log_output: bool = F
     again, and a training notebook resumes from the last backup of its model (fer_lib.core.train). The manifest records
     each resume and ends ``complete`` when every notebook has."""
     run_dir = Path(run_dir)
-    if not runs.is_run_dir(run_dir):
-        raise UserError(f"'{run_dir}' is not a run folder (no {runs.PARAMS_FILE} or {runs.MANIFEST_FILE})")
+    if not records.is_run_dir(run_dir):
+        raise UserError(f"'{run_dir}' is not a run folder (no {records.PARAMS_FILE} or {records.MANIFEST_FILE})")
     manifest = runs.read_manifest(run_dir)
     if not manifest.get("notebooks"):
-        raise UserError(f"'{run_dir}' has no {runs.MANIFEST_FILE} listing its notebooks: it was not made by "
+        raise UserError(f"'{run_dir}' has no {records.MANIFEST_FILE} listing its notebooks: it was not made by "
                         f"`{PROG} run`, so there is nothing to resume")
     status = runs.run_summary(run_dir)["status"]
     if status == "complete":
@@ -205,22 +180,20 @@ def resume_run(run_dir: str | Path, *, argv: Sequence[str], log_output: bool = F
     if status == "running":
         raise UserError(f"'{run_dir}' is still running (process {manifest.get('pid')} on {manifest.get('host')}); "
                         f"stop it first")
-    from fer_lib.app.params import ParamsError, resolve_params
-
     try:
-        params = resolve_params(runs.read_params(run_dir))
+        params = resolve_params(records.read_params(run_dir))
     except ParamsError as error:
-        raise UserError(f"{run_dir / runs.PARAMS_FILE}: {error}") from None
+        raise UserError(f"{run_dir / records.PARAMS_FILE}: {error}") from None
     plan: dict[str, Any] = {"params": params, "data": manifest["data"], "notebooks_dir": DEFAULT_NOTEBOOKS_DIR,
                             "params_files": manifest.get("params_files", []),
                             "overrides": manifest.get("overrides", []),
-                            "project_root": runs.project_root(DEFAULT_NOTEBOOKS_DIR.parent),
+                            "project_root": records.project_root(DEFAULT_NOTEBOOKS_DIR.parent),
                             "context": {key: manifest.get(key) for key in ("data", "backend", "device")}}
     jobs = notebook_jobs(plan, run_dir)
     done = {_job_key(entry["notebook"], entry["model"], entry.get("seed")) for entry in manifest["notebooks"]
             if entry["status"] == "complete"}
     manifest["resumes"] = [*manifest.get("resumes", []),
-                           {"started": _now(), "previous_status": status, "command": [PROG, *argv],
+                           {"started": records.now(), "previous_status": status, "command": [PROG, *argv],
                             "host": platform.node(), "pid": os.getpid(),
                             "notebooks_kept": len(done)}]
     manifest.update(status="running", pid=os.getpid(), host=platform.node(), error=None, finished=None)
@@ -279,13 +252,13 @@ def _execute_jobs(plan: Mapping[str, Any], run_dir: Path, manifest: dict[str, An
                 continue
             current = job
             bar.set_description(label)
-            entry.update(status="running", started=_now())
+            entry.update(status="running", started=records.now())
             runs.write_manifest(run_dir, manifest)
             began = time.perf_counter()
             show = bar.set_postfix_str if interactive else (lambda text: print(f"{PROG}: {text}", file=sys.stderr,
                                                                                   flush=True))
             watcher = None if job["model"] is None or log_output else EpochProgress(
-                runs.model_dir(run_dir, job["model"], job["seed"]) / runs.PROGRESS_FILE, show)
+                records.model_dir(run_dir, job["model"], job["seed"]) / records.PROGRESS_FILE, show)
             try:
                 if watcher is not None:
                     watcher.start()
@@ -369,6 +342,27 @@ class EpochProgress(threading.Thread):
         self.poll()  # the last epoch, if it ended between two polls
 
 
+def kernel_log(job: Mapping[str, Any]) -> Path:
+    """Where a notebook's kernel process writes its own output: ``<run>/logs/<notebook>.log``."""
+    return Path(job["output"]).parent.parent / runs.LOGS_DIR / f"{Path(job['output']).stem}.log"
+
+
+def kernel_manager_logging_to(log: Path) -> type:
+    """A Jupyter kernel manager whose kernel process writes its stdout and stderr (TensorFlow's C++ start-up lines,
+    which no log level silences in TensorFlow 2.21, warnings, a crash's last words) to ``log``, not to the terminal of
+    the runner: the terminal holds fer-study's own lines, and the log keeps everything for whoever debugs."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class LoggingKernelManager(AsyncKernelManager):
+        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "ab") as handle:  # the kernel process keeps its own copy of the file descriptor
+                kw.update(stdout=handle, stderr=handle)
+                await super()._async_launch_kernel(kernel_cmd, **kw)
+
+    return LoggingKernelManager
+
+
 def _execute_notebook(job: Mapping[str, Any], notebooks_dir: Path, *, log_output: bool,
                       progress: bool | dict[str, Any]) -> None:
     import papermill
@@ -378,7 +372,7 @@ def _execute_notebook(job: Mapping[str, Any], notebooks_dir: Path, *, log_output
         str(job["input"]), str(job["output"]), parameters=dict(job["parameters"]), kernel_name=KERNEL_NAME,
         cwd=str(notebooks_dir), progress_bar=progress, log_output=log_output,
         stdout_file=sys.stdout if log_output else None, stderr_file=sys.stderr if log_output else None,
-        extra_arguments=KERNEL_ARGUMENTS)
+        kernel_manager_class=kernel_manager_logging_to(kernel_log(job)))
 
 
 def render_report(executed: Path, report: Path) -> Path:
@@ -408,29 +402,30 @@ def failure_message(error: BaseException, job: Mapping[str, Any] | None, run_dir
         first_line = next((line.strip() for line in str(error.source or "").splitlines() if line.strip()), "")
         cell = f"cell [{error.exec_count}]" if error.exec_count is not None else "a cell"
         snippet = f" (starting `{first_line[:80]}`)" if first_line else ""
-        text = f"{PROG}: {where} failed at {cell}{snippet}: {error.ename}: {_one_line(str(error.evalue))[:500]}."
+        text = f"{PROG}: {where} failed at {cell}{snippet}: {error.ename}: {one_line(str(error.evalue))[:500]}."
     else:
-        text = f"{PROG}: {where} failed: {type(error).__name__}: {_one_line(str(error))[:500]}."
+        text = f"{PROG}: {where} failed: {type(error).__name__}: {one_line(str(error))[:500]}."
     if job is not None and Path(job["output"]).exists():
         text += f" The partially executed notebook, with the full traceback, is kept at {job['output']}."
-    text += f" The run folder {run_dir} is marked failed in {runs.MANIFEST_FILE}."
+    if job is not None and kernel_log(job).is_file():
+        text += f" The kernel's own output is in {kernel_log(job)}."
+    text += f" The run folder {run_dir} is marked failed in {records.MANIFEST_FILE}."
     return text
 
 
 def _finish(manifest: dict[str, Any], run_dir: Path, started: float, status: str, error: str | None) -> None:
-    manifest.update(status=status, finished=_now(), seconds=round(time.time() - started, 2), error=error)
+    manifest.update(status=status, finished=records.now(), seconds=round(time.time() - started, 2), error=error)
     runs.write_manifest(run_dir, manifest)
 
 
 def _check_fingerprints(manifest: dict[str, Any], run_dir: Path) -> None:
     """Record the data fingerprint each model was trained on; warn if it is not the one the runner checked."""
     used = {}
-    for seed in runs.run_seeds(run_dir) or [None]:
-        for model in runs.run_models(run_dir, seed):
-            config = runs.model_dir(run_dir, model, seed) / "train_config.json"
+    for seed, folder in records.seed_folders(run_dir).items():
+        for model in records.finished_models(folder):
             try:
-                used[model if seed is None else f"{model} seed {seed}"] = json.loads(
-                    config.read_text())["data"]["fingerprint"]
+                used[f"{model} seed {seed}"] = records.read_json(
+                    records.model_dir(folder, model) / records.TRAIN_CONFIG_FILE)["data"]["fingerprint"]
             except (OSError, ValueError, KeyError, TypeError):
                 continue
     manifest["data"]["fingerprints_used"] = used
@@ -454,10 +449,6 @@ def _shout(text: str) -> None:
 def _wrap(text: str, width: int) -> str:
     """Wrap at spaces only, so that paths stay whole (copyable)."""
     return textwrap.fill(text, width=width, break_on_hyphens=False, break_long_words=False)
-
-
-def _now() -> str:
-    return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
 def print_run_summary(run_dir: Path, seconds: float) -> None:

@@ -1,6 +1,7 @@
 """The study's per-model step: train one model on the run's data, evaluate it on val and test, save the records.
 
-Called by the 02_train notebook (and the tests) with resolved params (fer_lib.app.params) and the loaded data set.
+Called by the 02_train notebook (and the tests) with resolved params (fer_lib.app.params) and the loaded data set;
+the params become typed configs here, once.
 """
 
 from __future__ import annotations
@@ -9,10 +10,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fer_lib.app import runs
+from fer_lib.core import records
+from fer_lib.core.config import AugmentConfig, TrainConfig, model_options
 from fer_lib.core.data import FerDataset
-from fer_lib.core.evaluate import evaluate_model, evaluation_batch_size, save_json, save_predictions
-from fer_lib.app.params import AugmentConfig, TrainConfig
+from fer_lib.core.evaluate import evaluate_model, evaluation_batch_size, save_predictions
 from fer_lib.core.train import is_finished, load_finished, train_model
 
 
@@ -26,8 +27,8 @@ def run_model(params: Mapping[str, Any], model_name: str, dataset: FerDataset, m
     if is_finished(model_dir):  # a resumed run whose training had ended: evaluate the saved best model
         result = load_finished(model_dir)
     else:
-        result = train_model(dataset, model_name, TrainConfig.from_mapping(params), model_dir,
-                             model_options=params["model_options"].get(model_name, {}),
+        result = train_model(dataset, model_name, TrainConfig.from_mapping(params, ignore_unknown=True), model_dir,
+                             model_options=model_options(model_name, params["model_options"].get(model_name)),
                              augmentation=AugmentConfig.from_mapping(params["augmentation"]))
     batch = evaluation_batch_size(params["batch_size"], dataset)
     summary: dict[str, Any] = {
@@ -50,6 +51,6 @@ def run_model(params: Mapping[str, Any], model_name: str, dataset: FerDataset, m
         metrics, probabilities = evaluate_model(result.model, split, tta=tta, batch_size=batch)
         key = f"{split_name}_tta" if tta else split_name
         summary[key] = metrics
-        save_predictions(model_dir / f"predictions_{key}.npz", split, probabilities)
-    save_json(summary, model_dir / runs.METRICS_FILE)
+        save_predictions(model_dir / records.predictions_file(key), split, probabilities)
+    records.write_json(model_dir / records.METRICS_FILE, summary)
     return summary

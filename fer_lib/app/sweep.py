@@ -5,14 +5,12 @@ is written (an unknown key or a bad value is one line, exit 2, no folder), then 
 ``<out>/<YYYYmmdd-HHMMSS>-sweep-<name>/`` whose ``sweep.json`` records the grid, the command and, per point, its
 values, run folder and status, and runs the points one after the other (or side by side, one per device, with
 ``devices``). At the end the sweep folder gets ``comparison.csv`` and ``comparison.png``: the points' results
-against the swept keys (fer_lib.analysis.report.comparison_rows, fer_lib.analysis.plots.plot_sweep).
+against the swept keys (fer_lib.app.tables.comparison_rows, fer_lib.analysis.plots.plot_sweep).
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import itertools
-import json
 import os
 import subprocess
 import sys
@@ -21,8 +19,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from fer_lib.app import runs
-from fer_lib.app.runner import EXIT_FAILED, EXIT_OK, PROG, UserError
+from fer_lib.app.errors import EXIT_FAILED, EXIT_OK, PROG, UserError, one_line
+from fer_lib.app.params import load_yaml
+from fer_lib.core import records
 
 SWEEP_FILE = "sweep.json"
 COMPARISON_CSV = "comparison.csv"
@@ -30,24 +32,14 @@ COMPARISON_PLOT = "comparison.png"
 
 
 def split_values(text: str) -> list[str]:
-    """``"a,[b, c],{d: e}"`` -> ``["a", "[b, c]", "{d: e}"]``: commas inside brackets, braces or quotes stay."""
-    values, depth, quote, current = [], 0, None, []
-    for char in text:
-        if quote:
-            quote = None if char == quote else quote
-        elif char in "\"'":
-            quote = char
-        elif char in "[{":
-            depth += 1
-        elif char in "]}":
-            depth -= 1
-        elif char == "," and depth == 0:
-            values.append("".join(current).strip())
-            current = []
-            continue
-        current.append(char)
-    values.append("".join(current).strip())
-    return values
+    """A grid's values, ``"a,[b, c],{d: e}"``, read as the YAML list ``[a, [b, c], {d: e}]``; each value back as
+    its YAML text (what a ``-p key=value`` override takes)."""
+    try:
+        values = load_yaml(f"[{text}]")
+    except yaml.YAMLError as error:
+        raise UserError(f"--grid values {text!r} are not a YAML list ({one_line(str(error))})") from None
+    return [yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("\n...").strip()
+            if value is not None else "" for value in values]
 
 
 def parse_grid(texts: Sequence[str]) -> dict[str, list[str]]:
@@ -124,11 +116,12 @@ def parse_devices(text: str) -> list[str]:
 
 def new_sweep_dir(name: str, outputs_dir: str | Path | None = None) -> Path:
     """A fresh sweep folder (never an earlier one): ``<timestamp>-sweep-<name>``, suffixed -2, -3, ... if taken."""
-    return runs.fresh_folder(outputs_dir, f"{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-sweep-{runs.slug(name)}")
+    return runs.unique_path(outputs_dir or records.default_outputs_dir(), f"{runs.timestamp()}-sweep-{runs.slug(name)}",
+                            create=True)
 
 
 def _write(sweep_dir: Path, record: Mapping[str, Any]) -> None:
-    runs.write_json_atomically(sweep_dir / SWEEP_FILE, record)
+    records.write_json(sweep_dir / SWEEP_FILE, record)
 
 
 def is_sweep_dir(path: str | Path) -> bool:
@@ -136,7 +129,7 @@ def is_sweep_dir(path: str | Path) -> bool:
 
 
 def read_sweep(sweep_dir: str | Path) -> dict[str, Any]:
-    return json.loads((Path(sweep_dir) / SWEEP_FILE).read_text())
+    return records.read_json(Path(sweep_dir) / SWEEP_FILE)
 
 
 def sweep_run_dirs(sweep_dir: str | Path) -> list[Path]:
@@ -150,7 +143,7 @@ def start_sweep(sweep: dict[str, Any], *, argv: Sequence[str], devices: Sequence
     """Create the sweep folder and run every point; the exit code (0 when every point completed)."""
     sweep_dir = new_sweep_dir(sweep["name"], sweep["out"])
     record: dict[str, Any] = {
-        "name": sweep["name"], "grid": sweep["grid"], "command": [PROG, *argv], "started": _now(),
+        "name": sweep["name"], "grid": sweep["grid"], "command": [PROG, *argv], "started": records.now(),
         "finished": None, "status": "running", "params_files": sweep["params_files"],
         "overrides": sweep["overrides"], "devices": list(devices),
         "points": [{"values": p["values"], "run_dir": None, "run": None, "status": "pending", "exit_code": None}
@@ -176,12 +169,12 @@ def start_sweep(sweep: dict[str, Any], *, argv: Sequence[str], devices: Sequence
         else:
             _run_in_turn(sweep, finished, log_output=log_output)
     except KeyboardInterrupt:
-        record.update(status="interrupted", finished=_now())
+        record.update(status="interrupted", finished=records.now())
         _write(sweep_dir, record)
         print(f"{PROG}: sweep interrupted; {sweep_dir / SWEEP_FILE} records which points ran", file=sys.stderr)
         return 130
     failed = [p for p in record["points"] if p["status"] != "complete"]
-    record.update(status="complete" if not failed else "failed", finished=_now())
+    record.update(status="complete" if not failed else "failed", finished=records.now())
     _write(sweep_dir, record)
     write_comparison(sweep_dir)
     print(f"{PROG}: sweep {'complete' if not failed else f'finished with {len(failed)} failed point(s)'}: "
@@ -249,12 +242,13 @@ def _run_on_devices(sweep: Mapping[str, Any], devices: Sequence[str], finished: 
 
 def write_comparison(sweep_dir: Path) -> list[Path]:
     """comparison.csv and comparison.png of a sweep's finished points (nothing when none finished)."""
-    from fer_lib.analysis import plots, report
+    from fer_lib.analysis import plots
+    from fer_lib.app import tables
     record = read_sweep(sweep_dir)
-    run_dirs = [d for d in sweep_run_dirs(sweep_dir) if runs.run_models(d)]
+    run_dirs = [d for d in sweep_run_dirs(sweep_dir) if records.run_models(d)]
     if not run_dirs:
         return []
-    table = report.comparison_rows(run_dirs, keys=list(record["grid"]))
+    table = tables.comparison_rows(run_dirs, keys=list(record["grid"]))
     table.to_csv(sweep_dir / COMPARISON_CSV, index=False)
     figure = plots.plot_sweep(table, list(record["grid"]), synthetic=bool(table["data"].eq("SYNTHETIC").any()))
     plots.save_figure(figure, sweep_dir / COMPARISON_PLOT)
@@ -268,12 +262,8 @@ def expand_run_dirs(paths: Sequence[str | Path]) -> tuple[list[Path], list[str]]
         if is_sweep_dir(path):
             run_dirs += sweep_run_dirs(path)
             keys += [key for key in read_sweep(path)["grid"] if key not in keys]
-        elif runs.is_run_dir(path):
+        elif records.is_run_dir(path):
             run_dirs.append(path)
         else:
-            raise UserError(f"'{path}' is neither a run folder ({runs.PARAMS_FILE}) nor a sweep folder ({SWEEP_FILE})")
+            raise UserError(f"'{path}' is neither a run folder ({records.PARAMS_FILE}) nor a sweep folder ({SWEEP_FILE})")
     return run_dirs, keys
-
-
-def _now() -> str:
-    return _dt.datetime.now().astimezone().isoformat(timespec="seconds")

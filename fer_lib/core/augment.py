@@ -17,7 +17,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from fer_lib.app.params import AugmentConfig, require_config
+from fer_lib.core.config import AugmentConfig, require_config
 
 
 @keras.saving.register_keras_serializable(package="fer_lib")

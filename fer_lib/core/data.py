@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from fer_lib.core.config import DataConfig, require_config
 from fer_lib.core.labels import EMOTIONS, IMAGE_SIZE, NUM_CLASSES
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -446,6 +447,10 @@ def _assemble(raw: RawSplits, *, layout: str, root: Path, fingerprint: str, val_
         if layout == "csv":
             raise FerDataError(f"'{root}': the val split is empty (no rows with Usage PublicTest)")
         n_val = int(round(len(splits["train"]) * val_fraction))
+        if n_val < 1 or n_val >= len(splits["train"]):
+            raise FerDataError(f"'{root}': train/ holds {len(splits['train'])} images, too few to carve a validation "
+                               f"split of val_fraction {val_fraction:g} from it (it would hold {n_val}); add images, "
+                               f"a val/ folder, or change val_fraction")
         val_idx, train_idx = _stratified_partition(splits["train"].labels, n_val, seed)
         full_train = splits["train"]
         splits["train"] = full_train.take(np.sort(train_idx))
@@ -562,26 +567,28 @@ def discover_data(explicit: str | os.PathLike[str] | None = None, *,
     return None, "no FER2013 found (--data, FER2013_DIR, data/fer2013): using the synthetic demo data"
 
 
-def data_source(params: Mapping[str, Any], *, project_root: str | os.PathLike[str] = ".") -> tuple[Path | None, str]:
+def data_source(config: DataConfig, *, project_root: str | os.PathLike[str] = ".") -> tuple[Path | None, str]:
     """Where a run's data comes from: a FER2013 path, or None for the synthetic demo; and how it was chosen."""
-    if params["synthetic"]:
+    if config.synthetic:
         return None, "synthetic data requested (synthetic: true)"
-    return discover_data(params["data"], project_root=project_root)
+    return discover_data(config.data, project_root=project_root)
 
 
-def load_study_data(params: Mapping[str, Any], *, project_root: str | os.PathLike[str] = ".") -> tuple[FerDataset, str]:
-    """The data set a run uses, and a sentence saying where it came from (loudly, when it is synthetic)."""
-    from fer_lib.app.params import data_seed
+def load_study_data(config: DataConfig, *, project_root: str | os.PathLike[str] = ".") -> tuple[FerDataset, str]:
+    """The data set a run uses, and a sentence saying where it came from (loudly, when it is synthetic).
 
-    seed = data_seed(params)  # the same images for every seed of a run
-    path, how = data_source(params, project_root=project_root)
+    Every problem of the data (layout, a file, a row, too few images) is a :class:`FerDataError` naming it: the
+    runner calls this before it makes a run folder, and the notebooks then load the same data from the cache.
+    """
+    require_config(config, DataConfig, "load_study_data's config")
+    path, how = data_source(config, project_root=project_root)
     if path is None:
-        dataset = load_synthetic(params["synthetic_train"], params["synthetic_val"], params["synthetic_test"],
-                                 seed=seed, class_balance=params["synthetic_balance"])
+        dataset = load_synthetic(config.synthetic_train, config.synthetic_val, config.synthetic_test,
+                                 seed=config.seed, class_balance=config.synthetic_balance)
         how = f"{how}. {SYNTHETIC_NOTICE}"
     else:
-        dataset = load_fer2013(path, val_fraction=params["val_fraction"], seed=seed, resize=params["resize"])
-    if params["subset"] is not None:
-        dataset = subsample(dataset, params["subset"], seed=seed)
+        dataset = load_fer2013(path, val_fraction=config.val_fraction, seed=config.seed, resize=config.resize)
+    if config.subset is not None:
+        dataset = subsample(dataset, config.subset, seed=config.seed)
         how = f"{how} (train subset of {len(dataset.train)} images)"
     return dataset, how

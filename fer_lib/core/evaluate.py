@@ -6,7 +6,6 @@ The headline accuracy of FER2013 models only means something beside the accuracy
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,6 +59,18 @@ def predict_proba(model: keras.Model, images: np.ndarray, *, tta: bool = False, 
     if tta:
         probabilities = (probabilities + predict(np.ascontiguousarray(padded[:, :, ::-1]))) / 2.0
     return probabilities
+
+
+def top_k(probabilities: np.ndarray | Sequence[float], k: int = 3) -> list[tuple[str, float]]:
+    """The ``k`` most probable classes of one image as ``(class name, probability)``, most probable first; ties keep
+    label order, so captions are stable between runs."""
+    values = np.asarray(probabilities, dtype=np.float64).ravel()
+    if values.shape != (NUM_CLASSES,):
+        raise ValueError(f"probabilities must hold {NUM_CLASSES} values (one per class), got shape {values.shape}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= NUM_CLASSES:
+        raise ValueError(f"k must be an integer in 1..{NUM_CLASSES}, got {k!r}")
+    order = np.argsort(-values, kind="stable")[:k]
+    return [(EMOTIONS[int(i)], float(values[i])) for i in order]
 
 
 def confusion_counts(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
@@ -133,18 +144,6 @@ def evaluate_model(model: keras.Model, split: Split, *, tta: bool = False,
     return {"split": split.name, "tta": tta, **evaluate_predictions(split.labels, probabilities)}, probabilities
 
 
-def save_json(data: Mapping[str, Any], path: str | Path) -> Path:
-    """Write metrics (or any JSON-ready mapping) with stable formatting."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
-    return path
-
-
-def load_json(path: str | Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
-
-
 def save_predictions(path: str | Path, split: Split, probabilities: np.ndarray) -> Path:
     """Keep per-image ids, true labels and probabilities, so widgets can show which images fall in which cell."""
     path = Path(path)
@@ -164,13 +163,3 @@ def ensemble_probabilities(probabilities: Sequence[np.ndarray]) -> np.ndarray:
     if not probabilities or len(shapes) != 1:
         raise ValueError(f"ensemble needs at least one probability array, all of one shape; got shapes {sorted(shapes)}")
     return np.mean(np.stack(probabilities), axis=0)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")

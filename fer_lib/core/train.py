@@ -23,7 +23,6 @@ too):
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -35,14 +34,14 @@ import keras
 import numpy as np
 import pandas as pd
 
-from fer_lib.app.runs import BEST_MODEL_FILE, HISTORY_FILE, PROGRESS_FILE, write_json_atomically
+from fer_lib.core.config import MODEL_OPTIONS, AugmentConfig, Config, TrainConfig, require_config
 from fer_lib.core.data import FerDataset, Split
 from fer_lib.core.evaluate import evaluation_batch_size, predict_proba
 from fer_lib.core.labels import NUM_CLASSES
 from fer_lib.core.models import build_model
-from fer_lib.app.params import AugmentConfig, TrainConfig, TrainConfigError, require_config
+from fer_lib.core.records import (BEST_MODEL_FILE, HISTORY_FILE, PROGRESS_FILE, TRAIN_CONFIG_FILE, TRAINING_FILE,
+                                  read_history, read_json, write_json)
 
-TRAINING_FILE = "training.json"  # written when training ends: best epoch, monitor, seconds, resumed from
 BACKUP_DIR = "backup"
 
 
@@ -121,9 +120,6 @@ class TrainBatches(keras.utils.PyDataset):
     def __init__(self, split: Split, batch_size: int, *, seed: int, first_epoch: int = 0,
                  class_weights: np.ndarray | None = None) -> None:
         super().__init__()
-        if len(split) < batch_size:
-            raise TrainConfigError(f"training parameter batch_size ({batch_size}) is larger than the training split "
-                                   f"({len(split)} images); use a batch_size of at most {len(split)}")
         self.images = split.images
         self.targets = one_hot(split.labels)
         self.sample_weights = None if class_weights is None else class_weights[split.labels].astype("float32")
@@ -255,6 +251,16 @@ class StopOnDivergence(keras.callbacks.Callback):
                 f"-p learning_rate={rate / 10:g}){hint}.")
 
 
+class HistoryFile(keras.callbacks.CSVLogger):
+    """Keras's CSVLogger (appending, so a resumed run continues its file) with epochs numbered from 1."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(str(path), append=True)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        super().on_epoch_end(epoch + 1, logs)
+
+
 class BestWeights(keras.callbacks.Callback):
     """Keeps a host copy of the weights of the best epoch on ``monitor`` (no file write per improvement)."""
 
@@ -262,7 +268,7 @@ class BestWeights(keras.callbacks.Callback):
         super().__init__()
         self.monitor, self.mode = monitor, mode
         self.best_value: float | None = None
-        self.best_epoch: int | None = None  # 0-based, as in history.csv
+        self.best_epoch: int | None = None  # from 1, as in history.csv
         self.weights: list[np.ndarray] | None = None
 
     def improves(self, value: float) -> bool:
@@ -275,7 +281,7 @@ class BestWeights(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         value = (logs or {}).get(self.monitor)
         if value is not None and self.improves(float(value)):
-            self.best_value, self.best_epoch = float(value), epoch
+            self.best_value, self.best_epoch = float(value), epoch + 1
             self.weights = self.model.get_weights()
 
     def save(self, folder: Path) -> None:
@@ -345,11 +351,11 @@ class ProgressFile(keras.callbacks.Callback):
                   "accuracy": logs.get("accuracy"), "val_accuracy": logs.get("val_accuracy"),
                   "loss": logs.get("loss"), "images_per_second": logs.get("train_images_per_second"),
                   "seconds_left": per_epoch * (self.epochs - epoch - 1)}
-        write_json_atomically(self.path, record, default=float)  # numpy numbers stay numbers
+        write_json(self.path, record)
 
 
 def train_model(dataset: FerDataset, model_name: str, params: TrainConfig, out_dir: str | Path,
-                *, model_options: Mapping[str, Any] | None = None, augmentation: AugmentConfig | None = None,
+                *, model_options: Config | None = None, augmentation: AugmentConfig | None = None,
                 extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> TrainResult:
     """Train ``model_name`` on ``dataset.train``, select on ``dataset.val``, and keep every record in ``out_dir``.
 
@@ -359,13 +365,15 @@ def train_model(dataset: FerDataset, model_name: str, params: TrainConfig, out_d
     backup are trained again and recorded once); the ``out_dir`` of a finished run is refused rather than
     overwritten. A NaN or infinite training loss stops training with :class:`TrainingDiverged`.
 
-    ``params`` is a :class:`TrainConfig` and ``augmentation`` an :class:`AugmentConfig` (None: no augmentation);
-    a mapping is a TypeError: build the configs with ``TrainConfig.from_mapping`` / ``AugmentConfig.from_mapping``
-    where the params come in (fer_lib.app.study.run_model does, from resolved params).
+    ``params`` is a :class:`TrainConfig`, ``model_options`` the model's typed options (None: its defaults) and
+    ``augmentation`` an :class:`AugmentConfig` (None: none); mappings are a TypeError: the configs are built where
+    the params come in (fer_lib.app.study.run_model does, from resolved params).
     """
     require_config(params, TrainConfig, "train_model's params")
     require_config(augmentation, AugmentConfig, "train_model's augmentation", optional=True)
     config = params
+    options = model_options if model_options is not None else MODEL_OPTIONS[model_name]()
+    config.check_training_split(len(dataset.train))
     out_dir = Path(out_dir)
     history_file, backup_dir = out_dir / HISTORY_FILE, out_dir / BACKUP_DIR
     if (out_dir / BEST_MODEL_FILE).exists():
@@ -376,8 +384,8 @@ def train_model(dataset: FerDataset, model_name: str, params: TrainConfig, out_d
     _keep_history_rows(history_file, resumed_from)  # epochs after the last backup are trained again
 
     keras.utils.set_random_seed(config.seed)
-    model = build_model(model_name, augmentation=augmentation, mixed_precision=config.mixed_precision,
-                        seed=config.seed, **dict(model_options or {}))
+    model = build_model(model_name, options, augmentation=augmentation, mixed_precision=config.mixed_precision,
+                        seed=config.seed)
     batches = TrainBatches(dataset.train, config.batch_size, seed=config.seed, first_epoch=resumed_from,
                            class_weights=class_weight_vector(dataset.train.labels, config.class_weights))
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
@@ -388,13 +396,11 @@ def train_model(dataset: FerDataset, model_name: str, params: TrainConfig, out_d
                  keras.metrics.TopKCategoricalAccuracy(k=2, name="top2_accuracy")],
         jit_compile=config.jit_compile,
     )
-    (out_dir / "train_config.json").write_text(json.dumps(
-        {"model": model_name, "model_options": dict(model_options or {}),
-         "augmentation": {} if augmentation is None else dataclasses.asdict(augmentation),
-         "train": config.as_dict(), "data": {"source": dataset.source, "fingerprint": dataset.fingerprint,
-                                             "synthetic": dataset.is_synthetic, "val_origin": dataset.val_origin,
-                                             "n_train": len(dataset.train), "n_val": len(dataset.val)}},
-        indent=2, default=str))
+    write_json(out_dir / TRAIN_CONFIG_FILE, {
+        "model": model_name, "model_options": options.as_dict(),
+        "augmentation": {} if augmentation is None else augmentation.as_dict(), "train": config.as_dict(),
+        "data": {"source": dataset.source, "fingerprint": dataset.fingerprint, "synthetic": dataset.is_synthetic,
+                 "val_origin": dataset.val_origin, "n_train": len(dataset.train), "n_val": len(dataset.val)}})
 
     mode = "max" if config.monitor.endswith("accuracy") else "min"
     best = BestWeights(config.monitor, mode)
@@ -409,14 +415,13 @@ def train_model(dataset: FerDataset, model_name: str, params: TrainConfig, out_d
               callbacks=callbacks, verbose=config.verbose)
     train_seconds = time.perf_counter() - started
 
-    history = pd.read_csv(history_file)
+    history = read_history(history_file)
     if best.weights is not None:
         model.set_weights(best.weights)
-    best_row = int(history["epoch"].tolist().index(best.best_epoch)) if best.best_epoch is not None else len(history) - 1
-    record = {"best_epoch": int(history["epoch"][best_row]) + 1,
-              "best_value": float(history[config.monitor][best_row]), "monitor": config.monitor,
-              "train_seconds": train_seconds, "resumed_from_epoch": resumed_from}
-    (out_dir / TRAINING_FILE).write_text(json.dumps(record, indent=2))
+    best_row = history.index[history["epoch"] == best.best_epoch][0] if best.best_epoch else history.index[-1]
+    record = {"best_epoch": int(history["epoch"][best_row]), "best_value": float(history[config.monitor][best_row]),
+              "monitor": config.monitor, "train_seconds": train_seconds, "resumed_from_epoch": resumed_from}
+    write_json(out_dir / TRAINING_FILE, record)
     save_inference_model(model, out_dir / BEST_MODEL_FILE)  # last: its presence means "training finished"
     return TrainResult(model=model, history=history, out_dir=out_dir, **record)
 
@@ -431,9 +436,9 @@ def load_finished(out_dir: str | Path) -> TrainResult:
     out_dir = Path(out_dir)
     if not is_finished(out_dir):
         raise FileNotFoundError(f"'{out_dir}' holds no finished training run ({BEST_MODEL_FILE} and {TRAINING_FILE})")
-    record = json.loads((out_dir / TRAINING_FILE).read_text())
     model = load_inference_model(out_dir / BEST_MODEL_FILE)
-    return TrainResult(model=model, history=pd.read_csv(out_dir / HISTORY_FILE), out_dir=out_dir, **record)
+    return TrainResult(model=model, history=read_history(out_dir / HISTORY_FILE), out_dir=out_dir,
+                       **read_json(out_dir / TRAINING_FILE))
 
 
 def load_inference_model(path: str | Path) -> keras.Model:
@@ -458,7 +463,7 @@ def training_callbacks(config: TrainConfig, model_name: str, dataset: FerDataset
                                                            patience=3, min_lr=1e-6))
     callbacks += [
         best,
-        keras.callbacks.CSVLogger(str(out_dir / HISTORY_FILE), append=True),
+        HistoryFile(out_dir / HISTORY_FILE),
         PeriodicBackup(out_dir / BACKUP_DIR, best, every_epochs=config.backup_every_epochs,
                        every_seconds=config.backup_every_seconds),
         ProgressFile(out_dir / PROGRESS_FILE, model_name, config.epochs),
@@ -487,7 +492,7 @@ def _backup_epoch(backup_dir: Path) -> int:
     if not metadata.is_file():
         return 0
     try:
-        return int(json.loads(metadata.read_text())["epoch"])
+        return int(read_json(metadata)["epoch"])
     except (ValueError, KeyError, TypeError):
         return 0
 

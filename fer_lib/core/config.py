@@ -1,0 +1,363 @@
+"""The typed configs of the study and every rule a parameter value must follow, in one leaf module without Keras.
+
+Each config is a frozen dataclass whose fields carry their rule (:func:`spec`); building one checks every field, so
+a config that exists is valid. ``fer_lib.app.params`` builds them from a params mapping at the boundary (the
+supervising process validates a run without importing Keras); the models, the training loop and the data loader
+take them. Every problem is a :class:`ParamsError` in one style: ``parameter <name> must be <what is accepted>,
+got <value>``, with the name as a params file or ``-p`` spells it (``model_options.basic_cnn.dropout``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, TypeVar
+
+from fer_lib.core.labels import IMAGE_SIZE, NUM_CLASSES
+
+
+class ParamsError(ValueError):
+    """A parameter (in a params file, an override, a notebook or a call) that is unknown or has an invalid value."""
+
+
+class _Invalid(Exception):
+    """Raised by a rule with what it accepts; the config turns it into a ParamsError naming the parameter."""
+
+
+Rule = Callable[[Any], Any]  # value -> checked (possibly normalised) value, or raises _Invalid(expected)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def integer(low: int, high: int | None = None) -> Rule:
+    expected = f"an integer >= {low}" if high is None else f"an integer in {low}..{high}"
+
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+            raise _Invalid(expected)
+        return int(value)
+    return check
+
+
+def number(low: float, high: float = math.inf, *, open_low: bool = False, open_high: bool = False) -> Rule:
+    expected = f"a number in {'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+
+    def check(value: Any) -> float:
+        if not _is_number(value) or (value <= low if open_low else value < low) \
+                or (value >= high if open_high else value > high):
+            raise _Invalid(expected)
+        return float(value)
+    return check
+
+
+def fraction() -> Rule:
+    """A share in [0, 1): dropout rates, momentum."""
+    return number(0.0, 1.0, open_high=True)
+
+
+def boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid("true or false")
+    return value
+
+
+def choice(*options: Any) -> Rule:
+    expected = "one of " + ", ".join("null" if o is None else str(o) for o in options)
+
+    def check(value: Any) -> Any:
+        if not any(value == option and type(value) is type(option) for option in options):
+            raise _Invalid(expected)
+        return value
+    return check
+
+
+def optional(rule: Rule) -> Rule:
+    """``rule``, or null."""
+    def check(value: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            return rule(value)
+        except _Invalid as invalid:
+            raise _Invalid(f"null or {invalid}") from None
+    return check
+
+
+def text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _Invalid("a non-empty string")
+    return value
+
+
+def numbers(count: int | None = None, *, positive: bool = False, integers: bool = False,
+            max_count: int | None = None) -> Rule:
+    """A list of numbers (as a tuple): ``count`` of them, or a non-empty list of at most ``max_count``."""
+    kind = ("positive " if positive else "") + ("integers" if integers else "numbers")
+    expected = f"a list of {count} {kind}" if count else f"a non-empty list of {kind}" + (
+        f" (at most {max_count})" if max_count else "")
+
+    def check(value: Any) -> tuple[Any, ...]:
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value \
+                or (count is not None and len(value) != count) or (max_count is not None and len(value) > max_count) \
+                or not all(_is_number(v) and (not integers or isinstance(v, int)) and (not positive or v > 0)
+                           for v in value):
+            raise _Invalid(expected)
+        return tuple(value)
+    return check
+
+
+def spec(default: Any, rule: Rule) -> Any:
+    """A dataclass field with its default and the rule every value is checked against."""
+    return dataclasses.field(default=default, metadata={"rule": rule})
+
+
+C = TypeVar("C", bound="Config")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """A frozen, self-checking set of parameters; ``section`` prefixes their names in messages."""
+
+    section: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            rule = field.metadata.get("rule")
+            if rule is None:
+                continue
+            value = getattr(self, field.name)
+            try:
+                object.__setattr__(self, field.name, rule(value))
+            except _Invalid as invalid:
+                raise ParamsError(f"parameter {self.section}{field.name} must be {invalid}, got {value!r}") from None
+        self.check()
+
+    def check(self) -> None:
+        """Rules between fields (each config states its own)."""
+
+    def fail(self, message: str) -> None:
+        raise ParamsError(message)
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [field.name for field in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_mapping(cls: type[C], values: Mapping[str, Any] | None, *, ignore_unknown: bool = False) -> C:
+        """Build from a plain mapping (a params file); unknown names are refused with the list of valid ones."""
+        if values is not None and not isinstance(values, Mapping):
+            raise ParamsError(f"parameter {cls.section.rstrip('.') or 'params'} must be a mapping of name: value, "
+                              f"got {values!r}")
+        values = dict(values or {})
+        unknown = sorted(set(values) - set(cls.names()))
+        if unknown and not ignore_unknown:
+            where = f" in {cls.section.rstrip('.')}" if cls.section else ""
+            raise ParamsError(f"unknown parameter(s) {', '.join(map(str, unknown))}{where}; valid: "
+                              f"{', '.join(cls.names())}")
+        return cls(**{key: value for key, value in values.items() if key in cls.names()})
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain YAML/JSON types (lists, not tuples)."""
+        return {key: list(value) if isinstance(value, tuple) else value
+                for key, value in dataclasses.asdict(self).items()}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Data, augmentation, training
+# --------------------------------------------------------------------------------------------------------------------
+
+SYNTHETIC_BALANCES = ("balanced", "fer2013")
+
+
+def _balance(value: Any) -> Any:
+    if value in SYNTHETIC_BALANCES:
+        return value
+    try:
+        return list(numbers(NUM_CLASSES, positive=True)(value))
+    except _Invalid:
+        raise _Invalid(f"'balanced', 'fer2013' or a list of {NUM_CLASSES} positive weights") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig(Config):
+    """Which images a run uses and how its splits are drawn (fer_lib.core.data.load_study_data)."""
+
+    data: str | None = spec(None, optional(text))  # FER2013 path; None: $FER2013_DIR, data/fer2013, else synthetic
+    synthetic: bool = spec(False, boolean)  # the synthetic demo faces even when FER2013 is found
+    synthetic_train: int = spec(2000, integer(1))
+    synthetic_val: int = spec(500, integer(1))
+    synthetic_test: int = spec(500, integer(1))
+    synthetic_balance: str | list[float] = spec("balanced", _balance)
+    val_fraction: float = spec(0.1, number(0.0, 1.0, open_low=True, open_high=True))  # of train/, without val/
+    subset: int | None = spec(None, optional(integer(NUM_CLASSES)))  # a stratified subset of the training split
+    resize: bool = spec(False, boolean)  # resize images that are not 48x48 instead of refusing them
+    seed: int = spec(0, integer(0))  # draws the validation split, the subset and the synthetic faces
+
+    def check(self) -> None:
+        if self.synthetic and self.data is not None:
+            self.fail(f"the params ask for synthetic data (synthetic: true) but also give data '{self.data}'; drop "
+                      f"one, e.g. add -p synthetic=false to use the data")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None, *, ignore_unknown: bool = True) -> DataConfig:
+        """The data keys of a params mapping; the seed is the first of ``seeds``, so that every seed of a run trains,
+        selects and is tested on the same images (paired comparisons)."""
+        values = dict(values or {})
+        seeds = values.get("seeds")
+        if isinstance(seeds, list) and seeds:
+            values["seed"] = seeds[0]
+        return super().from_mapping(values, ignore_unknown=ignore_unknown)
+
+
+FILL_MODES = ("nearest", "reflect", "constant", "wrap")
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig(Config):
+    """Augmentation ranges, in the units of ImageDataGenerator (degrees, fractions of the image size)."""
+
+    section: ClassVar[str] = "augmentation."
+    rotation: float = spec(0.0, number(0.0, 180.0))  # maximum rotation, degrees
+    width_shift: float = spec(0.0, fraction())  # maximum horizontal shift, fraction of the width
+    height_shift: float = spec(0.0, fraction())  # maximum vertical shift, fraction of the height
+    zoom: float = spec(0.0, fraction())  # zoom factor drawn from [1 - zoom, 1 + zoom] per axis
+    shear: float = spec(0.0, number(0.0, 90.0, open_high=True))  # maximum shear angle, degrees
+    horizontal_flip: bool = spec(False, boolean)
+    fill_mode: str = spec("nearest", choice(*FILL_MODES))
+
+    @property
+    def is_identity(self) -> bool:
+        return not (self.rotation or self.width_shift or self.height_shift or self.zoom or self.shear
+                    or self.horizontal_flip)
+
+
+PAPER_AUGMENTATION = AugmentConfig(rotation=10.0, width_shift=0.2, height_shift=0.2, zoom=0.2, shear=10.0,
+                                   horizontal_flip=True)
+"""The paper's ImageDataGenerator settings (shift 0.2 as stated; rotation, zoom and shear at common values)."""
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+LR_SCHEDULES = ("constant", "cosine", "step")
+MONITORS = ("val_accuracy", "val_loss")
+
+
+def _class_weights(value: Any) -> Any:
+    if value is None or value == "balanced":
+        return value
+    try:
+        return numbers(NUM_CLASSES, positive=True)(value)
+    except _Invalid:
+        raise _Invalid(f"null, 'balanced' or a list of {NUM_CLASSES} positive numbers (csv label order)") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(Config):
+    """Everything that decides how a model is trained (not which model, nor which data)."""
+
+    epochs: int = spec(30, integer(1))
+    batch_size: int = spec(64, integer(1))
+    optimizer: str = spec("adam", choice(*OPTIMIZERS))
+    learning_rate: float = spec(1e-3, number(0.0, open_low=True))
+    weight_decay: float = spec(0.0, number(0.0))
+    momentum: float = spec(0.9, fraction())  # sgd
+    lr_schedule: str = spec("constant", choice(*LR_SCHEDULES))
+    warmup_epochs: float = spec(0.0, number(0.0))
+    reduce_lr_on_plateau: bool = spec(False, boolean)
+    label_smoothing: float = spec(0.0, fraction())
+    class_weights: str | tuple[float, ...] | None = spec(None, _class_weights)
+    early_stopping_patience: int | None = spec(None, optional(integer(1)))
+    monitor: str = spec("val_accuracy", choice(*MONITORS))
+    seed: int = spec(0, integer(0))
+    mixed_precision: bool = spec(False, boolean)
+    jit_compile: bool | str = spec("auto", choice(True, False, "auto"))
+    verbose: int = spec(2, integer(0, 2))
+    backup_every_epochs: int | None = spec(None, optional(integer(1)))  # the resumable backup at least this often ...
+    backup_every_seconds: float = spec(60.0, number(0.0))  # ... and whenever this many seconds passed (0: every epoch)
+
+    def check(self) -> None:
+        if self.reduce_lr_on_plateau and self.lr_schedule != "constant":
+            self.fail(f"parameter reduce_lr_on_plateau needs lr_schedule 'constant' (it changes the learning rate "
+                      f"itself), got lr_schedule {self.lr_schedule!r}")
+        if self.warmup_epochs >= self.epochs:
+            self.fail(f"parameter warmup_epochs must be below epochs ({self.epochs}), got {self.warmup_epochs}")
+
+    def check_training_split(self, n_train: int) -> None:
+        """Training uses full batches only: the split must hold at least one."""
+        if self.batch_size > n_train:
+            self.fail(f"parameter batch_size must be at most the training split's {n_train} images, got "
+                      f"{self.batch_size}; use e.g. -p batch_size={max(1, min(n_train, 64))}")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The models' options (fer_lib.core.models builds each from its own)
+# --------------------------------------------------------------------------------------------------------------------
+
+MAX_CNN_BLOCKS = 5  # each block halves the image: five take 48 pixels to 1
+
+
+@dataclasses.dataclass(frozen=True)
+class BasicCnnOptions(Config):
+    """The paper's basic CNN (Fig. 1a): one block of ``convs_per_block`` conv-BN-ReLU and a max-pool per filter
+    width, then dense ReLU layers. ``bn_momentum`` 0.9 (Keras's default is 0.99) lets BatchNorm's statistics settle
+    within the few hundred steps of a short run; with 0.99 a 3-epoch model evaluates at chance."""
+
+    section: ClassVar[str] = "model_options.basic_cnn."
+    filters: tuple[int, ...] = spec((64, 128, 256, 512), numbers(positive=True, integers=True,
+                                                                 max_count=MAX_CNN_BLOCKS))
+    convs_per_block: int = spec(2, integer(1))
+    kernel_size: int = spec(3, integer(1, IMAGE_SIZE))
+    dropout: float = spec(0.25, fraction())
+    dense_units: tuple[int, ...] = spec((512,), numbers(positive=True, integers=True))
+    dense_dropout: float = spec(0.5, fraction())
+    l2: float = spec(0.0, number(0.0))
+    bn_momentum: float = spec(0.9, fraction())
+
+
+@dataclasses.dataclass(frozen=True)
+class ResNet50V2Options(Config):
+    """``keras.applications.ResNet50V2`` on (optionally upsampled) 48x48 input: at 48 its last map is 2x2.
+    ``weights: imagenet`` needs ``weights_path``, a local no-top weights file (nothing is downloaded)."""
+
+    section: ClassVar[str] = "model_options.resnet50v2."
+    input_size: int = spec(IMAGE_SIZE, integer(32))
+    weights: str | None = spec(None, choice(None, "imagenet"))
+    weights_path: str | None = spec(None, optional(text))
+    dropout: float = spec(0.0, fraction())
+    bn_momentum: float | None = spec(None, optional(fraction()))  # None: keras.applications' 0.99
+
+    def check(self) -> None:
+        if self.weights == "imagenet" and not self.weights_path:
+            self.fail("parameter model_options.resnet50v2.weights_path must be a local file of ResNet50V2 ImageNet "
+                      "no-top weights (resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5) when weights is "
+                      "'imagenet'; nothing is downloaded. Use weights: null to train from scratch")
+        if self.weights_path and not os.path.isfile(self.weights_path):
+            self.fail(f"parameter model_options.resnet50v2.weights_path must be an existing file, got "
+                      f"'{self.weights_path}' (it does not exist)")
+
+
+MODEL_OPTIONS: dict[str, type[Config]] = {"basic_cnn": BasicCnnOptions, "resnet50v2": ResNet50V2Options}
+"""The study's models by name, each with its options (fer_lib.core.models has a builder for each)."""
+
+
+def model_options(name: str, values: Mapping[str, Any] | None = None) -> Config:
+    """The typed options of model ``name`` from a mapping (``model_options.<name>`` of a params file)."""
+    if name not in MODEL_OPTIONS:
+        raise ParamsError(f"unknown model {name!r}; registered models: {', '.join(MODEL_OPTIONS)}")
+    if values is not None and not isinstance(values, Mapping):
+        raise ParamsError(f"parameter model_options.{name} must be a mapping of option: value, got {values!r}")
+    return MODEL_OPTIONS[name].from_mapping(values)
+
+
+def require_config(value: Any, config_type: type | tuple[type, ...], argument: str, *,
+                   optional: bool = False) -> None:
+    """Code further in takes typed configs only: anything else is a TypeError naming the argument and the remedy."""
+    if isinstance(value, config_type) or (optional and value is None):
+        return
+    names = " or ".join(t.__name__ for t in (config_type if isinstance(config_type, tuple) else (config_type,)))
+    article = "an" if names[0] in "AEIOU" else "a"
+    raise TypeError(f"{argument} must be {article} {names}{' or None' if optional else ''}, got "
+                    f"{type(value).__name__}; build it from a mapping with {names.split(' or ')[0]}.from_mapping "
+                    f"(or resolve a params mapping with fer_lib.app.params.resolve_params first)")
