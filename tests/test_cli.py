@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -27,6 +28,7 @@ from PIL import Image
 from fer_lib.core import records
 from fer_lib import __version__
 from fer_lib.app import cli, runner, runs
+from fer_lib.core.config import DataConfig
 from fer_lib.core.data import SYNTHETIC_NOTICE
 from fer_lib.core.labels import EMOTIONS
 
@@ -177,6 +179,91 @@ def _file(folder: Path, name: str, text: str) -> Path:
 def _folder(parent: Path, name: str) -> Path:
     (parent / name).mkdir(exist_ok=True)
     return parent / name
+
+
+def _csv(folder: Path, rows: list[str]) -> Path:
+    """A fer2013.csv with one good row per usage and the given extra rows."""
+    good = " ".join(["128"] * 2304)
+    body = [f"3,{good},{usage}" for usage in ("Training",) * 14 + ("PublicTest",) * 7 + ("PrivateTest",) * 7]
+    return _file(folder, "fer2013.csv", "emotion,pixels,Usage\n" + "\n".join(body + rows) + "\n")
+
+
+def _folders_with(tmp: Path, change: Callable[[Path], None]) -> Path:
+    root = tiny_fer2013_folders(tmp / "fer2013")
+    change(root)
+    return root
+
+
+def _corrupt_jpeg(root: Path) -> None:
+    (root / "train" / "happy" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+
+
+BAD_INPUTS = {  # issue "A fresh machine ...", point 3: each refused before any run folder exists
+    "epochs=0": (lambda tmp: ["-p", "epochs=0"], "parameter epochs must be an integer >= 1, got 0"),
+    "batch_size=-1": (lambda tmp: ["-p", "batch_size=-1"], "parameter batch_size must be an integer >= 1, got -1"),
+    "learning_rate=fast": (lambda tmp: ["-p", "learning_rate=fast"],
+                           "parameter learning_rate must be a number in (0, inf], got 'fast'"),
+    "params-path-is-a-folder": (lambda tmp: ["--params", str(tmp)], "does not exist (it is a folder)"),
+    "params-file-holds-a-list": (lambda tmp: ["--params", str(_file(tmp, "list.yaml", "- epochs: 2\n"))],
+                                 "must hold a mapping of name: value, got list"),
+    "broken-yaml": (lambda tmp: ["--params", str(_file(tmp, "broken.yaml", "epochs: [2\n"))], "is not valid YAML"),
+    "seeds=[0,0]": (lambda tmp: ["-p", "seeds=[0,0]"], "parameter seeds must be null or a non-empty list of distinct"),
+    "val_fraction=1": (lambda tmp: ["-p", "val_fraction=1"], "parameter val_fraction must be a number in (0, 1)"),
+    "dropout=2": (lambda tmp: ["-p", "model_options.basic_cnn.dropout=2"],
+                  "parameter model_options.basic_cnn.dropout must be a number in [0, 1), got 2"),
+    "filters=abc": (lambda tmp: ["-p", "model_options.basic_cnn.filters=abc"],
+                    "parameter model_options.basic_cnn.filters must be a non-empty list of positive integers"),
+    "input_size=20": (lambda tmp: ["-p", "model_options.resnet50v2.input_size=20"],
+                      "parameter model_options.resnet50v2.input_size must be an integer >= 32, got 20"),
+    "csv-usage": (lambda tmp: ["--data", str(_csv(tmp, ["3," + " ".join(["1"] * 2304) + ",Validation"]))],
+                  "fer2013.csv, line 30: unknown Usage 'Validation'; expected one of Training, PublicTest, "
+                  "PrivateTest"),
+    "csv-2303-pixels": (lambda tmp: ["--data", str(_csv(tmp, ["3," + " ".join(["1"] * 2303) + ",Training"]))],
+                        "fer2013.csv, line 30: pixels holds 2303 values, expected 2304"),
+    "folders-without-test": (lambda tmp: ["--data", str(_folders_with(tmp, lambda r: shutil.rmtree(r / "test")))],
+                             "has no test/ folder"),
+    "class-folder-contempt": (lambda tmp: ["--data", str(_folders_with(
+        tmp, lambda r: shutil.copytree(r / "train" / "sad", r / "train" / "contempt")))],
+        "unknown class folder '"),
+    "corrupt-jpeg": (lambda tmp: ["--data", str(_folders_with(tmp, _corrupt_jpeg))],
+                     "broken.jpg' is corrupt or unreadable as an image"),
+    "too-few-to-carve-validation": (lambda tmp: ["--data", str(_folders_with(
+        tmp, lambda r: [p.unlink() for p in r.glob("train/*/1.png")])), "-p", "val_fraction=0.05"],
+        "train/ holds 7 images, too few to carve a validation split of val_fraction 0.05 from it"),
+    "batch-larger-than-the-training-split": (lambda tmp: ["-p", "synthetic=true", "-p", "synthetic_train=20"],
+                                             "parameter batch_size must be at most the training split's 20 images"),
+    "out-below-a-file": (lambda tmp: ["-p", "synthetic=true", "--out", str(_file(tmp, "a-file", "x") / "runs")],
+                         "cannot be created: "),
+}
+
+
+@pytest.mark.parametrize(("make_args", "expected"), BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
+def test_every_bad_input_is_refused_before_a_run_folder_exists(
+        make_args: Callable[[Path], list[str]], expected: str, project: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FER_STUDY_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "outputs"
+    args = make_args(tmp_path)
+    code, stdout, err = run_cli(["run", *args, *([] if "--out" in args else ["--out", str(out)])], capsys)
+    assert code == 2, err
+    assert expected in assert_one_line_error(err)
+    assert_no_run_folder(out)
+
+
+def test_a_good_dataset_is_decoded_once_for_the_check_and_the_notebooks(project: Path, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runner's up-front check decodes FER2013 into the loader's cache; the notebooks then read the cache."""
+    from fer_lib.core import data
+
+    root = tiny_fer2013_folders(tmp_path / "fer2013")
+    monkeypatch.setenv("FER_STUDY_CACHE", str(tmp_path / "cache"))
+    decoded: list[Path] = []
+    decode = data._decode_image
+    monkeypatch.setattr(data, "_decode_image", lambda file, **kw: decoded.append(file) or decode(file, **kw))
+    plan = runner.prepare_run([], ["batch_size=8"], data=str(root))
+    assert len(decoded) == 21 and plan["data"]["images"] == {"train": 13, "val": 1, "test": 7}
+    dataset, _ = data.load_study_data(DataConfig.from_mapping(plan["params"]))  # as 01 and 02 load it
+    assert len(decoded) == 21 and dataset.fingerprint == plan["data"]["fingerprint"]
 
 
 def test_fer2013_dir_pointing_nowhere_is_a_user_error(project: Path, tmp_path: Path,

@@ -352,7 +352,8 @@ def run_warnings(model_files: Mapping[str, Sequence[Path]]) -> list[str]:
 
 def load_models(model_files: Mapping[str, Sequence[Path]]) -> dict[str, list[Any]]:
     """Load each ``best.keras`` (the inference models fer_lib.core.train saves), keyed like ``model_files``."""
-    from fer_lib.app.provenance import BackendUnavailable, import_keras_quietly
+    from fer_lib.app.keras_start import import_keras_quietly
+    from fer_lib.app.provenance import BackendUnavailable
 
     try:
         import_keras_quietly()  # TensorFlow's start-up lines say nothing to the user of `fer-study predict`

@@ -151,42 +151,6 @@ def check_backend() -> str:
     return backend
 
 
-def import_keras_quietly() -> str:
-    """Import Keras (and so its backend) in this process with the process's stderr (file descriptor 2) caught, and
-    return what it wrote there.
-
-    TensorFlow 2.21's C++ start-up lines ("All log messages before absl::InitializeLog() ...", "oneDNN custom
-    operations are on ...") are written straight to descriptor 2 whatever TF_CPP_MIN_LOG_LEVEL says, so only
-    catching the descriptor keeps them off the user's terminal; the caller keeps the text where someone debugging
-    looks (a command's log file). A failed import is a BackendUnavailable with the caught text's last lines.
-    """
-    import tempfile
-
-    if "keras" in sys.modules:
-        return ""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as caught:
-        os.dup2(caught.fileno(), 2)
-        try:
-            import keras  # noqa: F401 - imported for its side effect: the backend starts here
-            error: BaseException | None = None
-        except Exception as failure:  # noqa: BLE001 - reported below with what the import printed
-            error = failure
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-        caught.seek(0)
-        text = caught.read().decode(errors="replace")
-    if error is not None:
-        tail = " | ".join(text.strip().splitlines()[-3:])
-        raise BackendUnavailable(f"Keras could not start its backend {keras_backend()!r}: {type(error).__name__}: "
-                                 f"{error}" + (f" (it printed: {tail})" if tail else ""))
-    return text
-
-
 def _importable(module: str) -> bool:
     try:
         return importlib.util.find_spec(module) is not None
