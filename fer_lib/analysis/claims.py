@@ -131,10 +131,3 @@ def claims_sentences(claims: list[Mapping[str, Any]], *, synthetic: bool = False
     if synthetic and lines:
         lines.append("These verdicts are on SYNTHETIC data: they test the pipeline, not the paper.")
     return lines
-
-
-def claims_table(claims: list[Mapping[str, Any]]) -> pd.DataFrame:
-    """One row per claim and seed with the verdict, for the report."""
-    rows = [{"claim": claim["claim"], "verdict": claim["verdict"], "note": claim.get("note") or ""}
-            for claim in claims]
-    return pd.DataFrame(rows).set_index("claim")
