@@ -70,7 +70,7 @@ install:
 	if [ "$(LOCKED)" = 1 ]; then \
 		echo "==> setting up $(VENV) from $(LOCK) (LOCKED=0: the newest releases instead)"; \
 		"$(BIN)/python" -m pip install --quiet -r "$(LOCK)"; \
-		"$(BIN)/python" -m pip install --quiet --no-deps -e .; \
+		"$(BIN)/python" -m pip install --quiet --quiet --no-deps -e .; \
 		check=$$("$(BIN)/python" -m pip check 2>&1) || echo "$$check"$$'\n'"warning: $(VENV) lacks a requirement" \
 			"(pip check, above): is $(LOCK) older than pyproject.toml? Run make lock, then make install" >&2; \
 		installed="lock $(LOCK) $$($(SHA256) "$(LOCK)")"; \
