@@ -32,14 +32,15 @@ grep -E '^jax==' "$tmp/bundle/lock-pins.txt" >/dev/null \
 "$PYTHON" -m venv "$tmp/target"
 "$tmp/target/bin/python" -m pip install --quiet --disable-pip-version-check jax -r "$tmp/bundle/expected-on-target.txt" \
   -c "$tmp/bundle/lock-pins.txt" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
-"$tmp/target/bin/python" - "$tmp/bundle/lock-pins.txt" <<'PY'
+"$tmp/target/bin/python" -I - "$tmp/bundle/lock-pins.txt" <<'PY'  # -I: not the checkout's egg-info
 import importlib.metadata, re, sys
 pins = dict(line.strip().split("==") for line in open(sys.argv[1]) if "==" in line and not line.startswith("#"))
 seen = {re.sub(r"[-_.]+", "-", d.metadata["Name"]).lower(): d.version for d in importlib.metadata.distributions()}
 off = [f"{n} {v} (locked {pins.get(n, 'nowhere')})" for n, v in sorted(seen.items())
        if pins.get(n) != v and n not in ("pip", "setuptools")]  # those two come with the venv
-sys.exit(f"rehearsal: error: the stand-in environment left the lock: {', '.join(off)}" if off else None)
-print(f"    stand-in: jax {seen['jax']}; {sum(pins.get(n) == v for n, v in seen.items())} of its {len(seen)} "
+if off:
+    sys.exit(f"rehearsal: error: the stand-in environment left the lock: {', '.join(off)}")
+print(f"    stand-in: jax {seen.get('jax')}; {sum(pins.get(n) == v for n, v in seen.items())} of its {len(seen)} "
       "distributions at the lock's versions, the rest the venv's own pip and setuptools")
 PY
 for absent in tensorflow keras jupyterlab notebook ipykernel papermill; do
