@@ -6,7 +6,7 @@ the params become typed configs here, once.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +17,8 @@ from fer_lib.core.evaluate import evaluate_model, evaluation_batch_size, save_pr
 from fer_lib.core.train import is_finished, load_finished, train_model
 
 
-def run_model(params: Mapping[str, Any], model_name: str, dataset: FerDataset, model_dir: str | Path,
-              ) -> dict[str, Any]:
+def run_model(params: Mapping[str, Any], model_name: str, dataset: FerDataset, model_dir: str | Path, *,
+              extra_callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Train one model and evaluate it on val and test (and test with flip and ten-view TTA); save metrics and
     predictions.
 
@@ -30,7 +30,8 @@ def run_model(params: Mapping[str, Any], model_name: str, dataset: FerDataset, m
     else:
         result = train_model(dataset, model_name, TrainConfig.from_mapping(params, ignore_unknown=True), model_dir,
                              model_options=model_options(model_name, params["model_options"].get(model_name)),
-                             augmentation=AugmentConfig.from_mapping(params["augmentation"]))
+                             augmentation=AugmentConfig.from_mapping(params["augmentation"]),
+                             extra_callbacks=extra_callbacks)
     batch = evaluation_batch_size(params["batch_size"], dataset)
     summary: dict[str, Any] = {
         "model": model_name,
