@@ -96,7 +96,7 @@ def make_crafted_seed_run(outputs_dir: str | Path, seeds: tuple[int, ...] = (0, 
     """A run with several seeds and two models whose records are chosen, not trained (seconds, no Keras training):
     per seed and model, test/val/test_tta predictions right on about ``accuracy[model]`` of the images (seeded), a
     ``history.csv`` of ``epochs`` rows and the metrics.json the study writes. The layout is the runner's:
-    ``seeds/seed-<s>/models/<model>/``."""
+    ``seeds/seed-<s>/models/<model>/`` (``models/<model>/`` for one seed)."""
     params = small_params({"name": name, "models": list(accuracy), "seeds": list(seeds), "epochs": epochs,
                            "tta": True})
     dataset = load_synthetic(params["synthetic_train"], params["synthetic_val"], params["synthetic_test"],
@@ -104,7 +104,7 @@ def make_crafted_seed_run(outputs_dir: str | Path, seeds: tuple[int, ...] = (0, 
     run_dir = runs.new_run_dir(name, outputs_dir=outputs_dir, params=params)
     for seed in seeds:
         for index, (model, share) in enumerate(accuracy.items()):
-            folder = records.model_dir(run_dir, model, seed)
+            folder = records.model_dir(run_dir, model, seed if len(seeds) > 1 else None)
             rng = np.random.default_rng([seed, index])
             summary: dict[str, Any] = {"model": model, "synthetic": True, "data_source": dataset.source,
                                        "val_origin": dataset.val_origin, "params": 1000, "epochs_run": epochs,

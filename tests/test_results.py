@@ -15,21 +15,16 @@ from fer_lib.core import records
 from fer_lib.core.evaluate import evaluate_predictions, load_predictions
 
 try:
-    from fixtures_runs import copy_run_without_predictions, make_crafted_seed_run, make_finished_run
+    from fixtures_runs import copy_run_without_predictions, make_crafted_seed_run
 except ImportError:  # pragma: no cover - when tests/ is imported as a package
-    from tests.fixtures_runs import copy_run_without_predictions, make_crafted_seed_run, make_finished_run
-
-TWO_TINY_MODELS = {"name": "results-test", "models": ["basic_cnn", "resnet50v2"], "tta": True,
-                   "model_options": {"basic_cnn": {"filters": [8, 16], "dense_units": [16]}},
-                   "synthetic_train": 70, "synthetic_val": 35, "synthetic_test": 70}
-
+    from tests.fixtures_runs import copy_run_without_predictions, make_crafted_seed_run
 
 @pytest.fixture(scope="module")
 def two_model_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_finished_run(tmp_path_factory.mktemp("outputs"), TWO_TINY_MODELS)
+    """A run of one seed with two models whose records are chosen, not trained (the statistics only read them)."""
+    return make_crafted_seed_run(tmp_path_factory.mktemp("outputs"), (0,), name="results-test")
 
 
-@pytest.mark.slow
 def test_rows_come_from_the_run_folder(two_model_run: Path) -> None:
     rows = tables.results_rows(two_model_run)
     assert [row["model"] for row in rows] == ["basic_cnn", "resnet50v2", "basic_cnn + resnet50v2 (ensemble)"]
@@ -49,7 +44,6 @@ def test_rows_come_from_the_run_folder(two_model_run: Path) -> None:
     assert table.count("\n") == 4 and f"`{two_model_run.name}`" in table
 
 
-@pytest.mark.slow
 def test_cli_updates_only_the_marked_block(two_model_run: Path, tmp_path: Path) -> None:
     readme = tmp_path / "README.md"
     readme.write_text(f"# Title\n\nbefore\n{tables.RESULTS_START}\nold table\n{tables.RESULTS_END}\nafter\n")
@@ -69,7 +63,6 @@ def test_missing_markers_and_non_run_folders_are_clear_errors(tmp_path: Path) ->
     assert done.returncode == 2 and "is not a run folder" in done.stderr
 
 
-@pytest.mark.slow
 def test_run_statistics_intervals_mcnemar_and_the_summary_file(two_model_run: Path, tmp_path: Path) -> None:
     import numpy as np
 
