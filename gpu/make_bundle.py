@@ -2,6 +2,7 @@
 
     python gpu/make_bundle.py [--out gpu/bundle] [--data DIR] [--python-version 3.12] [--platform TAG ...]
                               [--target-packages gpu/target-packages.txt] [--max-part-mib 60]
+                              [--lock requirements/lock.txt]
 
 The bundle folder holds
   run.sh                the offline entry point (a copy of gpu/run.sh): `bash <bundle>/run.sh --help`
@@ -9,13 +10,17 @@ The bundle folder holds
   project.tar.gz        this checkout's files (tracked and untracked-not-ignored) and the commit they come from
   data/fer2013.npz      FER2013 from --data, $FER2013_DIR or ../shared/fer2013, as one compressed data bundle that
                         fer_lib.core.data reads directly (splits as in the source); absent when no FER2013 is found
-  bundle.json           what is inside: versions, sizes, target, the packages expected on the target
+  bundle.json           what is inside: versions, sizes, target, the packages expected on the target, the lock
+  lock-pins.txt         the lock's pins for the target (name==version), the constraints of the resolution below
 It prints its size. Everything must travel in parts of at most --max-part-mib: one part when it fits, else two
 (code + wheels, then data) to be sent one after the other; a part that alone is too big is an error.
 
 The wheels: pip resolves the project's runtime requirements for the target interpreter and platform (a dry run, no
-install), then downloads exactly the resolved distributions that the target does not already have (the committed
-list gpu/target-packages.txt) and that a headless run never imports (gpu/not-needed.txt), one version of each.
+install) under the lock's versions (requirements/lock.txt, whose markers are evaluated for the target: its CPython,
+linux, its machine; passed to pip as constraints), then downloads exactly the resolved distributions that the target
+does not already have (the committed list gpu/target-packages.txt) and that a headless run never imports
+(gpu/not-needed.txt), one version of each. So every version in the bundle is the lock's, and a resolution that needs
+a package the lock lacks for the target is an error (run `make lock`).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import tomllib
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent.parent
+LOCK = PROJECT / "requirements" / "lock.txt"
 MIB = 1024 * 1024
 DEFAULT_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_26_x86_64",
                      "manylinux_2_24_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux2010_x86_64",
@@ -74,16 +80,47 @@ def run_pip(arguments: list[str]) -> None:
                           capture_output=True, text=True)
     if done.returncode != 0:
         lines = [line for line in done.stderr.splitlines() if line.strip() and "is ignored" not in line]
-        raise BundleError(f"pip {arguments[0]} failed: {' '.join(lines[-5:])}")
+        hint = (" (an old pip checks Requires-Python against its own interpreter, not the target's: make install "
+                "installs the lock's pip)" if "requires a different Python" in done.stderr else "")
+        raise BundleError(f"pip {arguments[0]} failed: {' '.join(lines[-5:])}{hint}")
 
 
-def resolve(requirements: list[str], python_version: str, platforms: list[str]) -> list[tuple[str, str]]:
-    """(name, version) of every distribution pip resolves for ``requirements`` on the target (a dry run)."""
+def target_environment(python_version: str, platforms: list[str]) -> dict[str, str]:
+    """The marker variables of the target: CPython ``python_version`` (X.Y means X.Y.0, as for pip) on linux, with
+    the machine of its platform tags."""
+    if not re.fullmatch(r"3\.\d+(\.\d+)?", python_version):
+        raise BundleError(f"--python-version must be 3.X or 3.X.Y, not '{python_version}'")
+    full = python_version if python_version.count(".") == 2 else f"{python_version}.0"
+    machine = re.search(r"(x86_64|aarch64|ppc64le|s390x|armv7l|i686)$", platforms[0])
+    if machine is None or not platforms[0].startswith(("manylinux", "musllinux", "linux")):
+        raise BundleError(f"the target's platform '{platforms[0]}' is not a linux wheel tag (e.g. manylinux_2_28_x86_64)")
+    return {"python_version": ".".join(full.split(".")[:2]), "python_full_version": full, "sys_platform": "linux",
+            "platform_system": "Linux", "platform_machine": machine.group(1), "os_name": "posix",
+            "implementation_name": "cpython", "platform_python_implementation": "CPython"}
+
+
+def lock_pins_for(lock_file: Path, environment: dict[str, str]) -> dict[str, str]:
+    """Canonical name -> version of the lock's entries whose marker holds on the target (fer_lib.app.lock reads it)."""
+    if not lock_file.is_file():
+        raise BundleError(f"no lock at '{lock_file}': the bundle takes its versions from it (make lock)")
+    sys.path.insert(0, str(PROJECT))
+    from fer_lib.app.lock import LockError, lock_pins
+
+    try:
+        return lock_pins(lock_file, environment)
+    except LockError as error:
+        raise BundleError(str(error)) from None
+
+
+def resolve(requirements: list[str], python_version: str, platforms: list[str],
+            constraints: Path | None = None) -> list[tuple[str, str]]:
+    """(name, version) of every distribution pip resolves for ``requirements`` on the target (a dry run), under
+    the pins of ``constraints`` when given."""
     with tempfile.TemporaryDirectory() as folder:
         report = Path(folder) / "report.json"
         run_pip(["install", "--dry-run", "--ignore-installed", "--quiet", "--report", str(report),
                  "--target", str(Path(folder) / "target"), *pip_target_options(python_version, platforms),
-                 *requirements])
+                 *(["--constraint", str(constraints)] if constraints else []), *requirements])
         installs = json.loads(report.read_text())["install"]
     return sorted((item["metadata"]["name"], item["metadata"]["version"]) for item in installs)
 
@@ -162,17 +199,46 @@ def size_mib(paths: list[Path]) -> float:
     return sum(path.stat().st_size for path in paths) / MIB
 
 
+def check_locked(resolved: list[tuple[str, str]], pins: dict[str, str], where: str) -> None:
+    """Every resolved distribution is the lock's version; one the lock lacks for the target is an error."""
+    unlocked = [f"{name}=={version}" for name, version in resolved if canonical(name) not in pins]
+    if unlocked:
+        raise BundleError(f"the resolution for {where} needs {', '.join(unlocked)}, which the lock lacks for it: "
+                          f"run make lock (and commit requirements/lock.txt)")
+    moved = [f"{name} {version} (locked {pins[canonical(name)]})" for name, version in resolved
+             if pins[canonical(name)] != version]
+    if moved:
+        raise BundleError(f"the resolution for {where} left the lock's versions: {', '.join(moved)}")
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def relative(path: Path) -> str:
+    return str(path.relative_to(PROJECT) if path.is_relative_to(PROJECT) else path)
+
+
 def build(out: Path, *, data: str | None, python_version: str, platforms: list[str], target_packages: Path,
-          not_needed: Path, max_part_mib: float, no_data: bool = False) -> dict[str, object]:
+          not_needed: Path, max_part_mib: float, no_data: bool = False, lock_file: Path = LOCK) -> dict[str, object]:
+    lock_file = lock_file.resolve()
+    environment = target_environment(python_version, platforms)
+    where = f"CPython {environment['python_full_version']} on linux {environment['platform_machine']}"
+    pins = lock_pins_for(lock_file, environment)
     if out.exists():
         shutil.rmtree(out)
     (out / "wheels").mkdir(parents=True)
     target, skipped = read_names(target_packages), read_names(not_needed)
+    constraints = out / "lock-pins.txt"
+    constraints.write_text(f"# {relative(lock_file)} (sha256 {sha256(lock_file)}) for {where}\n"
+                           + "".join(f"{name}=={version}\n" for name, version in sorted(pins.items())))
 
-    print(f"==> resolving the project's requirements for CPython {python_version} ({platforms[0]}, ...)", flush=True)
+    print(f"==> resolving the project's requirements for CPython {python_version} ({platforms[0]}, ...) with the "
+          f"versions of {relative(lock_file)} ({len(pins)} pins there)", flush=True)
     wanted = [r for r in project_requirements()  # a requirement a headless run never imports is not even resolved
               if canonical(re.match(r"[A-Za-z0-9._-]+", r).group(0)) not in skipped]
-    resolved = resolve(wanted, python_version, platforms)
+    resolved = resolve(wanted, python_version, platforms, constraints)
+    check_locked(resolved, pins, where)
     bundled = [(name, version) for name, version in resolved if canonical(name) not in target | skipped]
     expected = [(name, version) for name, version in resolved if canonical(name) in target]
     left_out = [(name, version) for name, version in resolved if canonical(name) in skipped - target]
@@ -204,8 +270,8 @@ def build(out: Path, *, data: str | None, python_version: str, platforms: list[s
     manifest: dict[str, object] = {
         "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "target": {"python_version": python_version, "platforms": platforms,
-                   "target_packages": str(target_packages.relative_to(PROJECT)
-                                          if target_packages.is_relative_to(PROJECT) else target_packages)},
+                   "target_packages": relative(target_packages)},
+        "lock": {"file": relative(lock_file), "sha256": sha256(lock_file), "pins_for_target": constraints.name},
         "wheels": [path.name for path in wheels],
         "expected_on_target": [f"{name}=={version}" for name, version in expected],
         "not_needed_offline": [f"{name}=={version}" for name, version in left_out],
@@ -232,11 +298,13 @@ def main(argv: list[str] | None = None) -> int:
                         default=Path(os.environ.get("TARGET_PACKAGES", PROJECT / "gpu" / "target-packages.txt")))
     parser.add_argument("--not-needed", type=Path, default=PROJECT / "gpu" / "not-needed.txt")
     parser.add_argument("--max-part-mib", type=float, default=60.0)
+    parser.add_argument("--lock", type=Path, default=LOCK, help="the versions to bundle (default requirements/lock.txt)")
     args = parser.parse_args(argv)
     try:
         manifest = build(args.out, data=args.data, python_version=args.python_version,
                          platforms=args.platforms or list(DEFAULT_PLATFORMS), target_packages=args.target_packages,
-                         not_needed=args.not_needed, max_part_mib=args.max_part_mib, no_data=args.no_data)
+                         not_needed=args.not_needed, max_part_mib=args.max_part_mib, no_data=args.no_data,
+                         lock_file=args.lock)
     except BundleError as error:
         print(f"make_bundle: error: {error}", file=sys.stderr)
         return 2

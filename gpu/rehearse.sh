@@ -4,7 +4,8 @@
 # 1. a tiny FER2013 folder (a few images per class, from ../shared/fer2013 or synthetic) in a temporary folder;
 # 2. a bundle for THIS machine's Python ($PYTHON) from it, exactly as `make gpu-bundle` makes one for the GPU;
 # 3. a fresh virtual environment standing in for the GPU machine: JAX (CPU) and the packages the bundle expects the
-#    target to have (bundle.json), and nothing else: no TensorFlow, no Keras, no Jupyter (checked);
+#    target to have (bundle.json), at the lock's versions for this Python (the bundle's lock-pins.txt, as
+#    constraints), and nothing else: no TensorFlow, no Keras, no Jupyter (checked);
 # 4. the bundle's run.sh --allow-cpu on it, with the options of the GPU run (README, Results) and tiny settings
 #    (one epoch, both models, every stage), on JAX's 2 CPU devices: the paper stage and the bench's scaling rows
 #    with the distribution over both (keras.distribution.DataParallel), the rest on one;
@@ -22,14 +23,27 @@ tmp=$(mktemp -d /tmp/fer-study-rehearsal.XXXXXX)
 log "tiny data in $tmp/data"
 "$BUILDER" gpu/tiny_data.py "$tmp/data" --per-class-train 15 --per-class-test 5
 
-version=$("$PYTHON" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+version=$("$PYTHON" -c 'import platform; print(platform.python_version())')  # X.Y.Z: the lock's markers see it
 log "bundle for CPython $version in $tmp/bundle"
 "$BUILDER" gpu/make_bundle.py --out "$tmp/bundle" --data "$tmp/data" --python-version "$version"
 
-log "stand-in for the GPU machine: a fresh venv with JAX (CPU) and the packages the bundle expects there"
+log "stand-in for the GPU machine: a fresh venv with JAX (CPU) and the packages the bundle expects there, as locked"
+grep -E '^jax==' "$tmp/bundle/lock-pins.txt" >/dev/null \
+  || { echo "rehearsal: error: requirements/lock.txt pins no jax for CPython $version (make lock)" >&2; exit 1; }
 "$PYTHON" -m venv "$tmp/target"
 "$tmp/target/bin/python" -m pip install --quiet --disable-pip-version-check jax -r "$tmp/bundle/expected-on-target.txt" \
-  2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+  -c "$tmp/bundle/lock-pins.txt" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+"$tmp/target/bin/python" -I - "$tmp/bundle/lock-pins.txt" <<'PY'  # -I: not the checkout's egg-info
+import importlib.metadata, re, sys
+pins = dict(line.strip().split("==") for line in open(sys.argv[1]) if "==" in line and not line.startswith("#"))
+seen = {re.sub(r"[-_.]+", "-", d.metadata["Name"]).lower(): d.version for d in importlib.metadata.distributions()}
+off = [f"{n} {v} (locked {pins.get(n, 'nowhere')})" for n, v in sorted(seen.items())
+       if pins.get(n) != v and n not in ("pip", "setuptools")]  # those two come with the venv
+if off:
+    sys.exit(f"rehearsal: error: the stand-in environment left the lock: {', '.join(off)}")
+print(f"    stand-in: jax {seen.get('jax')}; {sum(pins.get(n) == v for n, v in seen.items())} of its {len(seen)} "
+      "distributions at the lock's versions, the rest the venv's own pip and setuptools")
+PY
 for absent in tensorflow keras jupyterlab notebook ipykernel papermill; do
   if "$tmp/target/bin/python" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('$absent') is None)"; then
     echo "rehearsal: error: the stand-in environment has $absent, which the GPU machine lacks" >&2; exit 1

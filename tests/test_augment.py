@@ -151,3 +151,37 @@ def test_jit_compiles_on_jax_with_augmentation_inside_the_model() -> None:
     x = keras.layers.Flatten()(x)
     outputs = keras.layers.Dense(7, activation="softmax")(x)
     assert not compiled_jit(keras.Model(inputs, outputs))
+
+
+# --- the strong protocol's augmentation: random erasing and the random resized crop ------------------------------
+
+
+def test_random_erasing_stays_inside_its_area_bounds_and_leaves_the_rest_alone() -> None:
+    """Each erased image has one filled rectangle of 2-33% of the image (up to pixel rounding) and nothing else
+    changed; about ``erasing`` of the images are erased."""
+    config = AugmentConfig(erasing=0.5, erasing_area=(0.02, 0.33), erasing_aspect=(0.3, 3.3), erasing_value=255.0)
+    images = np.zeros((200, 48, 48, 1), dtype="float32")  # black: an erased pixel (255) is unmistakable
+    erased = run(build_augmentation(config, seed=3), images, training=True) > 0.5
+    shares = erased.mean(axis=(1, 2, 3))
+    hit = shares > 0
+    assert 0.35 < hit.mean() < 0.65
+    assert shares[hit].min() >= 0.02 - 2 * 49 / 48 ** 2 and shares[hit].max() <= 0.33 + 2 * 49 / 48 ** 2
+    for mask in erased[hit][..., 0]:  # the changed pixels form exactly their bounding rectangle
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        assert mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].all() and mask.sum() == len(rows) * len(cols)
+    assert not run(build_augmentation(config, seed=3), images, training=False).any(), "inference: the identity"
+    noise = run(build_augmentation(AugmentConfig(erasing=1.0, erasing_value="random"), seed=1), images, True)
+    assert len(np.unique(noise)) > 100  # filled with noise, not one grey
+
+
+def test_random_resized_crop_zooms_into_a_crop_of_the_drawn_area() -> None:
+    """crop_scale [0.5, 0.5], square crops: each output row spans sqrt(0.5) of the input's columns, inside it."""
+    columns = np.tile(np.arange(48, dtype="float32"), (48, 1))[None, :, :, None].repeat(16, axis=0)  # value = column
+    seen = run(build_augmentation(AugmentConfig(crop_scale=(0.5, 0.5)), seed=2), columns, training=True) * 255.0
+    spans = seen[:, 24, -1, 0] - seen[:, 24, 0, 0]
+    np.testing.assert_allclose(spans, np.sqrt(0.5) * 47, atol=0.05)
+    assert seen.min() >= -1e-3 and seen.max() <= 47 + 1e-3 and len(np.unique(np.round(seen[:, 24, 0, 0]))) > 4
+    with pytest.raises(ValueError, match=r"crop_aspect needs augmentation.crop_scale"):
+        AugmentConfig(crop_aspect=(0.75, 1.33))
+    with pytest.raises(ValueError, match=r"augmentation.crop_scale must be a list \[low, high\]"):
+        AugmentConfig(crop_scale=(0.8, 1.2))

@@ -358,6 +358,8 @@ def test_run_records_everything_and_identical_runs_never_overwrite(project: Path
     assert manifest["backend"] in ("tensorflow", "jax", "torch", "numpy")
     assert manifest["versions"]["keras"] and manifest["python"] == sys.version.split()[0]
     assert manifest["device"]["summary"] and manifest["device"]["cpu_count"]
+    lock = manifest["lock"]  # whether the run's environment has the committed lock's versions
+    assert lock["lock"] == "requirements/lock.txt" and isinstance(lock["matches"], bool) and lock["checked"] > 100
     used = manifest["distribution"]["used"]  # auto, on this CPU: one device, as planned and as each model trained
     assert manifest["distribution"]["devices"] == 1 and len(used) == 2 and {u["devices"] for u in used.values()} == {1}
     assert set(manifest["git"]) >= {"commit", "dirty"}

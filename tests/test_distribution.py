@@ -113,13 +113,15 @@ def test_processes_come_from_the_launchers_variables() -> None:
 
 
 def test_the_processes_shares_make_up_the_batches_of_one_process() -> None:
-    split = tiny_dataset().train
-    whole = train.TrainBatches(split, 32, seed=5, first_epoch=2)
-    shares = [train.TrainBatches(split, 32, seed=5, first_epoch=2, share=(p, 2)) for p in range(2)]
+    """Cut after the mixing (mixup mixes images across the whole global batch), with the class weights."""
+    split, weights = tiny_dataset().train, np.linspace(0.5, 2.0, train.NUM_CLASSES)
+    options = {"seed": 5, "first_epoch": 2, "mixup_alpha": 0.4, "class_weights": weights}
+    whole = train.TrainBatches(split, 32, **options)
+    shares = [train.TrainBatches(split, 32, **options, share=(p, 2)) for p in range(2)]
     assert len(shares[0]) == len(whole)
     for index in range(len(whole)):
         parts = [share[index] for share in shares]
-        assert [part[0].shape[0] for part in parts] == [16, 16]
+        assert [part[0].shape[0] for part in parts] == [16, 16] and len(parts[0]) == 3
         for array, *halves in zip(whole[index], *parts):
             assert np.array_equal(array, np.concatenate(halves))
 

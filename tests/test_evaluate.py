@@ -75,6 +75,34 @@ def test_tta_averages_the_image_and_its_mirror() -> None:
     assert metrics["split"] == "test" and metrics["tta"] is True and probabilities.shape == (4, 7)
 
 
+def test_ten_view_tta_averages_the_named_views() -> None:
+    """tta_crop: the corner crops and the centre crop of 40 pixels, resized to 48, and their mirrors, averaged."""
+    images = np.random.default_rng(1).integers(0, 256, (3, 48, 48, 1)).astype("uint8")
+    views = evaluate.tta_views(images, 40)
+    assert len(views) == 10 and all(v.shape == images.shape and v.dtype == np.uint8 for v in views)
+    top_left = keras.ops.convert_to_numpy(keras.ops.image.resize(images[:, :40, :40].astype("float32"), (48, 48)))
+    np.testing.assert_array_equal(views[0], np.clip(np.rint(top_left), 0, 255).astype("uint8"))
+    centre = keras.ops.convert_to_numpy(keras.ops.image.resize(images[:, 4:44, 4:44].astype("float32"), (48, 48)))
+    np.testing.assert_array_equal(views[4], np.clip(np.rint(centre), 0, 255).astype("uint8"))
+    for view, mirror in zip(views[:5], views[5:]):
+        np.testing.assert_array_equal(mirror, view[:, :, ::-1])
+
+    class MeanBrightness:  # a stand-in model: its "probabilities" record the mean of each image it sees
+        def predict(self, batch: np.ndarray, batch_size: int = 0, verbose: int = 0) -> np.ndarray:
+            out = np.zeros((len(batch), 7))
+            out[:, 0] = np.asarray(batch, dtype=np.float64).mean(axis=(1, 2, 3))
+            return out
+
+    averaged = evaluate.predict_proba(MeanBrightness(), images, tta=True, tta_crop=40, batch_size=4)
+    expected = np.mean([v.astype(np.float64).mean(axis=(1, 2, 3)) for v in views], axis=0)
+    np.testing.assert_allclose(averaged[:, 0], expected)
+    split = Split("test", images, np.array([0, 1, 2]), np.array(["a", "b", "c"]))
+    inputs = keras.Input((48, 48, 1))
+    model = keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(keras.layers.Flatten()(inputs)))
+    metrics, _ = evaluate.evaluate_model(model, split, tta=True, tta_crop=40)
+    assert metrics["views"] == 10 and metrics["tta_crop"] == 40
+
+
 def test_json_and_predictions_round_trip(tmp_path: Path) -> None:
     labels = np.array([0, 3, 3])
     metrics = evaluate.evaluate_predictions(labels, probabilities_for(np.array([0, 3, 6])))

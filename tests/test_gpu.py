@@ -48,6 +48,22 @@ def test_package_lists_name_distributions_canonically(tmp_path: Path) -> None:
         make_bundle.read_names(tmp_path / "missing.txt")
 
 
+def test_the_bundle_takes_its_versions_from_the_lock_for_the_target() -> None:
+    env = make_bundle.target_environment("3.12", list(make_bundle.DEFAULT_PLATFORMS))
+    assert env["python_full_version"] == "3.12.0" and env["platform_machine"] == "x86_64"
+    assert env["sys_platform"] == "linux"
+    assert make_bundle.target_environment("3.11.7", ["manylinux_2_17_aarch64"])["platform_machine"] == "aarch64"
+    with pytest.raises(make_bundle.BundleError, match="not a linux wheel tag"):
+        make_bundle.target_environment("3.12", ["macosx_14_0_arm64"])
+    pins = make_bundle.lock_pins_for(make_bundle.LOCK, env)
+    assert {"keras", "papermill", "nbconvert", "ipykernel", "jax"} <= set(pins)
+    make_bundle.check_locked([("Keras", pins["keras"]), ("papermill", pins["papermill"])], pins, "the target")
+    with pytest.raises(make_bundle.BundleError, match=r"needs no_such_thing==1.0, which the lock lacks"):
+        make_bundle.check_locked([("no_such_thing", "1.0")], pins, "the target")
+    with pytest.raises(make_bundle.BundleError, match=r"left the lock's versions: keras 0.0.1"):
+        make_bundle.check_locked([("keras", "0.0.1")], pins, "the target")
+
+
 def bench_record(train_ips: float, infer_ips: float, compile_s: float) -> dict:
     return {"images_per_epoch": 25_600, "train_images_per_second": train_ips,
             "inference_images_per_second": infer_ips, "compile_seconds_estimate": compile_s}

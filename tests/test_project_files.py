@@ -1,5 +1,6 @@
-"""The project's own files agree with each other: pyproject.toml vs environment.yml, README vs the params, the
-Makefile and CI script vs what they must run, the params files vs their documentation.
+"""The project's own files agree with each other: pyproject.toml vs the lock (requirements/lock.txt) vs
+environment.yml vs the Makefile, README vs the params, the Makefile and CI script vs what they must run, the params
+files vs their documentation.
 
 Fast: text checks only (plus importing fer_lib.app.study for STUDY_DEFAULTS).
 """
@@ -18,9 +19,19 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from fer_lib.app.lock import lock_pins
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
-MAKE_EXTRAS = ("tf", "jax", "dev", "lab")  # what `make` installs: pip install -e '.[tf,jax,dev,lab]'
+MAKE_EXTRAS = ("tf", "jax", "dev", "lab")  # what `make` installs: the lock of .[tf,jax,dev,lab]
+LOCK = REPO_ROOT / "requirements" / "lock.txt"
+# The environments the lock is for (and tested on): CPython 3.11 and 3.12 on linux x86_64, early and late patch releases.
+LOCK_ENVIRONMENTS = [
+    {"sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
+     "implementation_name": "cpython", "platform_python_implementation": "CPython",
+     "python_version": full.rsplit(".", 1)[0], "python_full_version": full}
+    for full in ("3.11.0", "3.11.14", "3.12.0", "3.12.12")
+]
 README = (REPO_ROOT / "README.md").read_text()
 MAKEFILE = (REPO_ROOT / "Makefile").read_text()
 CI_RUN = REPO_ROOT / ".ci" / "run"
@@ -32,42 +43,85 @@ def pyproject_requirements() -> list[Requirement]:
     return [Requirement(text) for text in [*project["dependencies"], *(r for e in MAKE_EXTRAS for r in extras[e])]]
 
 
-def environment_requirements() -> tuple[list[str], list[Requirement]]:
-    """environment.yml's conda packages (names) and its pip requirements (parsed), without the project itself."""
+def environment_yml() -> tuple[list[str], list[str]]:
+    """environment.yml's conda packages (names) and its pip lines."""
     environment = yaml.safe_load((REPO_ROOT / "environment.yml").read_text())
     conda, pip = [], []
     for entry in environment["dependencies"]:
         if isinstance(entry, dict):
-            pip.extend(Requirement(line) for line in entry["pip"] if not line.startswith(("-e", "--editable")))
+            pip.extend(entry["pip"])
         else:
             conda.append(re.split(r"[<>=!~ ]", entry, maxsplit=1)[0])
     return conda, pip
 
 
-def as_set(requirements: list[Requirement]) -> set[tuple[str, str, str]]:
-    return {(canonicalize_name(r.name), str(r.specifier), str(r.marker or "")) for r in requirements}
+def make_dry_run(*arguments: str) -> str:
+    """What `make -n ARGUMENTS` would run (nothing is installed or run), backslash-newlines joined."""
+    if not (REPO_ROOT / "Makefile").is_file() or subprocess.run(["make", "--version"], capture_output=True).returncode:
+        pytest.skip("make is not installed")
+    done = subprocess.run(["make", "-n", "--no-print-directory", *arguments], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return re.sub(r"\\\n\s*", " ", done.stdout)
 
 
 def test_make_extras_exist() -> None:
     assert set(MAKE_EXTRAS) <= set(PYPROJECT["project"]["optional-dependencies"])
     assert "'.[$(EXTRAS)]'" in MAKEFILE and re.search(r"^EXTRAS \?= tf,jax,dev,lab$", MAKEFILE, re.M)
+    assert re.search(r"^LOCK_EXTRAS := tf jax dev lab$", MAKEFILE, re.M), "the lock holds what `make` installs"
 
 
-def test_environment_yml_matches_pyproject() -> None:
-    conda, pip = environment_requirements()
-    assert set(conda) == {"python", "pip"}, "everything but python itself comes from pip (see environment.yml)"
-    from_pyproject, from_environment = as_set(pyproject_requirements()), as_set(pip)
-    assert from_pyproject - from_environment == set(), "in pyproject.toml but not in environment.yml"
-    assert from_environment - from_pyproject == set(), "in environment.yml but not in pyproject.toml"
+def test_make_install_installs_the_lock_by_default() -> None:
+    assert re.search(r"^LOCKED \?= 1$", MAKEFILE, re.M) and re.search(r"^LOCK := requirements/lock.txt$", MAKEFILE, re.M)
+    assert 'pip install --quiet -r "$(LOCK)"' in MAKEFILE and "--no-deps -e ." in MAKEFILE
     names = {canonicalize_name(r.name) for r in pyproject_requirements()}
-    assert {"keras", "papermill", "pytest", "nbval", "jax", "tensorflow-cpu"} <= names
+    assert {"uv", "import-linter", "packaging"} <= names, "the dev extra has uv (`make lock`) and import-linter"
 
 
-def test_environment_yml_installs_the_project_and_python_version_agrees() -> None:
+def test_the_lock_pins_every_requirement_of_pyproject() -> None:
+    """Each requirement of pyproject.toml (dependencies + the four extras) that applies to CPython 3.11 or 3.12 on
+    linux x86_64 has exactly one pin in the lock there, and the pin satisfies it: the lock is not stale."""
+    requirements = pyproject_requirements()
+    assert {"keras", "papermill", "pytest", "nbval", "jax", "tensorflow-cpu", "jupyterlab"} <= {
+        canonicalize_name(r.name) for r in requirements}
+    for environment in LOCK_ENVIRONMENTS:
+        pins = lock_pins(LOCK, environment)  # markers evaluated with packaging.markers for this environment
+        for requirement in requirements:
+            if requirement.marker is not None and not requirement.marker.evaluate(environment):
+                continue
+            name = canonicalize_name(requirement.name)
+            where = f"CPython {environment['python_full_version']} on linux x86_64"
+            assert name in pins, f"{requirement} has no pin in {LOCK.name} for {where}: run make lock"
+            assert requirement.specifier.contains(pins[name], prereleases=True), \
+                f"{name}=={pins[name]} in {LOCK.name} does not satisfy pyproject's {requirement}: run make lock"
+        assert "tensorflow-cpu" in pins and "tensorflow" not in pins
+
+
+def test_the_lock_header_records_the_command_of_make_lock() -> None:
+    header = LOCK.read_text().splitlines()[:2]
+    assert header[0] == "# This file was autogenerated by uv via the following command:"
+    recorded = header[1].removeprefix("#").strip()
+    date = re.search(r"^LOCK_DATE \?= (\S+)$", MAKEFILE, re.M).group(1)
+    for option in ("uv pip compile pyproject.toml", "--universal", "--python-version 3.11",
+                   f"--exclude-newer {date}", "-o requirements/lock.txt",
+                   *(f"--extra {extra}" for extra in MAKE_EXTRAS)):
+        assert option in recorded, option
+    # ... and it is exactly what `make lock` runs (with the uv of .venv, which the lock pins)
+    command = re.search(r'"[^"]*/uv" (pip compile .*?) >/dev/null', make_dry_run("lock")).group(1)
+    assert recorded == "uv " + " ".join(command.split())  # the shell's words, as uv records them
+    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", date), "an instant in UTC, not a local date"
+
+
+def test_environment_yml_installs_the_lock() -> None:
+    conda, pip = environment_yml()
+    assert set(conda) == {"python", "pip"}, "everything but python itself comes from pip (see environment.yml)"
+    assert pip == ["-r requirements/lock.txt", "--editable ."], "the lock's exact versions, then the project"
+
+
+def test_environment_yml_python_version_agrees() -> None:
     environment = yaml.safe_load((REPO_ROOT / "environment.yml").read_text())
-    pip = next(entry["pip"] for entry in environment["dependencies"] if isinstance(entry, dict))
-    assert any(line in ("-e .", "--editable .") for line in pip)
-    assert f"python{PYPROJECT['project']['requires-python']}" in environment["dependencies"]
+    assert PYPROJECT["project"]["requires-python"] == ">=3.11"
+    assert "python>=3.11,<3.13" in environment["dependencies"], "the Pythons the lock is for (see its comment)"
 
 
 def test_console_script_and_package() -> None:
@@ -123,7 +177,8 @@ def test_params_files_use_only_known_names() -> None:
 
 
 def test_makefile_targets_and_commands() -> None:
-    for target in ("install", "study", "test", "test-tf", "test-jax", "test-notebooks", "lab", "list"):
+    for target in ("install", "study", "test", "test-tf", "test-jax", "test-notebooks", "lab", "list", "lock",
+                   "lock-upgrade"):
         assert re.search(rf"^{re.escape(target)}:", MAKEFILE, re.M), target
     assert re.search(r"^\.DEFAULT_GOAL := install$", MAKEFILE, re.M)
     assert "KERAS_BACKEND=jax $(PYTEST) -m backend" in MAKEFILE

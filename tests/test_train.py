@@ -17,10 +17,17 @@ import pytest
 
 from fer_lib.core import data, train
 from fer_lib.core.evaluate import evaluate_model, evaluation_batch_size
-from fer_lib.core.config import BasicCnnOptions, ParamsError, TrainConfig
+from fer_lib.core.config import AugmentConfig, BasicCnnOptions, ParamsError, TrainConfig
 from fer_lib.core.train import train_model
 
 TINY_CNN = BasicCnnOptions(filters=(8, 16), dense_units=(16,), convs_per_block=1)
+EVERY_PART = {"optimizer": "sgd", "learning_rate": 0.01, "weight_decay": 1e-3, "decay_kernels_only": True,
+              "clip_norm": 1.0, "ema": True, "ema_momentum": 0.9, "mixup_alpha": 0.2, "cutmix_alpha": 1.0,
+              "reduce_lr_on_plateau": True, "plateau_factor": 0.75, "plateau_patience": 1, "bn_momentum": 0.8,
+              "label_smoothing": 0.1, "early_stopping_patience": 2}
+"""Every part of the strong protocol's recipe on at once (with EVERY_AUGMENTATION): the loop's properties hold."""
+EVERY_AUGMENTATION = AugmentConfig(rotation=10.0, width_shift=0.2, height_shift=0.2, horizontal_flip=True,
+                                   crop_scale=(0.8, 1.0), crop_aspect=(0.75, 4 / 3), erasing=0.5)
 
 
 @pytest.fixture(scope="module")
@@ -133,9 +140,9 @@ def test_train_model_keeps_asynchronous_step_dispatch(tmp_path: Path, tiny_data:
         seen.append(([type(c).__name__ for c in callbacks or []], self._async_train))
 
     monkeypatch.setattr(keras.callbacks.CallbackList, "_configure_async_dispatch", recording)
-    config = TrainConfig(epochs=1, batch_size=32, verbose=0, reduce_lr_on_plateau=True, early_stopping_patience=2,
-                         distribution=distribution)
-    result = train_model(tiny_data, "basic_cnn", config, tmp_path / "run", model_options=TINY_CNN)
+    config = TrainConfig(epochs=1, batch_size=32, verbose=0, **EVERY_PART, distribution=distribution)
+    result = train_model(tiny_data, "basic_cnn", config, tmp_path / "run", model_options=TINY_CNN,
+                         augmentation=EVERY_AUGMENTATION)
     assert train.device_count(result.distribution) == (1 if distribution == "none" else 2)
     fit_lists = [(names, flag) for names, flag in seen if "PeriodicBackup" in names]
     assert len(fit_lists) == 1, seen
@@ -150,8 +157,9 @@ def test_train_model_keeps_asynchronous_step_dispatch(tmp_path: Path, tiny_data:
 @pytest.mark.backend
 @pytest.mark.parametrize("distribution", DISTRIBUTIONS)
 def test_one_compile_of_each_step_for_ragged_data_sizes(tmp_path: Path, distribution: str) -> None:
-    """333 training and 71 validation images with batch 32: one train-step and one predict-step compile (JAX),
-    the final evaluation included (inside the training's distribution scope, as fer_lib.app.study evaluates)."""
+    """333 training and 71 validation images with batch 32, every part of the recipe on, ten-view TTA: one train-step
+    and one predict-step compile (JAX), the final evaluation included (inside the training's distribution scope, as
+    fer_lib.app.study evaluates)."""
     if keras.backend.backend() != "jax":
         pytest.skip("counts XLA compiles, which JAX logs (KERAS_BACKEND=jax)")
     import jax
@@ -169,12 +177,13 @@ def test_one_compile_of_each_step_for_ragged_data_sizes(tmp_path: Path, distribu
     logger.setLevel(logging.DEBUG)
     jax.config.update("jax_log_compiles", True)
     try:
-        result = train_model(dataset, "basic_cnn", TrainConfig(epochs=2, batch_size=32, verbose=0,
+        result = train_model(dataset, "basic_cnn", TrainConfig(epochs=2, batch_size=32, verbose=0, **EVERY_PART,
                                                                distribution=distribution),
-                             tmp_path / "run", model_options=TINY_CNN)
-        devices = train.device_count(result.distribution)
+                             tmp_path / "run", model_options=TINY_CNN, augmentation=EVERY_AUGMENTATION)
+        batch = evaluation_batch_size(32, dataset, devices=train.device_count(result.distribution))
         with train.distribution_scope(result.distribution):
-            evaluate_model(result.model, dataset.test, batch_size=evaluation_batch_size(32, dataset, devices=devices))
+            evaluate_model(result.model, dataset.test, batch_size=batch)
+            evaluate_model(result.model, dataset.test, tta=True, tta_crop=40, batch_size=batch)
     finally:
         jax.config.update("jax_log_compiles", False)
         logger.removeHandler(handler)
@@ -338,3 +347,84 @@ def test_schedules_and_optimizers_build() -> None:
 def test_bad_training_parameters_fail_before_training(values: dict, message: str) -> None:
     with pytest.raises(ParamsError, match=message):
         TrainConfig.from_mapping(values)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The recipe's parts (the strong protocol), each on a toy
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.backend
+def test_the_plateau_schedule_lowers_the_rate_by_factor_after_patience_flat_epochs(tmp_path: Path,
+                                                                                   tiny_data: data.FerDataset) -> None:
+    """With a learning rate too small to change anything, every epoch is flat: the rate is multiplied by the factor
+    after each ``patience`` epochs without improvement (the logged rate is the one the epoch trained with)."""
+    config = TrainConfig(epochs=6, batch_size=32, verbose=0, learning_rate=1e-7, reduce_lr_on_plateau=True,
+                         plateau_factor=0.5, plateau_patience=2, monitor="val_loss")
+    result = train_model(tiny_data, "basic_cnn", config, tmp_path / "run", model_options=TINY_CNN)
+    rates = result.history["learning_rate"].to_numpy()
+    np.testing.assert_allclose(rates / 1e-7, [1, 1, 1, 0.5, 0.5, 0.25], rtol=1e-5)
+
+
+@pytest.mark.backend
+def test_the_saved_model_holds_the_moving_average_of_the_weights(tmp_path: Path,
+                                                                 tiny_data: data.FerDataset) -> None:
+    """ema: validation, selection and best.keras use the average; training (and its backup) the raw weights."""
+    seen: dict[str, list[np.ndarray]] = {}
+
+    class AtTheEnd(keras.callbacks.Callback):  # after train_model's epoch-end callbacks (Keras's fit replaces the
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:  # weights by the average at its end)
+            optimizer = self.model.optimizer
+            seen["raw"] = [keras.ops.convert_to_numpy(v) for v in optimizer._trainable_variables]
+            seen["average"] = [keras.ops.convert_to_numpy(v) for v in optimizer._model_variables_moving_average]
+
+    config = TrainConfig(epochs=1, batch_size=32, verbose=0, ema=True, ema_momentum=0.5)
+    result = train_model(tiny_data, "basic_cnn", config, tmp_path / "run", model_options=TINY_CNN,
+                         extra_callbacks=[AtTheEnd()])
+    saved = [keras.ops.convert_to_numpy(v) for v in
+             train.load_inference_model(tmp_path / "run" / "best.keras").trainable_variables]
+    assert all(np.allclose(s, a) for s, a in zip(saved, seen["average"])), "best.keras holds the average"
+    assert not all(np.allclose(s, r) for s, r in zip(saved, seen["raw"])), "... which differs from the raw weights"
+    history = result.history
+    assert history["val_accuracy"].iloc[0] == pytest.approx(result.best_value)
+
+
+def test_weight_decay_on_kernels_only_and_clipping_and_bn_momentum(tiny_data: data.FerDataset) -> None:
+    model = train.build_model("basic_cnn", TINY_CNN, bn_momentum=0.8)
+    assert {layer.momentum for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)} == {0.8}
+    config = TrainConfig(optimizer="sgd", weight_decay=1e-3, decay_kernels_only=True, clip_norm=2.0)
+    optimizer = train.make_optimizer(config, 10)
+    train.kernels_only(optimizer, model)
+    decayed = {v.path: optimizer._use_weight_decay(v) for v in model.trainable_variables}
+    assert decayed and all(flag == (len(v.shape) >= 2) for v, flag in zip(model.trainable_variables,
+                                                                          decayed.values()))
+    assert any(decayed.values()) and not all(decayed.values())
+    assert optimizer.global_clipnorm == 2.0
+
+
+def test_mixup_and_cutmix_targets_sum_to_one_and_follow_the_pixels() -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (16, 48, 48, 1), dtype=np.uint8)
+    targets = train.one_hot(np.arange(16) % 7)
+    for mixing in ([("mixup", 0.4)], [("cutmix", 1.0)]):
+        mixed, soft = train.mix_batch(images, targets, np.random.default_rng(1), mixing, 1.0)
+        assert mixed.shape == images.shape and mixed.dtype == np.uint8
+        np.testing.assert_allclose(soft.sum(axis=1), 1.0, rtol=1e-6)
+        assert (soft.max(axis=1) < 1).any(), "the targets are mixed"
+    # cutmix: the weight of an image's own class is the share of its pixels that stayed
+    mixed, soft = train.mix_batch(images, targets, np.random.default_rng(2), [("cutmix", 1.0)], 1.0)
+    kept = (mixed == images).mean(axis=(1, 2, 3))
+    own = soft[np.arange(16), np.arange(16) % 7]
+    assert np.all(own >= kept.min() - 0.05)  # a pasted pixel may equal the original by chance
+    unchanged, same = train.mix_batch(images, targets, np.random.default_rng(3), [("mixup", 0.4)], 0.0)
+    assert unchanged is images and same is targets  # probability 0: no batch is mixed
+
+
+def test_mixed_batches_are_seeded_per_epoch_and_batch_and_the_two_feeds_agree(tiny_data: data.FerDataset) -> None:
+    batches = train.TrainBatches(tiny_data.train, 32, seed=4, mixup_alpha=0.3, cutmix_alpha=1.0)
+    again = train.TrainBatches(tiny_data.train, 32, seed=4, mixup_alpha=0.3, cutmix_alpha=1.0)
+    first = batches[1]
+    assert all(np.array_equal(a, b) for a, b in zip(first, again[1]))
+    images, targets = batches.remaining_epochs(2)
+    assert np.array_equal(images[32:64], first[0]) and np.allclose(targets[32:64], first[1])
+    np.testing.assert_allclose(targets.sum(axis=1), 1.0, rtol=1e-6)

@@ -124,8 +124,9 @@ def cell_tooltip(counts: np.ndarray, true_class: int, predicted_class: int) -> s
 
 
 def split_title(split: str) -> str:
-    """How a prediction split is named to a user (``test_tta`` is the test split with flip TTA)."""
-    return "test (with flip TTA)" if split == "test_tta" else split
+    """How a prediction split is named to a user (``test_tta``: the test split with flip TTA; ``test_tta10``: with
+    ten-view TTA)."""
+    return {"test_tta": "test (with flip TTA)", "test_tta10": "test (with ten-view TTA)"}.get(split, split)
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -342,18 +342,19 @@ def plot_per_class_f1(metrics_by_model: Mapping[str, Mapping[str, Any]], *, ax: 
 
 def plot_test_accuracy(summaries: Mapping[str, Mapping[str, Any]], *, ax: Axes | None = None,
                        synthetic: bool = False) -> Figure:
-    """Test accuracy without and with TTA per model, beside the test majority-class baseline."""
-    fig, ax = _axes_or_new(ax, 1.8 + 2.2 * len(summaries), 4)
+    """Test accuracy without and with each TTA (flip, ten views) per model, beside the majority-class baseline."""
+    fig, ax = _axes_or_new(ax, 1.8 + 2.6 * len(summaries), 4)
     models = list(summaries)
-    x = np.arange(len(models))
-    width = 0.38
-    plain = [summaries[m]["test"]["accuracy"] for m in models]
-    tta = [summaries[m]["test_tta"]["accuracy"] if "test_tta" in summaries[m] else np.nan for m in models]
-    bars = ax.bar(x - width / 2, plain, width, color="#4c72b0", label="test")
-    ax.bar_label(bars, fmt="%.3f", fontsize=8)
-    if not np.all(np.isnan(tta)):
-        bars = ax.bar(x + width / 2, tta, width, color="#55a868", label="test + flip TTA")
+    kinds = [(key, label, color) for key, label, color in
+             (("test", "test", "#4c72b0"), ("test_tta", "test + flip TTA", "#55a868"),
+              ("test_tta10", "test + ten-view TTA", "#c44e52")) if any(key in summaries[m] for m in models)]
+    width = 0.8 / len(kinds)
+    for index, (key, label, color) in enumerate(kinds):
+        values = [summaries[m][key]["accuracy"] if key in summaries[m] else np.nan for m in models]
+        bars = ax.bar(np.arange(len(models)) + (index - (len(kinds) - 1) / 2) * width, values, width, color=color,
+                      label=label)
         ax.bar_label(bars, fmt="%.3f", fontsize=8)
+    x = np.arange(len(models))
     baseline = summaries[models[0]]["test"]["majority_class_accuracy"] if models else None
     _baseline_line(ax, baseline)
     ax.set_xticks(x, models)

@@ -17,13 +17,13 @@ from fer_lib.analysis.results import RunResults
 from fer_lib.analysis.stats import SEED_METRICS, verdict
 from fer_lib.core.evaluate import ensemble_probabilities, evaluate_predictions
 
-SPLIT_KEYS: tuple[str, ...] = ("val", "test", "test_tta")
+SPLIT_KEYS: tuple[str, ...] = ("val", "test", "test_tta", "test_tta10")
 TIE = 0.005  # differences below this are called a tie
 EPOCH_LABEL = "epoch {}"
 
 
 def metrics_table(summary: Mapping[str, Any]) -> pd.DataFrame:
-    """One row per evaluated split (val, test, test_tta): accuracy beside the majority-class baseline, F1, warnings."""
+    """One row per evaluated split (val, test, test_tta, test_tta10): accuracy beside the majority-class baseline, F1, warnings."""
     rows = []
     for key in SPLIT_KEYS:
         if key not in summary:
@@ -51,6 +51,7 @@ def compare_table(summaries: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
         test = s["test"]
         row = {"model": model, "test_accuracy": test["accuracy"],
                "test_accuracy_tta": s["test_tta"]["accuracy"] if "test_tta" in s else math.nan,
+               "test_accuracy_tta10": s["test_tta10"]["accuracy"] if "test_tta10" in s else math.nan,
                "majority_baseline": test["majority_class_accuracy"], "test_macro_f1": test["macro_f1"],
                "val_accuracy": s["val"]["accuracy"] if "val" in s else math.nan,
                "epochs": s.get("epochs_run"), "best_epoch": s.get("best_epoch"),
@@ -133,10 +134,11 @@ def conclusions(summaries: Mapping[str, Mapping[str, Any]]) -> list[str]:
                          f"baseline {test['majority_class_accuracy']:.3f} (always '{test['majority_class']}') by "
                          f"{test['accuracy'] - test['majority_class_accuracy']:.3f}.")
     for model, s in summaries.items():
-        if "test_tta" in s:
-            gain = s["test_tta"]["accuracy"] - s["test"]["accuracy"]
-            lines.append(f"Horizontal-flip TTA changes {model}'s test accuracy by {gain:+.3f} "
-                         f"({s['test']['accuracy']:.3f} → {s['test_tta']['accuracy']:.3f}).")
+        for key, views in (("test_tta", "Horizontal-flip"), ("test_tta10", "Ten-view")):
+            if key in s:
+                gain = s[key]["accuracy"] - s["test"]["accuracy"]
+                lines.append(f"{views} TTA changes {model}'s test accuracy by {gain:+.3f} "
+                             f"({s['test']['accuracy']:.3f} → {s[key]['accuracy']:.3f}).")
     for model, s in summaries.items():
         f1 = {name: values["f1"] for name, values in s["test"]["per_class"].items() if values["support"] > 0}
         if f1:
@@ -181,7 +183,7 @@ def synthetic_notice_markdown(how: str, synthetic: bool) -> str:
 
 def ensemble_summary(results: RunResults, statistics: Mapping[str, Any], split: str = "test"
                      ) -> dict[str, Any] | None:
-    """Metrics of the averaged probabilities of the first seed's models on ``split`` (``test`` or ``test_tta``):
+    """Metrics of the averaged probabilities of the first seed's models on ``split`` (``test``, ``test_tta`` or ``test_tta10``):
     from the predictions, or (a copy of the run without them, as in results/) from its statistics. None when
     fewer than two models have predictions for that split."""
     predictions = results.first.predictions(split)

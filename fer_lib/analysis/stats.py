@@ -36,7 +36,7 @@ MIN_RESAMPLES = 1000
 BOOTSTRAP_BATCH = 250
 VERDICTS = ("supported", "not supported", "inconclusive")
 ENSEMBLE = "ensemble"
-STATISTICS_SPLITS: tuple[str, ...] = ("test", "test_tta")
+STATISTICS_SPLITS: tuple[str, ...] = ("test", "test_tta", "test_tta10")
 
 
 # --- input checks --------------------------------------------------------------------------------------------
@@ -298,6 +298,7 @@ def seed_statistics(results_of_seed: Any, *, resamples: int, seed: int) -> dict[
 
 SEED_METRICS: tuple[tuple[str, str, str], ...] = (("test_accuracy", "test", "accuracy"),
                                                    ("test_accuracy_tta", "test_tta", "accuracy"),
+                                                   ("test_accuracy_tta10", "test_tta10", "accuracy"),
                                                    ("macro_f1", "test", "macro_f1"))
 """The per-seed numbers summarised over seeds: (name, split of metrics.json, key)."""
 
@@ -314,6 +315,7 @@ def seed_values(results: RunResults, per_seed: Mapping[str, Mapping[str, Any]]) 
         if ensemble.get("test"):
             rows.append({"model": ENSEMBLE, "seed": seed, "test_accuracy": ensemble["test"]["accuracy"],
                          "test_accuracy_tta": (ensemble.get("test_tta") or {}).get("accuracy"),
+                         "test_accuracy_tta10": (ensemble.get("test_tta10") or {}).get("accuracy"),
                          "macro_f1": ensemble["test"]["macro_f1"]})
     return pd.DataFrame(rows, columns=["model", "seed", *(name for name, _, _ in SEED_METRICS)])
 

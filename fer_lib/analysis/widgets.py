@@ -317,7 +317,7 @@ class ConfusionInspector(_Quiet, widgets.VBox):
     def _images(self, rows: np.ndarray) -> np.ndarray:
         """Pixels of the given prediction rows, from the run's reloaded data set, matched by id (and label)."""
         dataset, _ = load_run_dataset(self.results)
-        data_split: Split = dataset.split(str(self.split).removesuffix("_tta"))
+        data_split: Split = dataset.split(str(self.split).split("_")[0])
         key = (int(self.seed), str(self.model), str(self.split))
         if key not in self._positions:  # align the whole split once: paging is then only indexing
             self._positions[key] = split_positions(self.predictions, data_split)

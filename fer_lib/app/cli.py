@@ -141,6 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--min-neighbors", metavar="N", type=int, default=None,
                          help="face detector's strictness (default 5): higher finds fewer false faces and misses "
                               "more real ones")
+    estimate = commands.add_parser(
+        "estimate", help="how long a params file's training takes on a benchmarked machine",
+        description="Per model: epochs x training images / the benchmark's training images/s (per seed), the "
+                    "evaluations at its inference images/s, and its compiles. Nothing is trained or loaded.",
+        epilog="example:\n  fer-study estimate --params params/strong.yaml "
+               "--bench benchmarks/results/2026-11-28-jax-NVIDIA-H200.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    estimate.add_argument("--params", metavar="FILE", action="extend", nargs="+", default=[], required=True)
+    estimate.add_argument("-p", "--param", metavar="KEY=VALUE", dest="overrides", action="append", default=[])
+    estimate.add_argument("--bench", metavar="JSON", type=Path, required=True,
+                          help="a benchmark record (benchmarks/results/*.json) of the machine to estimate for")
     return parser
 
 
@@ -160,6 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return command_sweep(args, argv=command_line)
         if args.command == "compare":
             return command_compare(args)
+        if args.command == "estimate":
+            return command_estimate(args)
         if args.command == "predict":
             return command_predict(args)
         return command_run(args, argv=command_line)
@@ -222,6 +235,18 @@ def command_compare(args: argparse.Namespace) -> int:
         figure = plots.plot_sweep(table, keys, synthetic=bool(table["data"].eq("SYNTHETIC").any()))
         plots.save_figure(figure, args.plot)
         print(f"plot: {args.plot}")
+    return EXIT_OK
+
+
+def command_estimate(args: argparse.Namespace) -> int:
+    from fer_lib.app import estimate
+    from fer_lib.app.params import ParamsError, resolve_params_files
+
+    try:
+        params = resolve_params_files(args.params, args.overrides)
+        print(estimate.format_estimate(estimate.estimate(params, estimate.read_bench(args.bench))))
+    except (ParamsError, estimate.EstimateError) as error:
+        raise UserError(str(error)) from None
     return EXIT_OK
 
 

@@ -18,8 +18,8 @@ from typing import Any
 import yaml
 
 from fer_lib.core.records import project_path
-from fer_lib.core.config import (MODEL_OPTIONS, PAPER_AUGMENTATION, AugmentConfig, DataConfig, ParamsError,
-                                 TrainConfig, model_options)
+from fer_lib.core.config import (MODEL_OPTIONS, PAPER_AUGMENTATION, AugmentConfig, DataConfig, EvalConfig,
+                                 ParamsError, TrainConfig, model_options)
 
 __all__ = ["STUDY_DEFAULTS", "ParamsError", "for_notebook", "load_params_file", "load_yaml", "parse_override",
            "resolve_params", "resolve_params_files", "seed_folder", "seed_list", "valid_names"]
@@ -30,7 +30,7 @@ STUDY_DEFAULTS: dict[str, Any] = {
     "models": ["basic_cnn", "resnet50v2"],
     "model_options": {},  # {model name: {option: value}}
     "augmentation": PAPER_AUGMENTATION.as_dict(),
-    "tta": True,  # also report test accuracy with horizontal-flip test-time augmentation
+    **EvalConfig().as_dict(),  # test-time averaging: flip (tta), ten views (tta_crop)
     "seeds": None,  # train every model once per seed (a list); null: once, with `seed`
     **TrainConfig().as_dict(),
 }
@@ -73,8 +73,6 @@ def _validate(params: dict[str, Any]) -> None:
 
     if not isinstance(params["name"], str) or not params["name"].strip():
         fail("name", "a non-empty string")
-    if not isinstance(params["tta"], bool):
-        fail("tta", "true or false")
     if isinstance(params["models"], str):
         params["models"] = [params["models"]]
     models = params["models"]
@@ -96,6 +94,7 @@ def _validate(params: dict[str, Any]) -> None:
     if params["seed"] not in seeds:  # `seeds` decides; `seed` is the one being trained (the first, unless set)
         params["seed"] = seeds[0]
     DataConfig.from_mapping(params)
+    EvalConfig.from_mapping(params, ignore_unknown=True)
     AugmentConfig.from_mapping(params["augmentation"])
     TrainConfig.from_mapping(params, ignore_unknown=True)
 

@@ -27,6 +27,7 @@ from typing import Any
 from fer_lib import __version__
 from fer_lib.app import runs
 from fer_lib.app.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, PROG, UserError, one_line
+from fer_lib.app.lock import lock_status
 from fer_lib.app.params import ParamsError, resolve_params, resolve_params_files, seed_folder, seed_list
 from fer_lib.app.provenance import (BackendUnavailable, device_info, distribution_plan, git_info, keras_backend,
                                     package_versions)
@@ -127,6 +128,7 @@ def run_context(plan: Mapping[str, Any]) -> dict[str, Any]:
         "device": device_info(),
         "distribution": plan.get("distribution"),  # as planned; train_config.json records what each model used
         "versions": package_versions(),
+        "lock": lock_status(),  # whether this environment has requirements/lock.txt's versions (None: no lock here)
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "git": git_info(plan["project_root"]),

@@ -6,20 +6,21 @@ the params become typed configs here, once.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from fer_lib.core import records
-from fer_lib.core.config import AugmentConfig, TrainConfig, model_options
+from fer_lib.core.config import AugmentConfig, EvalConfig, TrainConfig, model_options
 from fer_lib.core.data import FerDataset
 from fer_lib.core.evaluate import evaluate_model, evaluation_batch_size, save_predictions
 from fer_lib.core.train import device_count, distribution_scope, is_finished, load_finished, train_model
 
 
-def run_model(params: Mapping[str, Any], model_name: str, dataset: FerDataset, model_dir: str | Path,
-              ) -> dict[str, Any]:
-    """Train one model and evaluate it on val and test (and test with TTA); save metrics and predictions.
+def run_model(params: Mapping[str, Any], model_name: str, dataset: FerDataset, model_dir: str | Path, *,
+              extra_callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+    """Train one model and evaluate it on val and test (and test with flip and ten-view TTA); save metrics and
+    predictions.
 
     Returns the run's summary (also written to ``metrics.json`` in ``model_dir``). Model selection uses val only.
     """
@@ -29,7 +30,8 @@ def run_model(params: Mapping[str, Any], model_name: str, dataset: FerDataset, m
     else:
         result = train_model(dataset, model_name, TrainConfig.from_mapping(params, ignore_unknown=True), model_dir,
                              model_options=model_options(model_name, params["model_options"].get(model_name)),
-                             augmentation=AugmentConfig.from_mapping(params["augmentation"]))
+                             augmentation=AugmentConfig.from_mapping(params["augmentation"]),
+                             extra_callbacks=extra_callbacks)
     batch = evaluation_batch_size(params["batch_size"], dataset, devices=device_count(result.distribution))
     summary: dict[str, Any] = {
         "model": model_name,
@@ -44,13 +46,15 @@ def run_model(params: Mapping[str, Any], model_name: str, dataset: FerDataset, m
         "train_seconds": result.train_seconds,
         "resumed_from_epoch": result.resumed_from_epoch,
     }
-    for split_name, tta in (("val", False), ("test", False), ("test", True)):
-        if tta and not params["tta"]:
+    scoring = EvalConfig.from_mapping(params, ignore_unknown=True)
+    for key, split_name, tta, crop in (("val", "val", False, None), ("test", "test", False, None),
+                                       ("test_tta", "test", scoring.tta, None),
+                                       ("test_tta10", "test", scoring.tta_crop is not None, scoring.tta_crop)):
+        if split_name == "test" and key != "test" and not tta:
             continue
         split = dataset.split(split_name)
         with distribution_scope(result.distribution):  # validation's compiled predict function, on its devices
-            metrics, probabilities = evaluate_model(result.model, split, tta=tta, batch_size=batch)
-        key = f"{split_name}_tta" if tta else split_name
+            metrics, probabilities = evaluate_model(result.model, split, tta=tta, tta_crop=crop, batch_size=batch)
         summary[key] = metrics
         save_predictions(model_dir / records.predictions_file(key), split, probabilities)
     records.write_json(model_dir / records.METRICS_FILE, summary)

@@ -70,6 +70,8 @@ def results_rows(run_dir: str | Path) -> list[dict[str, Any]]:
                      "test_accuracy": value("test_accuracy", "mean"), "test_accuracy_std": value("test_accuracy", "std"),
                      "test_accuracy_tta": value("test_accuracy_tta", "mean"),
                      "test_accuracy_tta_std": value("test_accuracy_tta", "std"),
+                     "test_accuracy_tta10": value("test_accuracy_tta10", "mean"),
+                     "test_accuracy_tta10_std": value("test_accuracy_tta10", "std"),
                      "macro_f1": value("macro_f1", "mean"), "macro_f1_std": value("macro_f1", "std"),
                      "majority_baseline": baseline, "low": low, "high": high, "epochs": epochs,
                      "train_minutes": minutes, "collapsed": bool(collapsed) and all(collapsed)})
@@ -81,7 +83,8 @@ def headline_table(run_dir: str | Path) -> pd.DataFrame:
     interval (and with flip TTA), macro-F1, the majority-class baseline, collapsed or not, epochs, training minutes."""
     rows = results_rows(run_dir)
     columns = {"seeds": "seeds", "test_accuracy": "test accuracy", "test_accuracy_std": "± std", "low": "95% low",
-               "high": "95% high", "test_accuracy_tta": "with flip TTA", "macro_f1": "macro-F1",
+               "high": "95% high", "test_accuracy_tta": "with flip TTA",
+               "test_accuracy_tta10": "with ten-view TTA", "macro_f1": "macro-F1",
                "majority_baseline": "majority baseline", "collapsed": "collapsed", "epochs": "epochs",
                "train_minutes": "training minutes"}
     return pd.DataFrame(rows, columns=["model", *columns]).set_index("model").rename(columns=columns)
@@ -99,13 +102,14 @@ def results_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     def interval(row: Mapping[str, Any]) -> str:
         return f"{row['low']:.3f}–{row['high']:.3f}" if row.get("low") is not None else ""
 
-    header = ("| run | model | data | seeds | test acc | 95% interval | test acc (flip TTA) | macro-F1 | "
-              "majority baseline | epochs | train min | device | collapsed |")
-    lines = [header, "|" + "---|" * 13]
+    header = ("| run | model | data | seeds | test acc | 95% interval | test acc (flip TTA) | test acc (10-view TTA) | "
+              "macro-F1 | majority baseline | epochs | train min | device | collapsed |")
+    lines = [header, "|" + "---|" * 14]
     for row in rows:
         lines.append(
             f"| `{row['run']}` | {row['model']} | {row['data']} | {row.get('seeds', 1)} | "
             f"{spread(row, 'test_accuracy')} | {interval(row)} | {spread(row, 'test_accuracy_tta')} | "
+            f"{spread(row, 'test_accuracy_tta10')} | "
             f"{spread(row, 'macro_f1')} | {number(row['majority_baseline'])} | {row['epochs']} | "
             f"{number(row['train_minutes'], 1)} | {row['device']} | {'**yes**' if row['collapsed'] else 'no'} |")
     return "\n".join(lines)
@@ -153,5 +157,5 @@ def comparison_rows(run_dirs: Sequence[str | Path], keys: Sequence[str] | None =
             rows.append({**{key: flat.get(key) for key in keys},
                          **{(f"{name} (run)" if name in keys else name): value for name, value in row.items()}})
     columns = [*keys, "run", "model", "data", "seeds", "test_accuracy", "test_accuracy_std", "low", "high",
-               "test_accuracy_tta", "macro_f1", "majority_baseline", "collapsed"]
+               "test_accuracy_tta", "test_accuracy_tta10", "macro_f1", "majority_baseline", "collapsed"]
     return pd.DataFrame(rows).reindex(columns=columns)

@@ -3,13 +3,14 @@
 The paper uses Keras's ImageDataGenerator: rescale to [0, 1], random rotation, width/height shift (0.2), zoom, shear
 and horizontal flip. Keras 3's RandomRotation/Translation/Zoom/Shear layers set ``supports_jit = False``, which makes
 the whole model run eagerly on JAX (orders of magnitude slower), so all geometric changes here are drawn as one
-random affine matrix per image and applied with a single ``keras.ops.image.affine_transform`` call. The layer runs
-only when ``training=True``; at inference it is the identity.
+random affine matrix per image and applied with a single ``keras.ops.image.affine_transform`` call; a random
+resized crop (torchvision's RandomResizedCrop) is one more factor of that matrix. Random erasing is a second layer
+that fills a random rectangle through a mask (fixed shapes, no dynamic slicing). Both run only when
+``training=True``; at inference they are the identity.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any
 
@@ -24,18 +25,18 @@ from fer_lib.core.config import AugmentConfig, require_config
 class RandomAffine(keras.layers.Layer):
     """Random rotation, shift, zoom, shear and horizontal flip as one affine warp per image (XLA-friendly)."""
 
-    def __init__(self, rotation: float = 0.0, width_shift: float = 0.0, height_shift: float = 0.0,
-                 zoom: float = 0.0, shear: float = 0.0, horizontal_flip: bool = False, fill_mode: str = "nearest",
-                 seed: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, seed: int | None = None, **kwargs: Any) -> None:
+        options = {key: kwargs.pop(key) for key in AugmentConfig.names() if key in kwargs}
         kwargs.setdefault("dtype", "float32")  # the warp runs in float32 even under a bf16 policy
         super().__init__(**kwargs)
-        self.config = AugmentConfig(rotation=rotation, width_shift=width_shift, height_shift=height_shift, zoom=zoom,
-                                    shear=shear, horizontal_flip=horizontal_flip, fill_mode=fill_mode)
+        self.config = AugmentConfig(**options)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, images: Any, training: bool | None = None) -> Any:
-        if not training or self.config.is_identity:
+        config = self.config
+        if not training or not (config.rotation or config.width_shift or config.height_shift or config.zoom
+                                or config.shear or config.horizontal_flip or config.crops):
             return images
         batch = ops.shape(images)[0]
         height, width = images.shape[1], images.shape[2]
@@ -68,16 +69,93 @@ class RandomAffine(keras.layers.Layer):
         a10 = sin * zoom_x * flip
         a11 = (-sin * ops.sin(shear) + cos * ops.cos(shear)) * zoom_y
         center_x, center_y = (width - 1) / 2.0, (height - 1) / 2.0
-        a02 = center_x - a00 * center_x - a01 * center_y - shift_x
-        a12 = center_y - a10 * center_x - a11 * center_y - shift_y
+        crop_x, crop_y, crop_w, crop_h = self._random_crops(batch, width, height)
+        # The crop is applied to the warped image: input = crop_centre + S_crop (A (output - centre) - shift), with
+        # S_crop = diag(crop_w / width, crop_h / height) (no crop: S_crop = 1, crop_centre = centre).
+        a00, a01, a10, a11 = a00 * crop_w, a01 * crop_w, a10 * crop_h, a11 * crop_h
+        a02 = crop_x - a00 * center_x - a01 * center_y - crop_w * shift_x
+        a12 = crop_y - a10 * center_x - a11 * center_y - crop_h * shift_y
         zeros = ops.zeros_like(theta)
         return ops.stack([a00, a01, a02, a10, a11, a12, zeros, zeros], axis=1)
+
+    def _random_crops(self, batch: Any, width: int, height: int) -> tuple[Any, Any, Any, Any]:
+        """Per image: the crop's centre (pixels) and its size as a share of the width and height.
+
+        As torchvision's RandomResizedCrop: the area share s ~ U(crop_scale), the aspect ratio r (width / height)
+        log-uniform in crop_aspect, the crop's width sqrt(s r) and height sqrt(s / r) (of the image's), placed
+        uniformly inside the image. Where torchvision redraws a crop that does not fit (10 tries), r is clipped to
+        [s, 1 / s] here, so every crop fits and keeps the drawn area.
+        """
+        config = self.config
+        center_x, center_y = (width - 1) / 2.0, (height - 1) / 2.0
+        if not config.crops:
+            ones = ops.ones((batch,), dtype="float32")
+            return ones * center_x, ones * center_y, ones, ones
+
+        def uniform(low: float, high: float) -> Any:
+            return keras.random.uniform((batch,), low, high, seed=self.seed_generator, dtype="float32")
+
+        share = uniform(*config.crop_scale)
+        log_low, log_high = math.log(config.crop_aspect[0]), math.log(config.crop_aspect[1])
+        ratio = ops.clip(ops.exp(uniform(log_low, log_high)), share, 1.0 / share)
+        crop_w, crop_h = ops.sqrt(share * ratio), ops.sqrt(share / ratio)
+        crop_x = center_x + (uniform(-0.5, 0.5) * (1.0 - crop_w)) * width
+        crop_y = center_y + (uniform(-0.5, 0.5) * (1.0 - crop_h)) * height
+        return crop_x, crop_y, crop_w, crop_h
 
     def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
         return input_shape
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), **dataclasses.asdict(self.config), "seed": self.seed}
+        return {**super().get_config(), **self.config.as_dict(), "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="fer_lib")
+class RandomErasing(keras.layers.Layer):
+    """Random erasing (Zhong et al. 2020) as torchvision's RandomErasing draws it, on [0, 1] images.
+
+    With probability ``erasing`` per image, a rectangle of area share a ~ U(erasing_area) and aspect ratio r (height /
+    width, torchvision's) log-uniform in erasing_aspect, clipped to [a, 1 / a] so it fits (torchvision redraws up to
+    10 times instead), is placed uniformly inside the image and filled with ``erasing_value`` / 255 or uniform noise.
+    """
+
+    def __init__(self, seed: int | None = None, **kwargs: Any) -> None:
+        options = {key: kwargs.pop(key) for key in AugmentConfig.names() if key in kwargs}
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.config = AugmentConfig(**options)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(None if seed is None else seed + 1)
+
+    def call(self, images: Any, training: bool | None = None) -> Any:
+        config = self.config
+        if not training or not config.erasing:
+            return images
+        batch, height, width = ops.shape(images)[0], images.shape[1], images.shape[2]
+
+        def uniform(low: float, high: float) -> Any:
+            return keras.random.uniform((batch, 1, 1, 1), low, high, seed=self.seed_generator, dtype="float32")
+
+        share = uniform(*config.erasing_area)
+        log_low, log_high = (math.log(v) for v in config.erasing_aspect)
+        ratio = ops.clip(ops.exp(uniform(log_low, log_high)), share, 1.0 / share)
+        box_h, box_w = ops.sqrt(share * ratio) * height, ops.sqrt(share / ratio) * width
+        top, left = uniform(0.0, 1.0) * (height - box_h), uniform(0.0, 1.0) * (width - box_w)
+        rows = ops.reshape(ops.arange(height, dtype="float32"), (1, height, 1, 1)) + 0.5
+        cols = ops.reshape(ops.arange(width, dtype="float32"), (1, 1, width, 1)) + 0.5
+        inside = (rows >= top) & (rows < top + box_h) & (cols >= left) & (cols < left + box_w)
+        chosen = uniform(0.0, 1.0) < config.erasing
+        if config.erasing_value == "random":
+            fill = keras.random.uniform(ops.shape(images), 0.0, 1.0, seed=self.seed_generator, dtype="float32")
+        else:
+            fill = ops.full_like(images, config.erasing_value / 255.0)
+        return ops.where(inside & chosen, fill, images)
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), **self.config.as_dict(), "seed": self.seed}
 
 
 def build_augmentation(config: AugmentConfig | None = None, *, seed: int | None = None,
@@ -90,9 +168,11 @@ def build_augmentation(config: AugmentConfig | None = None, *, seed: int | None 
     require_config(config, AugmentConfig, "build_augmentation's config", optional=True)
     if config is None:
         config = AugmentConfig()
+    options = config.as_dict()
     return keras.Sequential(
         [keras.layers.Rescaling(1.0 / 255.0, dtype="float32", name="rescale"),
-         RandomAffine(**dataclasses.asdict(config), seed=seed, name="random_affine")],
+         RandomAffine(**options, seed=seed, name="random_affine"),
+         RandomErasing(**options, seed=seed, name="random_erasing")],
         name=name,
     )
 

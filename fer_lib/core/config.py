@@ -51,6 +51,7 @@ def number(low: float, high: float = math.inf, *, open_low: bool = False, open_h
                 or (value >= high if open_high else value > high):
             raise _Invalid(expected)
         return float(value)
+    check.__doc__ = expected[2:]  # "number in [0, 1]": what interval() says of its ends
     return check
 
 
@@ -107,6 +108,23 @@ def numbers(count: int | None = None, *, positive: bool = False, integers: bool 
                            for v in value):
             raise _Invalid(expected)
         return tuple(value)
+    return check
+
+
+def interval(low: float, high: float = math.inf, *, open_low: bool = True, open_high: bool = False) -> Rule:
+    """A range ``[lo, hi]`` (as a tuple) with ``lo <= hi``, both in the given bounds."""
+    bound = number(low, high, open_low=open_low, open_high=open_high)
+    expected = f"a list [low, high] with low <= high, both {bound.__doc__}"
+
+    def check(value: Any) -> tuple[float, float]:
+        try:
+            lo, hi = numbers(2)(value)
+            lo, hi = bound(lo), bound(hi)
+        except (_Invalid, ValueError):
+            raise _Invalid(expected) from None
+        if lo > hi:
+            raise _Invalid(expected)
+        return lo, hi
     return check
 
 
@@ -216,6 +234,13 @@ class DataConfig(Config):
 FILL_MODES = ("nearest", "reflect", "constant", "wrap")
 
 
+def _erasing_value(value: Any) -> float:
+    try:
+        return number(0.0, 255.0)(value)
+    except _Invalid:
+        raise _Invalid("a pixel value in [0, 255] or 'random'") from None
+
+
 @dataclasses.dataclass(frozen=True)
 class AugmentConfig(Config):
     """Augmentation ranges, in the units of ImageDataGenerator (degrees, fractions of the image size)."""
@@ -228,11 +253,30 @@ class AugmentConfig(Config):
     shear: float = spec(0.0, number(0.0, 90.0, open_high=True))  # maximum shear angle, degrees
     horizontal_flip: bool = spec(False, boolean)
     fill_mode: str = spec("nearest", choice(*FILL_MODES))
+    # A random resized crop, as torchvision's RandomResizedCrop draws it: a crop of this share of the image's area
+    # and this aspect ratio (width / height), at a random place, resized to the image. [1, 1]: none.
+    crop_scale: tuple[float, float] = spec((1.0, 1.0), interval(0.0, 1.0))
+    crop_aspect: tuple[float, float] = spec((1.0, 1.0), interval(0.0))
+    # Random erasing (Zhong et al. 2020, torchvision's RandomErasing): with this probability a rectangle of this share
+    # of the area and aspect ratio is filled with erasing_value (a pixel value 0-255, or 'random': noise).
+    erasing: float = spec(0.0, number(0.0, 1.0))
+    erasing_area: tuple[float, float] = spec((0.02, 0.33), interval(0.0, 1.0, open_high=True))
+    erasing_aspect: tuple[float, float] = spec((0.3, 3.3), interval(0.0))
+    erasing_value: float | str = spec(0.0, lambda value: value if value == "random" else _erasing_value(value))
+
+    def check(self) -> None:
+        if self.crop_aspect != (1.0, 1.0) and not self.crops:
+            self.fail("parameter augmentation.crop_aspect needs augmentation.crop_scale below [1, 1]: a crop of the "
+                      "whole image has the image's aspect ratio")
+
+    @property
+    def crops(self) -> bool:
+        return self.crop_scale != (1.0, 1.0)
 
     @property
     def is_identity(self) -> bool:
         return not (self.rotation or self.width_shift or self.height_shift or self.zoom or self.shear
-                    or self.horizontal_flip)
+                    or self.horizontal_flip or self.crops or self.erasing)
 
 
 PAPER_AUGMENTATION = AugmentConfig(rotation=10.0, width_shift=0.2, height_shift=0.2, zoom=0.2, shear=10.0,
@@ -293,7 +337,17 @@ class TrainConfig(Config):
     momentum: float = spec(0.9, fraction())  # sgd
     lr_schedule: str = spec("constant", choice(*LR_SCHEDULES))
     warmup_epochs: float = spec(0.0, number(0.0))
-    reduce_lr_on_plateau: bool = spec(False, boolean)
+    reduce_lr_on_plateau: bool = spec(False, boolean)  # multiply the rate by plateau_factor when `monitor` has not
+    plateau_factor: float = spec(0.5, number(0.0, 1.0, open_low=True, open_high=True))  # improved for
+    plateau_patience: int = spec(3, integer(1))  # plateau_patience epochs (Keras's ReduceLROnPlateau)
+    clip_norm: float | None = spec(None, optional(number(0.0, open_low=True)))  # clip the gradients' global norm
+    decay_kernels_only: bool = spec(False, boolean)  # weight decay on kernels only, not on biases and BatchNorm
+    ema: bool = spec(False, boolean)  # validate, select and save an exponential moving average of the weights
+    ema_momentum: float = spec(0.999, fraction())  # ... ema_w = m * ema_w + (1 - m) * w after every step
+    mixup_alpha: float = spec(0.0, number(0.0))  # mixup (Zhang et al. 2018): Beta(alpha, alpha) mixing; 0: off
+    cutmix_alpha: float = spec(0.0, number(0.0))  # cutmix (Yun et al. 2019): a pasted box of Beta(alpha, alpha); 0: off
+    mix_probability: float = spec(1.0, number(0.0, 1.0))  # share of batches mixed (with both on: half by each)
+    bn_momentum: float | None = spec(None, optional(fraction()))  # every BatchNorm of the model; null: the model's own
     label_smoothing: float = spec(0.0, fraction())
     class_weights: str | tuple[float, ...] | None = spec(None, _class_weights)
     early_stopping_patience: int | None = spec(None, optional(integer(1)))
@@ -310,6 +364,9 @@ class TrainConfig(Config):
         if self.reduce_lr_on_plateau and self.lr_schedule != "constant":
             self.fail(f"parameter reduce_lr_on_plateau needs lr_schedule 'constant' (it changes the learning rate "
                       f"itself), got lr_schedule {self.lr_schedule!r}")
+        if (self.mixup_alpha or self.cutmix_alpha) and self.class_weights is not None:
+            self.fail("parameter class_weights must be null with mixup_alpha or cutmix_alpha (a mixed image has two "
+                      "classes)")
         if self.warmup_epochs >= self.epochs:
             self.fail(f"parameter warmup_epochs must be below epochs ({self.epochs}), got {self.warmup_epochs}")
 
@@ -354,6 +411,16 @@ class TrainConfig(Config):
                       f"{self.batch_size}; use e.g. -p batch_size={max(1, min(n_train, 64))}")
 
 
+@dataclasses.dataclass(frozen=True)
+class EvalConfig(Config):
+    """How the test split is scored besides the plain images: test-time averaging of the probabilities."""
+
+    tta: bool = spec(True, boolean)  # also the mean over each image and its mirror (test_tta)
+    # also the mean over ten views (test_tta10): the four corner crops and the centre crop of tta_crop pixels, each
+    # resized to 48x48, and their mirrors (torchvision's TenCrop, as in Khaireddin & Chen 2021); null: not
+    tta_crop: int | None = spec(None, optional(integer(24, 47)))
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # The models' options (fer_lib.core.models builds each from its own)
 # --------------------------------------------------------------------------------------------------------------------
@@ -364,8 +431,9 @@ MAX_CNN_BLOCKS = 5  # each block halves the image: five take 48 pixels to 1
 @dataclasses.dataclass(frozen=True)
 class BasicCnnOptions(Config):
     """The paper's basic CNN (Fig. 1a): one block of ``convs_per_block`` conv-BN-ReLU and a max-pool per filter
-    width, then dense ReLU layers. ``bn_momentum`` 0.9 (Keras's default is 0.99) lets BatchNorm's statistics settle
-    within the few hundred steps of a short run; with 0.99 a 3-epoch model evaluates at chance."""
+    width, then dense ReLU layers. Its BatchNorm momentum is 0.9 unless the study parameter ``bn_momentum`` sets one
+    for both models (Keras's default, 0.99, leaves a 3-epoch model's statistics near their start: it evaluates at
+    chance)."""
 
     section: ClassVar[str] = "model_options.basic_cnn."
     filters: tuple[int, ...] = spec((64, 128, 256, 512), numbers(positive=True, integers=True,
@@ -376,7 +444,6 @@ class BasicCnnOptions(Config):
     dense_units: tuple[int, ...] = spec((512,), numbers(positive=True, integers=True))
     dense_dropout: float = spec(0.5, fraction())
     l2: float = spec(0.0, number(0.0))
-    bn_momentum: float = spec(0.9, fraction())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -389,7 +456,6 @@ class ResNet50V2Options(Config):
     weights: str | None = spec(None, choice(None, "imagenet"))
     weights_path: str | None = spec(None, optional(text))
     dropout: float = spec(0.0, fraction())
-    bn_momentum: float | None = spec(None, optional(fraction()))  # None: keras.applications' 0.99
 
     def check(self) -> None:
         if self.weights == "imagenet" and not self.weights_path:

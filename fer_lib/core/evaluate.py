@@ -44,28 +44,50 @@ def batch_holding(n: int) -> int:
     return min(MAX_EVALUATION_BATCH, 1 << max(0, n - 1).bit_length())
 
 
-def predict_proba(model: keras.Model, images: np.ndarray, *, tta: bool = False, batch_size: int = 256) -> np.ndarray:
-    """Class probabilities (n, 7); with ``tta`` the average over the image and its horizontal mirror.
+def tta_views(images: np.ndarray, crop: int | None = None) -> list[np.ndarray]:
+    """The views test-time averaging averages: the images and their mirrors; with ``crop``, ten views instead: the
+    four corner crops and the centre crop of ``crop`` x ``crop`` pixels, each resized back to the full size
+    (bilinear, rounded to grey levels), and their mirrors (torchvision's TenCrop, resized for our 48x48 models)."""
+    images = np.asarray(images)
+    if crop is None:
+        return [images, np.ascontiguousarray(images[:, :, ::-1])]
+    from keras import ops  # only for the resize (any backend)
+
+    height, width = images.shape[1:3]
+    if not 0 < crop < min(height, width):
+        raise ValueError(f"tta crop must be between 1 and {min(height, width) - 1} pixels, got {crop}")
+    corners = [(0, 0), (0, width - crop), (height - crop, 0), (height - crop, width - crop),
+               ((height - crop) // 2, (width - crop) // 2)]
+    views = []
+    for top, left in corners:
+        part = images[:, top:top + crop, left:left + crop].astype("float32")
+        resized = ops.convert_to_numpy(ops.image.resize(part, (height, width), interpolation="bilinear"))
+        views.append(np.clip(np.rint(resized), 0, 255).astype(images.dtype))
+    return views + [np.ascontiguousarray(view[:, :, ::-1]) for view in views]
+
+
+def predict_proba(model: keras.Model, images: np.ndarray, *, tta: bool = False, tta_crop: int | None = None,
+                  batch_size: int = 256) -> np.ndarray:
+    """Class probabilities (n, 7); with ``tta`` the average over the views of :func:`tta_views` (the image and its
+    mirror, or the ten views of ``tta_crop``).
 
     The images are padded to a whole number of batches (the padding's predictions are dropped), so every batch has
-    one shape and XLA compiles the predict function once for any ``n``.
+    one shape and XLA compiles the predict function once for any ``n`` (and any view).
     """
     images = np.asarray(images)
     n = images.shape[0]
-    padded = np.concatenate([images, np.zeros((-n % batch_size, *images.shape[1:]), dtype=images.dtype)])
     part, parts = process_share()
 
-    def predict(batch_images: np.ndarray) -> np.ndarray:
+    def predict(view: np.ndarray) -> np.ndarray:
+        padded = np.concatenate([view, np.zeros((-n % batch_size, *view.shape[1:]), dtype=view.dtype)])
         if parts > 1:  # this process feeds its share of every batch; Keras returns every process's predictions
-            batch_images = batch_images.reshape(-1, parts, batch_size // parts, *images.shape[1:])[:, part]
-            batch_images = batch_images.reshape(-1, *images.shape[1:])
-        return np.asarray(model.predict(batch_images, batch_size=batch_size // parts, verbose=0),
-                          dtype=np.float64)[:n]
+            padded = padded.reshape(-1, parts, batch_size // parts, *view.shape[1:])[:, part]
+            padded = padded.reshape(-1, *view.shape[1:])
+        return np.asarray(model.predict(padded, batch_size=batch_size // parts, verbose=0), dtype=np.float64)[:n]
 
-    probabilities = predict(padded)
-    if tta:
-        probabilities = (probabilities + predict(np.ascontiguousarray(padded[:, :, ::-1]))) / 2.0
-    return probabilities
+    if not tta:
+        return predict(images)
+    return np.mean([predict(view) for view in tta_views(images, tta_crop)], axis=0)
 
 
 def process_share() -> tuple[int, int]:
@@ -153,13 +175,15 @@ def collapse_warning(metrics: Mapping[str, Any]) -> str | None:
     return None
 
 
-def evaluate_model(model: keras.Model, split: Split, *, tta: bool = False,
+def evaluate_model(model: keras.Model, split: Split, *, tta: bool = False, tta_crop: int | None = None,
                    batch_size: int = 256) -> tuple[dict[str, Any], np.ndarray]:
-    """Predict on a split; return its metrics (naming the split and whether TTA was used) and the probabilities."""
+    """Predict on a split; return its metrics (naming the split and the views averaged) and the probabilities."""
     if len(split) == 0:
         raise ValueError(f"cannot evaluate on the empty split {split.name!r}")
-    probabilities = predict_proba(model, split.images, tta=tta, batch_size=batch_size)
-    return {"split": split.name, "tta": tta, **evaluate_predictions(split.labels, probabilities)}, probabilities
+    probabilities = predict_proba(model, split.images, tta=tta, tta_crop=tta_crop, batch_size=batch_size)
+    views = 1 if not tta else (2 if tta_crop is None else 10)
+    return ({"split": split.name, "tta": tta, "views": views, "tta_crop": tta_crop,
+             **evaluate_predictions(split.labels, probabilities)}, probabilities)
 
 
 def save_predictions(path: str | Path, split: Split, probabilities: np.ndarray) -> Path:

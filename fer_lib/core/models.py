@@ -38,28 +38,32 @@ def _dtype_policy(mixed_precision: bool) -> Iterator[None]:
         keras.config.set_dtype_policy(previous)
 
 
-def basic_cnn(inputs: Any, options: BasicCnnOptions) -> Any:
+CNN_BN_MOMENTUM = 0.9  # basic_cnn's BatchNorm momentum unless bn_momentum says otherwise (BasicCnnOptions says why)
+
+
+def basic_cnn(inputs: Any, options: BasicCnnOptions, bn_momentum: float | None = None) -> Any:
     """The paper's basic CNN body: one block per entry of ``filters``, then dense ReLU layers; returns features."""
+    momentum = CNN_BN_MOMENTUM if bn_momentum is None else bn_momentum
     regularizer = keras.regularizers.L2(options.l2) if options.l2 else None
     x = inputs
     for block, width in enumerate(options.filters, start=1):
         for conv in range(1, options.convs_per_block + 1):
             x = keras.layers.Conv2D(width, options.kernel_size, padding="same", use_bias=False,
                                     kernel_regularizer=regularizer, name=f"block{block}_conv{conv}")(x)
-            x = keras.layers.BatchNormalization(momentum=options.bn_momentum, name=f"block{block}_bn{conv}")(x)
+            x = keras.layers.BatchNormalization(momentum=momentum, name=f"block{block}_bn{conv}")(x)
             x = keras.layers.Activation("relu", name=f"block{block}_relu{conv}")(x)
         x = keras.layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
         x = keras.layers.Dropout(options.dropout, name=f"block{block}_dropout")(x)
     x = keras.layers.Flatten(name="flatten")(x)
     for index, units in enumerate(options.dense_units, start=1):
         x = keras.layers.Dense(units, use_bias=False, kernel_regularizer=regularizer, name=f"dense{index}")(x)
-        x = keras.layers.BatchNormalization(momentum=options.bn_momentum, name=f"dense{index}_bn")(x)
+        x = keras.layers.BatchNormalization(momentum=momentum, name=f"dense{index}_bn")(x)
         x = keras.layers.Activation("relu", name=f"dense{index}_relu")(x)
         x = keras.layers.Dropout(options.dense_dropout, name=f"dense{index}_dropout")(x)
     return x
 
 
-def resnet50v2(inputs: Any, options: ResNet50V2Options) -> Any:
+def resnet50v2(inputs: Any, options: ResNet50V2Options, bn_momentum: float | None = None) -> Any:
     """ResNet50V2 from keras.applications on (optionally upsampled) input; returns pooled features.
 
     With ImageNet weights the grayscale input is replicated to 3 channels and scaled to [-1, 1] as ResNet50V2 expects.
@@ -76,27 +80,27 @@ def resnet50v2(inputs: Any, options: ResNet50V2Options) -> Any:
     backbone = keras.applications.ResNet50V2(include_top=False, weights=options.weights_path if options.weights
                                              else None, input_shape=(options.input_size, options.input_size,
                                                                      channels), pooling="avg")
-    if options.bn_momentum is not None:
+    if bn_momentum is not None:  # None: keras.applications' 0.99
         for layer in backbone.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
-                layer.momentum = options.bn_momentum
+                layer.momentum = bn_momentum
     x = backbone(x)
     if options.dropout:
         x = keras.layers.Dropout(options.dropout, name="head_dropout")(x)
     return x
 
 
-BUILDERS: dict[str, Callable[[Any, Any], Any]] = {"basic_cnn": basic_cnn, "resnet50v2": resnet50v2}
+BUILDERS: dict[str, Callable[..., Any]] = {"basic_cnn": basic_cnn, "resnet50v2": resnet50v2}
 """One builder per model of fer_lib.core.config.MODEL_OPTIONS (a test checks that the two agree)."""
 
 
 def build_model(name: str, options: Config | None = None, *, augmentation: AugmentConfig | None = None,
-                mixed_precision: bool = False, seed: int | None = None, num_classes: int = NUM_CLASSES
-                ) -> keras.Model:
+                mixed_precision: bool = False, seed: int | None = None, bn_momentum: float | None = None,
+                num_classes: int = NUM_CLASSES) -> keras.Model:
     """Build a registered model on 48x48x1 raw pixels, with the augmentation stage first and a float32 softmax.
 
     ``options`` are the model's typed options (None: its defaults, e.g. ``BasicCnnOptions()``); ``augmentation`` an
-    :class:`AugmentConfig` (None: only the rescaling).
+    :class:`AugmentConfig` (None: only the rescaling); ``bn_momentum`` every BatchNorm's (None: the model's own).
     """
     options = model_options(name) if options is None else options
     require_config(options, MODEL_OPTIONS[name], f"build_model's options for {name}")
@@ -106,6 +110,6 @@ def build_model(name: str, options: Config | None = None, *, augmentation: Augme
     with _dtype_policy(mixed_precision):
         inputs = keras.Input(INPUT_SHAPE, name="pixels")
         x = build_augmentation(augmentation, seed=seed)(inputs)
-        features = BUILDERS[name](x, options)
+        features = BUILDERS[name](x, options, bn_momentum)
         outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(features)
     return keras.Model(inputs, outputs, name=name)

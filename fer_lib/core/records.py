@@ -36,7 +36,7 @@ BEST_MODEL_FILE = "best.keras"  # the best epoch's model without optimizer state
 TRAINING_FILE = "training.json"  # when training ends: best epoch and value, monitor, seconds, resumed from
 TRAIN_CONFIG_FILE = "train_config.json"
 METRICS_FILE = "metrics.json"  # after evaluation (fer_lib.app.study.run_model)
-PREDICTION_SPLITS: tuple[str, ...] = ("val", "test", "test_tta")
+PREDICTION_SPLITS: tuple[str, ...] = ("val", "test", "test_tta", "test_tta10")  # test_tta10: ten views
 
 
 def predictions_file(split: str) -> str:

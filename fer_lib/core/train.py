@@ -1,9 +1,10 @@
 """Train a registered model on a loaded data set from a :class:`TrainConfig`, resumably, with its records on disk.
 
-One call, :func:`train_model`, covers what the study needs: optimizer, learning-rate schedule, epochs, batch size,
-label smoothing, class weights and seed from the config; history to CSV, the best weights on a validation metric,
-early stopping and optional ReduceLROnPlateau as callbacks. A killed run resumes from its last backup when called
-again with the same ``out_dir``.
+One call, :func:`train_model`, covers what the study needs: optimizer (with gradient-norm clipping, weight decay on
+kernels only, an exponential moving average of the weights), learning-rate schedule or ReduceLROnPlateau, epochs,
+batch size, label smoothing, mixup/cutmix, class weights and seed from the config; history to CSV, the best weights
+on a validation metric and early stopping as callbacks. A killed run resumes from its last backup when called again
+with the same ``out_dir``.
 
 The loop is built to keep an accelerator busy (it is the one training program of the study: the benchmark times it
 too):
@@ -103,12 +104,18 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizer
         boundaries = [max(1, total_steps // 2), max(2, (3 * total_steps) // 4)]
         learning_rate = keras.optimizers.schedules.PiecewiseConstantDecay(
             boundaries, [config.learning_rate, config.learning_rate / 10, config.learning_rate / 100])
+    common = {"global_clipnorm": config.clip_norm, "use_ema": config.ema, "ema_momentum": config.ema_momentum}
     if config.optimizer == "adam":
-        return keras.optimizers.Adam(learning_rate)
+        return keras.optimizers.Adam(learning_rate, **common)
     if config.optimizer == "adamw":
-        return keras.optimizers.AdamW(learning_rate, weight_decay=config.weight_decay)
+        return keras.optimizers.AdamW(learning_rate, weight_decay=config.weight_decay, **common)
     return keras.optimizers.SGD(learning_rate, momentum=config.momentum, nesterov=True,
-                                weight_decay=config.weight_decay or None)
+                                weight_decay=config.weight_decay or None, **common)
+
+
+def kernels_only(optimizer: keras.optimizers.Optimizer, model: keras.Model) -> None:
+    """Weight decay on kernels only: biases and BatchNorm's scale and offset (the 1-D variables) are left out."""
+    optimizer.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables if len(v.shape) < 2])
 
 
 def one_hot(labels: np.ndarray) -> np.ndarray:
@@ -183,18 +190,22 @@ def distribution_record(distribution: keras.distribution.Distribution | None, co
 
 
 class TrainBatches(keras.utils.PyDataset):
-    """The training split as full batches: a fresh shuffle per epoch, seeded by (seed, epoch), remainder left out.
+    """The training split as full batches: a fresh shuffle per epoch, seeded by (seed, epoch), remainder left out;
+    with mixup or cutmix, each batch mixed with a seeded permutation of itself and its targets mixed alike.
 
     Every batch has the same shape, so XLA compiles the train step once (a ragged last batch compiles it a second
-    time). Which images sit out an epoch changes with the shuffle; seeding by epoch makes a resumed run draw the
-    same batches as an uninterrupted one. Fit it with ``shuffle=False`` (:func:`fit_inputs` does): Keras would
-    otherwise shuffle the batch order once more, with Python's global random state. ``share`` (process index,
-    processes) makes it yield only this process's consecutive share of every global batch of ``batch_size``: the
-    processes of a multi-machine run together train on the very batches one process would.
+    time). Which images sit out an epoch changes with the shuffle; seeding by epoch (and batch, for the mixing) makes
+    a resumed run draw the same batches as an uninterrupted one. Fit it with ``shuffle=False`` (:func:`fit_inputs`
+    does): Keras would otherwise shuffle the batch order once more, with Python's global random state. The mixing
+    runs on the host, on raw pixels, before the model's own augmentation: no step of the model changes. ``share``
+    (process index, processes) makes it yield only this process's consecutive share of every global batch of
+    ``batch_size`` (cut after the mixing): the processes of a multi-machine run together train on the very batches
+    one process would.
     """
 
     def __init__(self, split: Split, batch_size: int, *, seed: int, first_epoch: int = 0,
-                 class_weights: np.ndarray | None = None, share: tuple[int, int] = (0, 1)) -> None:
+                 class_weights: np.ndarray | None = None, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
+                 mix_probability: float = 1.0, share: tuple[int, int] = (0, 1)) -> None:
         super().__init__()
         self.share = share
         self.images = split.images
@@ -202,6 +213,8 @@ class TrainBatches(keras.utils.PyDataset):
         self.sample_weights = None if class_weights is None else class_weights[split.labels].astype("float32")
         self.batch_size = batch_size
         self.seed = seed
+        self.mixing = [(name, alpha) for name, alpha in (("mixup", mixup_alpha), ("cutmix", cutmix_alpha)) if alpha]
+        self.mix_probability = mix_probability
         self.epoch = first_epoch
         self._order = self._permutation(first_epoch)
         self._in_epoch = False
@@ -213,12 +226,20 @@ class TrainBatches(keras.utils.PyDataset):
         return steps_per_epoch(len(self.targets), self.batch_size)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, ...]:
-        rows = self._order[index * self.batch_size:(index + 1) * self.batch_size]
-        part, parts = self.share
-        rows = rows[part * len(rows) // parts:(part + 1) * len(rows) // parts]
-        if self.sample_weights is None:
-            return self.images[rows], self.targets[rows]
-        return self.images[rows], self.targets[rows], self.sample_weights[rows]
+        part, parts = self.share  # this process's share of the global batch, cut after the mixing
+        return tuple(array[part * len(array) // parts:(part + 1) * len(array) // parts]
+                     for array in self.batch(self.epoch, index, self._order))
+
+    def batch(self, epoch: int, index: int, order: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Batch ``index`` of ``epoch`` (whose shuffle is ``order``): (images, targets[, weights])."""
+        rows = order[index * self.batch_size:(index + 1) * self.batch_size]
+        arrays = [self.images[rows], self.targets[rows]]
+        if self.sample_weights is not None:
+            arrays.append(self.sample_weights[rows])
+        if self.mixing:
+            arrays[:2] = mix_batch(*arrays[:2], np.random.default_rng([self.seed, epoch, index, 1]), self.mixing,
+                                   self.mix_probability)
+        return tuple(arrays)
 
     def on_epoch_begin(self) -> None:
         self._in_epoch = True
@@ -241,11 +262,39 @@ class TrainBatches(keras.utils.PyDataset):
         around each epoch), so ``fit`` fed these arrays unshuffled with ``steps_per_epoch=len(self)`` trains on the
         same batches in the same order.
         """
-        take = len(self) * self.batch_size
-        rows = np.concatenate([self._permutation(epoch)[:take] for epoch in range(self.epoch, epochs)]
-                              or [np.zeros(0, dtype=np.int64)])
-        arrays = (self.images[rows], self.targets[rows])
-        return arrays if self.sample_weights is None else (*arrays, self.sample_weights[rows])
+        batches = [self.batch(epoch, index, self._permutation(epoch))
+                   for epoch in range(self.epoch, epochs) for index in range(len(self))]
+        if not batches:
+            return tuple(np.zeros((0, *a.shape[1:]), a.dtype) for a in self.batch(self.epoch, 0, self._order))
+        return tuple(np.concatenate(parts) for parts in zip(*batches))
+
+
+def mix_batch(images: np.ndarray, targets: np.ndarray, rng: np.random.Generator,
+              mixing: Sequence[tuple[str, float]], probability: float) -> tuple[np.ndarray, np.ndarray]:
+    """Mixup or cutmix of one batch with a permutation of itself (timm's batch mode), targets mixed alike.
+
+    With ``probability``, one of ``mixing`` (chosen evenly) mixes the batch: mixup blends every image with its
+    partner by lambda ~ Beta(alpha, alpha) (rounded to whole grey levels: the images stay uint8); cutmix pastes the
+    partner's box of area share 1 - lambda (clipped to the image; lambda then is the share left). Targets become
+    lambda * own + (1 - lambda) * partner's, so each row still sums to 1.
+    """
+    if rng.random() >= probability:
+        return images, targets
+    name, alpha = mixing[int(rng.integers(len(mixing)))]
+    lam = float(rng.beta(alpha, alpha))
+    partner = rng.permutation(len(images))
+    if name == "mixup":
+        mixed = np.rint(lam * images + (1.0 - lam) * images[partner]).astype(images.dtype)
+    else:
+        height, width = images.shape[1:3]
+        cut_h, cut_w = int(height * np.sqrt(1.0 - lam)), int(width * np.sqrt(1.0 - lam))
+        y, x = int(rng.integers(height)), int(rng.integers(width))
+        top, bottom = max(0, y - cut_h // 2), min(height, y + cut_h - cut_h // 2)
+        left, right = max(0, x - cut_w // 2), min(width, x + cut_w - cut_w // 2)
+        mixed = images.copy()
+        mixed[:, top:bottom, left:right] = images[partner, top:bottom, left:right]
+        lam = 1.0 - (bottom - top) * (right - left) / (height * width)
+    return mixed, (lam * targets + (1.0 - lam) * targets[partner]).astype(targets.dtype)
 
 
 ARRAY_FEED_LIMIT_BYTES = 512 * 2**20  # above this, TensorFlow is fed the PyDataset (the arrays are copied once more)
@@ -307,6 +356,20 @@ class EpochRecord(keras.callbacks.Callback):
         logs["epoch_seconds"] = time.perf_counter() - self._start
         logs["train_images_per_second"] = self.n_train_per_epoch / train_seconds if train_seconds > 0 else math.nan
         logs.setdefault("learning_rate", float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+
+
+class SwapEma(keras.callbacks.Callback):
+    """Swaps the model's weights with the optimizer's moving average of them (Keras's ``use_ema``), and back when
+    called again: placed around the epoch-end callbacks that validate, select and record, so that they see the
+    averaged weights while training and the resumable backup go on with the raw ones. (Keras's SwapEMAWeights swaps
+    around its own evaluation, or for a whole epoch end; the backup needs the raw weights within it.)"""
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        optimizer = self.model.optimizer
+        for variable, average in zip(optimizer._trainable_variables, optimizer._model_variables_moving_average):
+            raw = keras.ops.convert_to_numpy(variable)
+            variable.assign(average)
+            average.assign(raw)
 
 
 class StopOnDivergence(keras.callbacks.Callback):
@@ -480,13 +543,17 @@ def train_model(dataset: FerDataset, model_name: str, params: TrainConfig, out_d
     distribution = keras.distribution.distribution()  # the one @_in_distribution_scope made (None: one device)
     keras.utils.set_random_seed(config.seed)
     model = build_model(model_name, options, augmentation=augmentation, mixed_precision=config.mixed_precision,
-                        seed=config.seed)
+                        seed=config.seed, bn_momentum=config.bn_momentum)
     batches = TrainBatches(dataset.train, config.batch_size, seed=config.seed, first_epoch=resumed_from,
                            class_weights=class_weight_vector(dataset.train.labels, config.class_weights),
-                           share=process_share())
+                           mixup_alpha=config.mixup_alpha, cutmix_alpha=config.cutmix_alpha,
+                           mix_probability=config.mix_probability, share=process_share())
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
+    optimizer = make_optimizer(config, len(batches))
+    if config.decay_kernels_only:
+        kernels_only(optimizer, model)
     model.compile(
-        optimizer=make_optimizer(config, len(batches)),
+        optimizer=optimizer,
         loss=loss,
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
                  keras.metrics.TopKCategoricalAccuracy(k=2, name="top2_accuracy")],
@@ -558,17 +625,19 @@ def training_callbacks(config: TrainConfig, model_name: str, dataset: FerDataset
                        ) -> list[keras.callbacks.Callback]:
     """The epoch-end callbacks, in the order they must run (validation first, the backup after the CSV row)."""
     mode = best.mode
-    callbacks: list[keras.callbacks.Callback] = [
+    callbacks: list[keras.callbacks.Callback] = [SwapEma()] if config.ema else []  # the average in ...
+    callbacks += [
         EpochRecord(dataset.val, n_train_per_epoch, loss,
                     evaluation_batch_size(config.batch_size, dataset, devices=devices)),
         StopOnDivergence(model_name, config),
     ]
     if config.reduce_lr_on_plateau:
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=config.monitor, mode=mode, factor=0.5,
-                                                           patience=3, min_lr=1e-6))
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor=config.monitor, mode=mode, factor=config.plateau_factor, patience=config.plateau_patience,
+            min_lr=config.learning_rate * 1e-3))
+    callbacks += [best, HistoryFile(out_dir / HISTORY_FILE)]
+    callbacks += [SwapEma()] if config.ema else []  # ... and out: the backup keeps the raw weights training goes on with
     callbacks += [
-        best,
-        HistoryFile(out_dir / HISTORY_FILE),
         PeriodicBackup(out_dir / BACKUP_DIR, best, every_epochs=config.backup_every_epochs,
                        every_seconds=config.backup_every_seconds),
         ProgressFile(out_dir / PROGRESS_FILE, model_name, config.epochs),
