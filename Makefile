@@ -5,7 +5,8 @@
 #                     (whatever is newest today) instead of the lock
 #   make study        run the study into outputs/<timestamp>-<name>/: params/paper.yaml when FER2013 is found
 #                     (DATA=..., $FER2013_DIR or data/fer2013), else params/smoke.yaml on synthetic data
-#   make test         pytest (TensorFlow backend), the backend tests again on JAX, then the notebooks with nbval
+#   make test         pytest (TensorFlow backend), the backend tests again on JAX, the distribution tests on JAX's
+#                     2 CPU devices (make test-distribution), then the notebooks with nbval
 #   make lab          JupyterLab on the project (the notebooks import the installed fer_lib)
 #   make list         the runs in outputs/
 #   make gpu-bundle   gpu/bundle/: wheels, FER2013 and the project for an offline GPU machine (bash gpu/bundle/run.sh)
@@ -49,7 +50,7 @@ LAB_ARGS ?=
 FER2013_FOUND := $(strip $(DATA)$(FER2013_DIR)$(wildcard data/fer2013))
 STUDY_PARAMS := $(if $(PARAMS),$(PARAMS),$(if $(FER2013_FOUND),params/paper.yaml,params/smoke.yaml))
 
-.PHONY: install study test test-tf test-jax test-notebooks lab list gpu-bundle gpu-rehearsal lock lock-upgrade help
+.PHONY: install study test test-tf test-jax test-distribution test-notebooks lab list gpu-bundle gpu-rehearsal lock lock-upgrade help
 
 # The stamp's key: sha256 of pyproject.toml, of the lock when LOCKED=1, and of the settings.
 STAMP_KEY = $(PYTHON) -c 'import hashlib, sys; h = hashlib.sha256(); [h.update(open(f, "rb").read()) for f in sys.argv[2:]]; h.update(sys.argv[1].encode()); print(h.hexdigest())'
@@ -102,6 +103,7 @@ study: install
 test: install
 	$(MAKE) --no-print-directory test-tf
 	$(MAKE) --no-print-directory test-jax
+	$(MAKE) --no-print-directory test-distribution
 	$(MAKE) --no-print-directory test-notebooks
 
 test-tf: install
@@ -113,6 +115,15 @@ test-jax: install
 	@echo "==> pytest -m backend (KERAS_BACKEND=jax)"
 	KERAS_BACKEND=jax $(PYTEST) -m backend $(PYTEST_ARGS) || { rc=$$?; \
 		if [ $$rc -eq 5 ]; then echo "no test is marked backend: nothing to run on JAX"; else exit $$rc; fi; }
+
+# Training over 2 devices with keras.distribution, in a process of its own: JAX's device count is fixed when it
+# starts. jax >= 0.4.38 reads JAX_NUM_CPU_DEVICES, older versions the XLA flag; JAX_PLATFORMS=cpu, so that a GPU
+# machine also runs these on its CPU.
+test-distribution: install
+	@echo "==> pytest -m distribution (KERAS_BACKEND=jax on 2 CPU devices)"
+	KERAS_BACKEND=jax JAX_PLATFORMS=cpu JAX_NUM_CPU_DEVICES=2 \
+		XLA_FLAGS="$${XLA_FLAGS:+$$XLA_FLAGS }--xla_force_host_platform_device_count=2" \
+		$(PYTEST) -m distribution $(PYTEST_ARGS)
 
 test-notebooks: install
 	@echo "==> nbval on notebooks/"

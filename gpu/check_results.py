@@ -1,12 +1,14 @@
 """Check what an offline GPU run returned (the output folder of gpu/run.sh): used by `make gpu-rehearsal`.
 
-    python gpu/check_results.py OUT_DIR [--stages bench,paper,strong] [--backend jax]
+    python gpu/check_results.py OUT_DIR [--stages bench,paper,strong] [--backend jax] [--devices paper=2 ...]
 
 Checks: at most 8 files, each at most 16 MiB; summary.json names every stage; each completed stage's archive holds
 its results and no model weights: the bench stage a JSON record per protocol with both models' throughput, each
 study stage a run folder whose manifest says status complete and the expected backend, with params.yaml, per model
 (and seed) metrics.json and history.csv, and summary.json with the statistics (intervals, McNemar's test, mean and
-std over seeds) and the paper's claims. Prints one line per stage; exit code 1 with the problems listed otherwise.
+std over seeds) and the paper's claims; with --devices, the devices a stage trained over (its manifest's
+distribution and every model's train_config.json; the bench stage's scaling rows). Prints one line per stage; exit
+code 1 with the problems listed otherwise.
 """
 
 from __future__ import annotations
@@ -49,7 +51,18 @@ def check_statistics(summary: dict, seeds: list[int]) -> list[str]:
     return problems
 
 
-def check(out: Path, stages: list[str], backend: str) -> list[str]:
+def check_devices(stage: str, expected: int, manifest: dict, train_configs: list[dict]) -> list[str]:
+    """A study stage trained over ``expected`` devices: as its manifest planned and as every model recorded."""
+    planned = (manifest.get("distribution") or {}).get("devices")
+    problems = [] if planned == expected else [f"stage {stage}: manifest plans {planned} device(s), not {expected}"]
+    used = sorted({(config.get("distribution") or {}).get("devices") for config in train_configs})
+    if used != [expected]:
+        problems.append(f"stage {stage}: models trained over {used} device(s) (train_config.json), not {expected}")
+    return problems
+
+
+def check(out: Path, stages: list[str], backend: str, devices: dict[str, int] | None = None) -> list[str]:
+    devices = devices or {}
     problems: list[str] = []
     files = [p for p in out.rglob("*") if p.is_file()]
     if len(files) > MAX_FILES:
@@ -88,6 +101,9 @@ def check(out: Path, stages: list[str], backend: str) -> list[str]:
                         problems.append(f"stage bench: record {record['settings']['params']} has models {models}")
                     if record["backend"] != backend:
                         problems.append(f"stage bench: backend {record['backend']}, expected {backend}")
+                    if "bench" in devices and sorted({r["devices"] for r in record.get("scaling", [])}) \
+                            != [devices["bench"]]:
+                        problems.append(f"stage bench: no scaling rows on {devices['bench']} devices")
                 print(f"check: stage bench: complete, {archive.name}, {len(records)} benchmark record(s)")
                 continue
             manifests = [n for n in names if n.count("/") == 1 and n.endswith("/manifest.json")]
@@ -111,6 +127,9 @@ def check(out: Path, stages: list[str], backend: str) -> list[str]:
                     for file in ("metrics.json", "history.csv"):
                         if f"{run}/{folder}/{model}/{file}" not in names:
                             problems.append(f"stage {stage}: no {folder}/{model}/{file}")
+            if stage in devices:
+                problems += check_devices(stage, devices[stage], manifest,
+                                          [read(n) for n in names if n.endswith("/train_config.json")])
             if f"{run}/summary.json" not in names:
                 problems.append(f"stage {stage}: no summary.json (the compare step's statistics)")
             else:
@@ -126,8 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path)
     parser.add_argument("--stages", default="bench,paper,strong")
     parser.add_argument("--backend", default="jax")
+    parser.add_argument("--devices", action="append", default=[], metavar="STAGE=N",
+                        help="the stage trained over N devices (bench: its scaling rows)")
     args = parser.parse_args(argv)
-    problems = check(args.out, [s for s in args.stages.split(",") if s], args.backend)
+    devices = {stage: int(count) for stage, _, count in (text.partition("=") for text in args.devices)}
+    problems = check(args.out, [s for s in args.stages.split(",") if s], args.backend, devices)
     for problem in problems:
         print(f"check: PROBLEM: {problem}", file=sys.stderr)
     print(f"check: {'FAILED' if problems else 'all stages complete and within limits'}")

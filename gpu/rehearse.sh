@@ -7,8 +7,9 @@
 #    target to have (bundle.json), at the lock's versions for this Python (the bundle's lock-pins.txt, as
 #    constraints), and nothing else: no TensorFlow, no Keras, no Jupyter (checked);
 # 4. the bundle's run.sh --allow-cpu on it, with the options of the GPU run (README, Results) and tiny settings
-#    (one epoch, both models, every stage);
-# 5. gpu/check_results.py on what came back (file count and sizes, each stage's records, backend jax).
+#    (one epoch, both models, every stage), on JAX's 2 CPU devices: the paper stage and the bench's scaling rows
+#    with the distribution over both (keras.distribution.DataParallel), the rest on one;
+# 5. gpu/check_results.py on what came back (file count and sizes, each stage's records, backend jax, devices).
 # Everything happens under one temporary folder, removed at the end unless KEEP=1.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -49,13 +50,18 @@ for absent in tensorflow keras jupyterlab notebook ipykernel papermill; do
   fi
 done
 
-log "bash bundle/run.sh --allow-cpu, as on the GPU machine (tiny settings: 1 epoch in float32, two seeds, every stage)"
-env -u OUT -u KERAS_BACKEND -u PYTHONPATH -u JUPYTER_PATH bash "$tmp/bundle/run.sh" --allow-cpu \
+# JAX sees 2 CPU devices: distribution auto stays off on them (as on a one-GPU machine); the paper stage and the
+# bench's scaling rows train with keras.distribution.DataParallel over both, as on a machine with 2 GPUs.
+log "bash bundle/run.sh --allow-cpu, as on the GPU machine (tiny settings: 1 epoch in float32, two seeds, every stage; the paper stage and the bench's scaling rows on 2 CPU devices)"
+env -u OUT -u KERAS_BACKEND -u PYTHONPATH -u JUPYTER_PATH JAX_NUM_CPU_DEVICES=2 \
+  XLA_FLAGS=--xla_force_host_platform_device_count=2 bash "$tmp/bundle/run.sh" --allow-cpu \
   --python "$tmp/target/bin/python" --out "$tmp/out" --work "$tmp/work" --deadline "${REHEARSAL_DEADLINE:-900}" \
   --stages bench,strong,paper --parallel --bench-protocols strong --bench-min-steps 2 \
-  -p epochs=1 -p warmup_epochs=0 -p batch_size=16 -p mixed_precision=false -p "seeds=[0,1]"
+  -p epochs=1 -p warmup_epochs=0 -p batch_size=16 -p mixed_precision=false -p "seeds=[0,1]" \
+  --bench-scaling data_parallel --stage-param paper:distribution=data_parallel
 
 log "checking what came back"
-"$BUILDER" gpu/check_results.py "$tmp/out" --stages bench,paper,strong --backend jax
+"$BUILDER" gpu/check_results.py "$tmp/out" --stages bench,paper,strong --backend jax --devices paper=2 \
+  --devices strong=1 --devices bench=2
 ls -l "$tmp/out"
 log "passed in $((SECONDS - started)) s"

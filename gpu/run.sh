@@ -3,7 +3,7 @@
 #
 #   bash <bundle>/run.sh [--out DIR] [--deadline SECONDS] [--stages bench,paper,strong] [--parallel] [--allow-cpu]
 #                        [-p KEY=VALUE ...] [--bench-min-steps N] [--bench-protocols strong,paper] [--python PYTHON]
-#                        [--work DIR]
+#                        [--work DIR] [--bench-scaling none,2] [--stage-param STAGE:KEY=VALUE ...]
 #
 # Offline: installs the bundle's wheels with pip --no-index --no-deps --target into a temporary site folder, unpacks
 # the project, sets KERAS_BACKEND=jax, a persistent JAX compilation cache and XLA memory settings, checks that JAX
@@ -19,7 +19,9 @@
 # Each stage's results are packed into one archive in the output folder ($OUT when set, else --out, default
 # ./gpu-results) as soon as the stage ends: <n>-<stage>.tar.gz (run folders without model weights), beside
 # summary.json (per stage: status, seconds, estimate, note) and run.log. At most 8 files, each at most 16 MiB.
-# -p KEY=VALUE overrides a study parameter in every stage (e.g. -p epochs=1 for a rehearsal).
+# -p KEY=VALUE overrides a study parameter in every stage (e.g. -p epochs=1 for a rehearsal), --stage-param
+# STAGE:KEY=VALUE in one. --bench-scaling also times the bench's models with these distribution settings (none: one
+# GPU beside auto's every GPU), as the benchmark records' "scaling" rows.
 set -uo pipefail
 
 started=$(date +%s)
@@ -35,7 +37,7 @@ bench_min_steps=200
 bench_protocols=()
 overrides=()
 
-usage() { sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) out="$2"; shift 2 ;;
@@ -48,6 +50,8 @@ while [ $# -gt 0 ]; do
     --bench-min-steps) bench_min_steps="$2"; shift 2 ;;
     --bench-protocols) bench_protocols=(--bench-protocols "$2"); shift 2 ;;
     -p|--param) overrides+=(-p "$2"); shift 2 ;;
+    --bench-scaling) overrides+=(--bench-scaling "$2"); shift 2 ;;
+    --stage-param) overrides+=(--stage-param "$2"); shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "run.sh: error: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac

@@ -157,7 +157,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data")
     parser.add_argument("--bench-min-steps", type=int, default=200)
     parser.add_argument("-p", dest="overrides", action="append", default=[])
+    parser.add_argument("--bench-scaling", default="", help="distribution settings the bench stage also times, "
+                                                            "e.g. none (1 device beside auto's N GPUs)")
+    parser.add_argument("--stage-param", action="append", default=[], metavar="STAGE:KEY=VALUE",
+                        help="an override for one study stage only, e.g. paper:distribution=data_parallel")
     args = parser.parse_args(argv)
+    stage_overrides: dict[str, list[str]] = {}
+    for text in args.stage_param:
+        stage, _, override = text.partition(":")
+        stage_overrides.setdefault(stage, []).append(override)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
@@ -197,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             command = [python, str(args.project / "benchmarks" / "bench.py"), "--params",
                        str(args.project / STUDY_STAGES[protocol]), "--out", str(bench_dir), "--min-timed-steps",
-                       str(args.bench_min_steps), "--tag", tag,
+                       str(args.bench_min_steps), "--tag", tag, "--scaling", args.bench_scaling,
                        "--note", f"gpu/run.sh bench stage: the {protocol} protocol's own training step", *extra]
             stopped: list[bool] = []
             supervise({f"bench-{protocol}": launch(f"bench {protocol}", command, args.project)}, args.deadline_at,
@@ -208,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         finish("bench", status, sorted(bench_dir.glob("*.json")) if bench_dir.exists() else [], bench_dir)
 
     def estimate(stage: str) -> float | None:
-        params = params_of(args.project, stage, args.overrides, args.data)
+        params = params_of(args.project, stage, args.overrides + stage_overrides.get(stage, []), args.data)
         bench = bench_records(bench_dir).get(params["name"]) if bench_dir.exists() else None
         value = estimate_seconds(params, bench)
         entries[stage]["estimate_seconds"] = None if value is None else round(value, 1)
@@ -221,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{guess}{', sharing the GPU' if shared else ''}; {left:.0f} s left)")
         entry.update(status="running", began=time.time(), shared_gpu=shared)
         command = [python, "-m", "fer_lib.app.cli", "run", "--params", str(args.project / STUDY_STAGES[stage]),
-                   "--out", str(args.work / "runs" / stage), *extra]
+                   "--out", str(args.work / "runs" / stage), *extra,
+                   *[x for override in stage_overrides.get(stage, []) for x in ("-p", override)]]
         return launch(stage, command, args.project)
 
     def skip(stage: str, value: float, left: float) -> None:

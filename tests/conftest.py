@@ -5,6 +5,8 @@
   ``real_data`` (or using the ``fer2013_dir`` fixture) are skipped with a reason when it is absent; the data is only
   read there, never copied into the repository.
 * Tests marked ``browser`` are skipped with a reason when ``/usr/bin/chromium`` is missing (``.ci/run`` installs it).
+* Tests marked ``distribution`` are skipped with a reason unless JAX is the backend and sees 2 devices
+  (``make test-distribution`` runs them on JAX's 2 CPU devices).
 """
 
 from __future__ import annotations
@@ -44,6 +46,18 @@ def chromium_path() -> Path | None:
     return Path(found) if found else None
 
 
+def distribution_unavailable() -> str | None:
+    """Why the `distribution` tests cannot run here (None: they can): they train over 2 devices with JAX."""
+    if os.environ.get("KERAS_BACKEND") != "jax":
+        return "trains over 2 devices with JAX: make test-distribution (KERAS_BACKEND=jax, JAX_NUM_CPU_DEVICES=2)"
+    import jax
+
+    if jax.device_count() < 2:
+        return (f"JAX sees {jax.device_count()} device(s), these tests need 2: make test-distribution "
+                f"(JAX_NUM_CPU_DEVICES=2)")
+    return None
+
+
 _FER2013_KEY = pytest.StashKey[tuple]()
 
 
@@ -64,6 +78,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         path, how = item.config.stash[_FER2013_KEY]
         if path is None:
             pytest.skip(how)
+    if item.get_closest_marker("distribution") is not None:
+        reason = distribution_unavailable()
+        if reason:
+            pytest.skip(reason)
     if item.get_closest_marker("browser") is not None and chromium_path() is None:
         pytest.skip(f"chromium not installed at {CHROMIUM} (on Debian: apt-get install chromium chromium-driver; "
                     f"playwright's own browsers are never downloaded)")

@@ -538,6 +538,9 @@ def test_smoke_study_end_to_end(tmp_path: Path) -> None:
     assert manifest["data"]["synthetic"] is True and manifest["data"]["notice"] == SYNTHETIC_NOTICE
     assert set(manifest["data"]["fingerprints_used"].values()) == {manifest["data"]["fingerprint"]}
     assert all(n["status"] == "complete" and n["seconds"] > 0 for n in manifest["notebooks"])
+    used = manifest["distribution"]["used"]  # auto on this CPU: one device, as planned and as each model trained
+    assert manifest["distribution"]["devices"] == 1 and sorted(used) == ["basic_cnn seed 0", "basic_cnn seed 1"]
+    assert {entry["devices"] for entry in used.values()} == {1}
 
     assert [(n["model"], n["seed"]) for n in manifest["notebooks"]] == [(None, None), ("basic_cnn", 0),
                                                                         ("basic_cnn", 1), (None, None)]

@@ -123,9 +123,14 @@ def test_a_killed_run_before_its_first_backup_starts_over(tmp_path: Path, tiny_d
     assert result.resumed_from_epoch == 0 and result.history["epoch"].tolist() == [1, 2]
 
 
+# The backend tests again with keras.distribution's DataParallel over 2 devices (make test-distribution)
+DISTRIBUTIONS = ["none", pytest.param("data_parallel", marks=pytest.mark.distribution)]
+
+
 @pytest.mark.backend
+@pytest.mark.parametrize("distribution", DISTRIBUTIONS)
 def test_train_model_keeps_asynchronous_step_dispatch(tmp_path: Path, tiny_data: data.FerDataset,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+                                                      monkeypatch: pytest.MonkeyPatch, distribution: str) -> None:
     """No callback of train_model makes Keras wait for the device after every batch."""
     seen: list[tuple[list[str], bool]] = []
     original = keras.callbacks.CallbackList._configure_async_dispatch
@@ -135,9 +140,10 @@ def test_train_model_keeps_asynchronous_step_dispatch(tmp_path: Path, tiny_data:
         seen.append(([type(c).__name__ for c in callbacks or []], self._async_train))
 
     monkeypatch.setattr(keras.callbacks.CallbackList, "_configure_async_dispatch", recording)
-    config = TrainConfig(epochs=1, batch_size=32, verbose=0, **EVERY_PART)
-    train_model(tiny_data, "basic_cnn", config, tmp_path / "run", model_options=TINY_CNN,
-                augmentation=EVERY_AUGMENTATION)
+    config = TrainConfig(epochs=1, batch_size=32, verbose=0, **EVERY_PART, distribution=distribution)
+    result = train_model(tiny_data, "basic_cnn", config, tmp_path / "run", model_options=TINY_CNN,
+                         augmentation=EVERY_AUGMENTATION)
+    assert train.device_count(result.distribution) == (1 if distribution == "none" else 2)
     fit_lists = [(names, flag) for names, flag in seen if "PeriodicBackup" in names]
     assert len(fit_lists) == 1, seen
     # Keras dispatches asynchronously on the backends that are thread-safe (JAX; not TensorFlow's eager loop)
@@ -149,9 +155,11 @@ def test_train_model_keeps_asynchronous_step_dispatch(tmp_path: Path, tiny_data:
 
 
 @pytest.mark.backend
-def test_one_compile_of_each_step_for_ragged_data_sizes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("distribution", DISTRIBUTIONS)
+def test_one_compile_of_each_step_for_ragged_data_sizes(tmp_path: Path, distribution: str) -> None:
     """333 training and 71 validation images with batch 32, every part of the recipe on, ten-view TTA: one train-step
-    and one predict-step compile (JAX)."""
+    and one predict-step compile (JAX), the final evaluation included (inside the training's distribution scope, as
+    fer_lib.app.study evaluates)."""
     if keras.backend.backend() != "jax":
         pytest.skip("counts XLA compiles, which JAX logs (KERAS_BACKEND=jax)")
     import jax
@@ -169,11 +177,13 @@ def test_one_compile_of_each_step_for_ragged_data_sizes(tmp_path: Path) -> None:
     logger.setLevel(logging.DEBUG)
     jax.config.update("jax_log_compiles", True)
     try:
-        result = train_model(dataset, "basic_cnn", TrainConfig(epochs=2, batch_size=32, verbose=0, **EVERY_PART),
+        result = train_model(dataset, "basic_cnn", TrainConfig(epochs=2, batch_size=32, verbose=0, **EVERY_PART,
+                                                               distribution=distribution),
                              tmp_path / "run", model_options=TINY_CNN, augmentation=EVERY_AUGMENTATION)
-        evaluate_model(result.model, dataset.test, batch_size=evaluation_batch_size(32, dataset))
-        evaluate_model(result.model, dataset.test, tta=True, tta_crop=40,
-                       batch_size=evaluation_batch_size(32, dataset))
+        batch = evaluation_batch_size(32, dataset, devices=train.device_count(result.distribution))
+        with train.distribution_scope(result.distribution):
+            evaluate_model(result.model, dataset.test, batch_size=batch)
+            evaluate_model(result.model, dataset.test, tta=True, tta_crop=40, batch_size=batch)
     finally:
         jax.config.update("jax_log_compiles", False)
         logger.removeHandler(handler)

@@ -14,7 +14,7 @@ import datetime as _dt
 import math
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from fer_lib.core import records
 from fer_lib.core.config import AugmentConfig, TrainConfig, model_options
 from fer_lib.core.data import FerDataset
 from fer_lib.core.evaluate import evaluation_batch_size, predict_proba
-from fer_lib.core.train import steps_per_epoch, train_model
+from fer_lib.core.train import device_count, distribution_scope, steps_per_epoch, train_model
 
 
 class _StopAfter(keras.callbacks.Callback):
@@ -56,18 +56,20 @@ def benchmark_model(dataset: FerDataset, name: str, params: Mapping[str, Any], *
     images_per_epoch = steps * config.batch_size
     train_seconds = images_per_epoch / history["train_images_per_second"].to_numpy()
     steady = float(np.median(train_seconds[1:]))
-    batch = evaluation_batch_size(config.batch_size, dataset)
+    devices = device_count(result.distribution)
+    batch = evaluation_batch_size(config.batch_size, dataset, devices=devices)
     images = dataset.test.images
-    predict_proba(result.model, images, batch_size=batch)  # compiled already by validation; this warms the cache
-    started = time.perf_counter()
-    for _ in range(inference_repeats):
-        predict_proba(result.model, images, batch_size=batch)
-    inference_seconds = (time.perf_counter() - started) / inference_repeats
+    with distribution_scope(result.distribution):
+        predict_proba(result.model, images, batch_size=batch)  # compiled already by validation; this warms the cache
+        started = time.perf_counter()
+        for _ in range(inference_repeats):
+            predict_proba(result.model, images, batch_size=batch)
+        inference_seconds = (time.perf_counter() - started) / inference_repeats
     return {
         "model": name, "params": int(result.model.count_params()), "batch_size": config.batch_size,
         "steps_per_epoch": steps, "images_per_epoch": images_per_epoch, "epochs_measured": int(len(history)),
         "timed_steps": int(steps * (len(history) - 1)), "mixed_precision": config.mixed_precision,
-        "jit_compile": bool(result.model.jit_compile),
+        "jit_compile": bool(result.model.jit_compile), "distribution": config.distribution, "devices": devices,
         "train_images_per_second": images_per_epoch / steady,
         "train_images_per_second_per_epoch": [float(v) for v in history["train_images_per_second"]],
         "first_epoch_train_seconds": float(train_seconds[0]), "steady_epoch_train_seconds": steady,
@@ -79,15 +81,29 @@ def benchmark_model(dataset: FerDataset, name: str, params: Mapping[str, Any], *
 
 
 def run_benchmark(dataset: FerDataset, params: Mapping[str, Any], *, out_dir: str | Path = "benchmarks/results",
-                  min_timed_steps: int = 200, note: str = "", tag: str = "") -> Path:
-    """Benchmark each model of ``params`` and write ``<date>-<backend>-<device>[-<tag>].json`` under ``out_dir``."""
+                  min_timed_steps: int = 200, note: str = "", tag: str = "",
+                  scaling: Sequence[str | int] = ()) -> Path:
+    """Benchmark each model of ``params`` and write ``<date>-<backend>-<device>[-<tag>].json`` under ``out_dir``.
+
+    ``throughput`` holds the params' own distribution (what a study with them trains on, and what the GPU run's
+    estimates read); each setting of ``scaling`` (e.g. ``none`` beside ``auto``'s N GPUs) times the same step again
+    into ``scaling``, with its devices and its speed relative to the first row of its model.
+    """
     device = device_info()
-    throughput = []
+    throughput, scaled = [], []
     for name in params["models"]:
         throughput.append(benchmark_model(dataset, name, params, min_timed_steps=min_timed_steps))
         print(f"benchmark {name}: {throughput[-1]['train_images_per_second']:,.0f} training images/s, "
               f"{throughput[-1]['inference_images_per_second']:,.0f} inference images/s, compile "
-              f"~{throughput[-1]['compile_seconds_estimate']:.1f} s", flush=True)
+              f"~{throughput[-1]['compile_seconds_estimate']:.1f} s ({throughput[-1]['devices']} device(s))",
+              flush=True)
+        for setting in scaling:
+            row = benchmark_model(dataset, name, {**params, "distribution": setting}, min_timed_steps=min_timed_steps)
+            row["relative_to_throughput"] = row["train_images_per_second"] / throughput[-1]["train_images_per_second"]
+            scaled.append(row)
+            print(f"benchmark {name} on {row['devices']} device(s) (distribution {setting}): "
+                  f"{row['train_images_per_second']:,.0f} training images/s, {row['relative_to_throughput']:.2f} x "
+                  f"the {throughput[-1]['devices']} device(s) above", flush=True)
     record: dict[str, Any] = {
         "date": _dt.datetime.now().isoformat(timespec="seconds"), "device": device["summary"],
         "device_details": device, "backend": keras.backend.backend(), "versions": package_versions(),
@@ -97,6 +113,7 @@ def run_benchmark(dataset: FerDataset, params: Mapping[str, Any], *, out_dir: st
                      "loop": "fer_lib.core.train.train_model (the study's own training step)"},
         "note": note,
         "throughput": throughput,
+        "scaling": scaled,
     }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ Nothing here imports Keras: asking which backend a run will get must not start o
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import importlib.util
 import json
@@ -46,15 +47,12 @@ def device_info() -> dict[str, Any]:
     info: dict[str, Any] = {"cpu": _cpu_model(), "cpu_count": os.cpu_count()}
     backend = keras_backend()
     if backend == "jax":
-        code = "import jax; print('\\n'.join(f'{d.platform}: {d.device_kind}' for d in jax.devices()))"
-        env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false", "TF_CPP_MIN_LOG_LEVEL": "3"}
         try:
-            done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
-            info["devices"] = done.stdout.split("\n")[:-1] if done.returncode == 0 else []
-            if done.returncode != 0:
-                info["error"] = ' '.join(done.stderr.split())[-300:]
-        except (OSError, subprocess.TimeoutExpired) as error:
-            info["error"] = str(error)
+            devices = jax_devices()
+            info["devices"] = [f"{d['platform']}: {d['kind']}" for d in devices]
+            info["device_names"] = [d["name"] for d in devices]
+        except BackendUnavailable as error:
+            info["devices"], info["error"] = [], str(error)
     elif backend == "tensorflow" and "tensorflow" in sys.modules:
         try:
             devices = sys.modules["tensorflow"].config.list_physical_devices()
@@ -68,6 +66,58 @@ def device_info() -> dict[str, Any]:
     info["summary"] = (", ".join(accelerators) if accelerators
                        else f"CPU only ({info['cpu'] or 'unknown CPU'}, {info['cpu_count']} cores)")
     return info
+
+
+_JAX_DEVICES = """
+import json, jax
+print(json.dumps([{"name": f"{d.platform}:{d.id}", "platform": d.platform, "kind": d.device_kind}
+                  for d in jax.devices()]))
+"""
+
+
+@functools.cache
+def jax_devices() -> tuple[dict[str, str], ...]:
+    """This machine's JAX devices (name as keras.distribution.list_devices spells it, platform, kind), asked once
+    in a short subprocess: the supervising process starts no backend and holds no GPU memory, and the
+    subprocess joins no multi-machine run (it sees only this machine's devices)."""
+    env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    try:
+        done = subprocess.run([sys.executable, "-c", _JAX_DEVICES], capture_output=True, text=True, timeout=120,
+                              env=env)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise BackendUnavailable(f"JAX did not list its devices: {error}") from None
+    if done.returncode != 0:
+        raise BackendUnavailable(f"JAX did not list its devices: {' '.join(done.stderr.split())[-300:]}")
+    return tuple(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def distribution_plan(train: Any, processes: int | None = None) -> dict[str, Any]:
+    """The distribution a run will train with, decided before any folder exists and without a backend here: the
+    devices from :func:`jax_devices` (JAX only; on TensorFlow no distribution is used), the processes from the
+    launcher's environment (every machine is assumed to have as many devices as this one). ``train`` is the run's
+    TrainConfig; its rules raise ParamsError (a bad setting, a batch that does not divide by the devices)."""
+    from fer_lib.core.config import launch_from_environment
+
+    backend = keras_backend()
+    launched, launcher = launch_from_environment()
+    processes = launched if processes is None else processes
+    plan: dict[str, Any] = {"setting": train.distribution, "backend": backend, "processes": processes}
+    if backend != "jax" or (train.distribution == "none" and processes == 1):
+        count = train.distribution_devices(1, 0, processes, backend=backend)
+        local: tuple[dict[str, str], ...] = ()
+    else:
+        local = jax_devices()  # the default platform's, as keras.distribution.list_devices() lists them
+        if launcher in ("slurm", "openmpi"):
+            local = local[:1]  # JAX gives each process of these launchers one device
+        accelerators = sum(1 for d in local if d["platform"] != "cpu")
+        count = train.distribution_devices(len(local) * processes, accelerators * processes, processes)
+    if count > 1:
+        train.check_device_count(count)
+    plan.update(kind="DataParallel" if count > 1 else None, devices=count,
+                mesh={"shape": [count], "axis_names": ["batch"]} if count > 1 else None,
+                device_names=[d["name"] for d in local[:count]] if processes == 1 and count > 1 else None,
+                global_batch_size=train.batch_size, per_device_batch_size=train.batch_size // count)
+    return plan
 
 
 def _cpu_model() -> str | None:

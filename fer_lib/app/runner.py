@@ -29,7 +29,8 @@ from fer_lib.app import runs
 from fer_lib.app.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, PROG, UserError, one_line
 from fer_lib.app.lock import lock_status
 from fer_lib.app.params import ParamsError, resolve_params, resolve_params_files, seed_folder, seed_list
-from fer_lib.app.provenance import device_info, git_info, keras_backend, package_versions
+from fer_lib.app.provenance import (BackendUnavailable, device_info, distribution_plan, git_info, keras_backend,
+                                    package_versions)
 from fer_lib.core import records
 from fer_lib.core.config import DataConfig, TrainConfig
 from fer_lib.core.data import SYNTHETIC_NOTICE, FerDataError, data_source, detect_layout, load_study_data
@@ -52,7 +53,8 @@ def prepare_run(params_files: Sequence[str | Path] = (), overrides: Sequence[str
     Params are: defaults, then each params file in order, then ``data``/``name``, then each ``key=value`` override.
     Every value is checked (fer_lib.core.config), then the data: its layout and content are read in full (FER2013
     is decoded once, into the loader's cache, which the notebooks then read) and the training split must hold a
-    batch. No Keras is imported.
+    batch; then the distribution: its devices (asked of a JAX subprocess) must divide the batch. No Keras is
+    imported.
     """
     extra = {key: str(value) for key, value in (("data", data), ("name", name)) if value is not None}
     try:
@@ -69,8 +71,10 @@ def prepare_run(params_files: Sequence[str | Path] = (), overrides: Sequence[str
         else:
             params["data"] = str(detect_layout(path.resolve())[1])  # absolute: the notebooks run in notebooks/
         dataset, how = load_study_data(DataConfig.from_mapping(params), project_root=project)
-        TrainConfig.from_mapping(params, ignore_unknown=True).check_training_split(len(dataset.train))
-    except (FerDataError, ParamsError) as error:
+        train = TrainConfig.from_mapping(params, ignore_unknown=True)
+        train.check_training_split(len(dataset.train))
+        distribution = distribution_plan(train)  # the devices and the batch's split, from a JAX subprocess
+    except (FerDataError, ParamsError, BackendUnavailable) as error:
         raise UserError(str(error)) from None
     source = {"synthetic": dataset.is_synthetic, "how": how, "layout": dataset.layout, "source": dataset.source,
               "fingerprint": dataset.fingerprint, "val_origin": dataset.val_origin,
@@ -82,7 +86,7 @@ def prepare_run(params_files: Sequence[str | Path] = (), overrides: Sequence[str
     if missing:
         raise UserError(f"notebook(s) {', '.join(missing)} not found in '{notebooks_dir}'; is the project checkout "
                         f"complete?")
-    return {"params": params, "data": source, "notebooks_dir": notebooks_dir,
+    return {"params": params, "data": source, "notebooks_dir": notebooks_dir, "distribution": distribution,
             "params_files": [str(f) for f in params_files], "overrides": list(overrides), "project_root": project}
 
 
@@ -122,6 +126,7 @@ def run_context(plan: Mapping[str, Any]) -> dict[str, Any]:
         "data": data,
         "backend": keras_backend(),
         "device": device_info(),
+        "distribution": plan.get("distribution"),  # as planned; train_config.json records what each model used
         "versions": package_versions(),
         "lock": lock_status(),  # whether this environment has requirements/lock.txt's versions (None: no lock here)
         "python": sys.version.split()[0],
@@ -190,7 +195,8 @@ def resume_run(run_dir: str | Path, *, argv: Sequence[str], log_output: bool = F
                             "params_files": manifest.get("params_files", []),
                             "overrides": manifest.get("overrides", []),
                             "project_root": records.project_root(DEFAULT_NOTEBOOKS_DIR.parent),
-                            "context": {key: manifest.get(key) for key in ("data", "backend", "device")}}
+                            "context": {key: manifest.get(key)
+                                        for key in ("data", "backend", "device", "distribution")}}
     jobs = notebook_jobs(plan, run_dir)
     done = {_job_key(entry["notebook"], entry["model"], entry.get("seed")) for entry in manifest["notebooks"]
             if entry["status"] == "complete"}
@@ -221,8 +227,11 @@ def execute_jobs(plan: Mapping[str, Any], run_dir: Path, manifest: dict[str, Any
     data = manifest["data"]
     if data["synthetic"]:
         _shout(data["notice"])
-    print(f"{PROG}: data: {data['how']}; backend: {manifest['backend']}; device: {manifest['device']['summary']}",
-          flush=True)
+    distribution = manifest.get("distribution") or {}
+    spread = (f"; distribution: {distribution['kind']} over {distribution['devices']} devices"
+              if distribution.get("kind") else "")
+    print(f"{PROG}: data: {data['how']}; backend: {manifest['backend']}; device: {manifest['device']['summary']}"
+          f"{spread}", flush=True)
     started = time.time()
     try:  # `kill` (SIGTERM) marks the run interrupted, like Ctrl-C
         previous = signal.signal(signal.SIGTERM, _terminated)
@@ -298,6 +307,7 @@ def _execute_jobs(plan: Mapping[str, Any], run_dir: Path, manifest: dict[str, An
 
     manifest["results"] = {m["model"]: m for m in runs.run_summary(run_dir)["models"]}
     _check_fingerprints(manifest, run_dir)
+    _record_distributions(manifest, run_dir)
     _finish(manifest, run_dir, started, "complete", None)
     print_run_summary(run_dir, manifest["seconds"])
     if data["synthetic"]:
@@ -435,6 +445,20 @@ def _check_fingerprints(manifest: dict[str, Any], run_dir: Path) -> None:
     if expected and any(value != expected for value in used.values()):
         print(f"{PROG}: warning: the models were trained on data with fingerprint(s) {sorted(set(used.values()))}, "
               f"not {expected} as checked before the run", file=sys.stderr)
+
+
+def _record_distributions(manifest: dict[str, Any], run_dir: Path) -> None:
+    """Beside the planned distribution, the one each model trained with (its train_config.json: mesh, devices)."""
+    used = {}
+    for seed, folder in records.seed_folders(run_dir).items():
+        for model in records.finished_models(folder):
+            try:
+                used[f"{model} seed {seed}"] = records.read_json(
+                    records.model_dir(folder, model) / records.TRAIN_CONFIG_FILE)["distribution"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+    if isinstance(manifest.get("distribution"), dict):
+        manifest["distribution"]["used"] = used
 
 
 def _is_terminal(stream: Any) -> bool:

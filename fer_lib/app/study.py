@@ -14,7 +14,7 @@ from fer_lib.core import records
 from fer_lib.core.config import AugmentConfig, EvalConfig, TrainConfig, model_options
 from fer_lib.core.data import FerDataset
 from fer_lib.core.evaluate import evaluate_model, evaluation_batch_size, save_predictions
-from fer_lib.core.train import is_finished, load_finished, train_model
+from fer_lib.core.train import device_count, distribution_scope, is_finished, load_finished, train_model
 
 
 def run_model(params: Mapping[str, Any], model_name: str, dataset: FerDataset, model_dir: str | Path, *,
@@ -32,7 +32,7 @@ def run_model(params: Mapping[str, Any], model_name: str, dataset: FerDataset, m
                              model_options=model_options(model_name, params["model_options"].get(model_name)),
                              augmentation=AugmentConfig.from_mapping(params["augmentation"]),
                              extra_callbacks=extra_callbacks)
-    batch = evaluation_batch_size(params["batch_size"], dataset)
+    batch = evaluation_batch_size(params["batch_size"], dataset, devices=device_count(result.distribution))
     summary: dict[str, Any] = {
         "model": model_name,
         "synthetic": dataset.is_synthetic,
@@ -53,7 +53,8 @@ def run_model(params: Mapping[str, Any], model_name: str, dataset: FerDataset, m
         if split_name == "test" and key != "test" and not tta:
             continue
         split = dataset.split(split_name)
-        metrics, probabilities = evaluate_model(result.model, split, tta=tta, tta_crop=crop, batch_size=batch)
+        with distribution_scope(result.distribution):  # validation's compiled predict function, on its devices
+            metrics, probabilities = evaluate_model(result.model, split, tta=tta, tta_crop=crop, batch_size=batch)
         summary[key] = metrics
         save_predictions(model_dir / records.predictions_file(key), split, probabilities)
     records.write_json(model_dir / records.METRICS_FILE, summary)

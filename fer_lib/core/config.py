@@ -288,6 +288,34 @@ LR_SCHEDULES = ("constant", "cosine", "step")
 MONITORS = ("val_accuracy", "val_loss")
 
 
+DISTRIBUTIONS = ("auto", "none", "data_parallel")
+# The launchers of a multi-machine run, as keras.distribution.initialize (the first) and JAX (the others) find them:
+# launcher -> (its process count, a variable only a launched process has). Under Slurm's srun and Open MPI's
+# mpirun JAX gives each process one device (its local rank); Keras's own variables leave each all of its machine's.
+LAUNCHERS = {"keras": ("KERAS_DISTRIBUTION_NUM_PROCESSES", "KERAS_DISTRIBUTION_PROCESS_ID"),
+             "slurm": ("SLURM_NTASKS", "SLURM_STEP_NODELIST"),
+             "openmpi": ("OMPI_COMM_WORLD_SIZE", "OMPI_MCA_orte_hnp_uri")}
+
+
+def _distribution(value: Any) -> str | int:
+    if isinstance(value, str) and value in DISTRIBUTIONS:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise _Invalid("auto, none, data_parallel or a number of devices (an integer >= 1)")
+
+
+def launch_from_environment(environ: Mapping[str, str] | None = None) -> tuple[int, str | None]:
+    """(processes, launcher) of a multi-machine run as its launcher announces it (:data:`LAUNCHERS`), or (1, None)
+    for an ordinary run. Read from the environment, so that the supervising process knows it without a backend."""
+    environ = os.environ if environ is None else environ
+    for launcher, (count, marker) in LAUNCHERS.items():
+        text = environ.get(count, "").strip()
+        if text.isdigit() and int(text) > 1 and marker in environ:
+            return int(text), launcher
+    return 1, None
+
+
 def _class_weights(value: Any) -> Any:
     if value is None or value == "balanced":
         return value
@@ -330,6 +358,7 @@ class TrainConfig(Config):
     verbose: int = spec(2, integer(0, 2))
     backup_every_epochs: int | None = spec(None, optional(integer(1)))  # the resumable backup at least this often ...
     backup_every_seconds: float = spec(60.0, number(0.0))  # ... and whenever this many seconds passed (0: every epoch)
+    distribution: str | int = spec("auto", _distribution)  # keras.distribution.DataParallel over devices (JAX)
 
     def check(self) -> None:
         if self.reduce_lr_on_plateau and self.lr_schedule != "constant":
@@ -340,6 +369,40 @@ class TrainConfig(Config):
                       "classes)")
         if self.warmup_epochs >= self.epochs:
             self.fail(f"parameter warmup_epochs must be below epochs ({self.epochs}), got {self.warmup_epochs}")
+
+    def distribution_devices(self, devices: int, accelerators: int, processes: int = 1, *,
+                             backend: str = "jax") -> int:
+        """How many devices the run's DataParallel spans (1: none), from the devices of every process (``devices``,
+        ``accelerators`` of them GPUs or TPUs): one rule for the supervising process, which asks a JAX subprocess,
+        and the training loop, which asks Keras. ``auto`` takes every accelerator when there are several, and every
+        device of a multi-process run; a number takes the first devices of one machine. Only JAX: the GPU machines'
+        backend, and the one whose DataParallel Keras supports in full."""
+        setting = self.distribution
+        if backend != "jax":
+            if setting in ("auto", "none", 1):
+                return 1
+            self.fail(f"parameter distribution must be auto or none on the {backend} backend (a run trains over "
+                      f"several devices on JAX: KERAS_BACKEND=jax), got {setting!r}")
+        if processes > 1 and setting not in ("auto", "data_parallel"):
+            self.fail(f"parameter distribution must be auto or data_parallel in a run of {processes} processes "
+                      f"(each trains a share of every batch), got {setting!r}")
+        if setting == "none":
+            return 1
+        if setting == "auto":
+            return devices if processes > 1 else (accelerators if accelerators >= 2 else 1)
+        if setting == "data_parallel":
+            return devices
+        if setting > devices:
+            self.fail(f"parameter distribution must be at most the {devices} device(s) JAX sees here, got {setting}")
+        return setting
+
+    def check_device_count(self, devices: int) -> None:
+        """DataParallel splits each batch evenly and pads nothing: the global batch must divide by the devices."""
+        if self.batch_size % devices:
+            fitting = max(devices, round(self.batch_size / devices) * devices)
+            self.fail(f"parameter batch_size must be divisible by the {devices} devices of distribution "
+                      f"{self.distribution} (each trains an equal share of a batch), got {self.batch_size}; use e.g. "
+                      f"-p batch_size={fitting}")
 
     def check_training_split(self, n_train: int) -> None:
         """Training uses full batches only: the split must hold at least one."""

@@ -25,16 +25,18 @@ COLLAPSE_MARGIN = 0.02  # ... or accuracy is within this margin of the majority-
 
 MAX_EVALUATION_BATCH = 256  # images per predict batch; fewer when a split (or a photo's faces) is smaller
 
-def evaluation_batch_size(train_batch_size: int, dataset: FerDataset | None = None) -> int:
+def evaluation_batch_size(train_batch_size: int, dataset: FerDataset | None = None, *, devices: int = 1) -> int:
     """The batch size of every prediction of a run (validation, test, TTA), so one predict function is compiled.
 
     256 (or the training batch size if larger); for a data set whose val and test splits are smaller, the smallest
-    power of two that holds the larger of them, so that tiny runs do not predict mostly padding.
+    power of two that holds the larger of them, so that tiny runs do not predict mostly padding. Rounded up to a
+    multiple of a distribution's ``devices``: each takes an equal share of a batch (three GPUs cannot split 256).
     """
     batch = MAX_EVALUATION_BATCH
     if dataset is not None:
         batch = batch_holding(max(len(dataset.val), len(dataset.test)))
-    return max(batch, int(train_batch_size))
+    batch = max(batch, int(train_batch_size))
+    return -(-batch // devices) * devices
 
 
 def batch_holding(n: int) -> int:
@@ -74,14 +76,29 @@ def predict_proba(model: keras.Model, images: np.ndarray, *, tta: bool = False, 
     """
     images = np.asarray(images)
     n = images.shape[0]
+    part, parts = process_share()
 
     def predict(view: np.ndarray) -> np.ndarray:
         padded = np.concatenate([view, np.zeros((-n % batch_size, *view.shape[1:]), dtype=view.dtype)])
-        return np.asarray(model.predict(padded, batch_size=batch_size, verbose=0), dtype=np.float64)[:n]
+        if parts > 1:  # this process feeds its share of every batch; Keras returns every process's predictions
+            padded = padded.reshape(-1, parts, batch_size // parts, *view.shape[1:])[:, part]
+            padded = padded.reshape(-1, *view.shape[1:])
+        return np.asarray(model.predict(padded, batch_size=batch_size // parts, verbose=0), dtype=np.float64)[:n]
 
     if not tta:
         return predict(images)
     return np.mean([predict(view) for view in tta_views(images, tta_crop)], axis=0)
+
+
+def process_share() -> tuple[int, int]:
+    """(this process's index, processes) under the current multi-process keras.distribution, (0, 1) otherwise: each
+    process feeds its consecutive share of every global batch."""
+    import keras  # a model is at hand (or in training): Keras is imported already
+
+    distribution = keras.distribution.distribution()
+    if distribution is None or distribution.num_processes == 1:
+        return 0, 1
+    return distribution.data_shard_id, distribution.num_processes
 
 
 def top_k(probabilities: np.ndarray | Sequence[float], k: int = 3) -> list[tuple[str, float]]:

@@ -18,16 +18,21 @@ too):
   (:func:`fit_inputs`: twice the steps per second on 2 cores);
 * validation is a padded ``predict`` whose compiled function the final evaluation reuses;
 * the best weights are kept in host memory, and the resumable backup (weights plus optimizer state) is written every
-  ``backup_every_seconds`` / ``backup_every_epochs``, not after every 3-second GPU epoch.
+  ``backup_every_seconds`` / ``backup_every_epochs``, not after every 3-second GPU epoch;
+* with ``distribution`` on (JAX), the model is built, trained and evaluated inside a
+  ``keras.distribution.DataParallel`` scope: each device takes an equal share of every batch (all of the above holds
+  unchanged), and with several processes (machines) each feeds only its share (:func:`make_distribution`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +40,10 @@ import keras
 import numpy as np
 import pandas as pd
 
-from fer_lib.core.config import MODEL_OPTIONS, AugmentConfig, Config, TrainConfig, require_config
+from fer_lib.core.config import (MODEL_OPTIONS, AugmentConfig, Config, TrainConfig, launch_from_environment,
+                                 require_config)
 from fer_lib.core.data import FerDataset, Split
-from fer_lib.core.evaluate import evaluation_batch_size, predict_proba
+from fer_lib.core.evaluate import evaluation_batch_size, predict_proba, process_share
 from fer_lib.core.labels import NUM_CLASSES
 from fer_lib.core.models import build_model
 from fer_lib.core.records import (BEST_MODEL_FILE, HISTORY_FILE, PROGRESS_FILE, TRAIN_CONFIG_FILE, TRAINING_FILE,
@@ -62,6 +68,7 @@ class TrainResult:
     monitor: str
     train_seconds: float
     resumed_from_epoch: int
+    distribution: keras.distribution.Distribution | None = None  # evaluate inside distribution_scope(this)
 
 
 def class_weight_vector(labels: np.ndarray, class_weights: str | Sequence[float] | None) -> np.ndarray | None:
@@ -115,6 +122,73 @@ def one_hot(labels: np.ndarray) -> np.ndarray:
     return np.eye(NUM_CLASSES, dtype="float32")[np.asarray(labels, dtype=np.int64)]
 
 
+class DataParallel(keras.distribution.DataParallel):
+    """Keras's DataParallel; with several processes, the model's output is replicated on every device.
+
+    Keras's ``predict`` returns host arrays, and a batch-sharded output would span the other machines' devices,
+    which no process can read: replicated (a gather of 7 probabilities per image), every process reads every
+    prediction. One process has all its devices at hand and keeps the output sharded.
+    """
+
+    def get_tensor_layout(self, path: str) -> keras.distribution.TensorLayout | None:
+        if self.num_processes > 1 and path.split("/")[-2:] == ["predictions", "output"]:
+            return keras.distribution.TensorLayout([None, None], self.device_mesh)
+        return None
+
+
+_JOINED = False  # keras.distribution.initialize may run once per process
+
+
+def join_processes() -> int:
+    """Join the other processes of a multi-machine run, once, before JAX computes anything; their number.
+
+    ``keras.distribution.initialize`` reads KERAS_DISTRIBUTION_JOB_ADDRESSES (the coordinator's host:port),
+    KERAS_DISTRIBUTION_NUM_PROCESSES and KERAS_DISTRIBUTION_PROCESS_ID; with those unset, JAX finds Slurm's (srun)
+    and Open MPI's (mpirun) own variables.
+    """
+    global _JOINED
+    processes, _ = launch_from_environment()
+    if processes > 1 and not _JOINED:
+        keras.distribution.initialize()
+        _JOINED = True
+    return processes
+
+
+def make_distribution(config: TrainConfig) -> DataParallel | None:
+    """The run's DataParallel (None: one device), by the rule of ``TrainConfig.distribution_devices``.
+
+    The batch must divide by its devices (a ParamsError otherwise). Data is sharded by the training loop itself
+    (``auto_shard_dataset=False``): each process's :class:`TrainBatches` yields its share of every global batch,
+    and every prediction feeds each process's share of every padded batch (``evaluate.predict_proba``).
+    """
+    backend = keras.backend.backend()
+    processes = join_processes() if backend == "jax" and config.distribution != "none" else 1
+    devices = keras.distribution.list_devices() if backend == "jax" else []
+    accelerators = sum(1 for name in devices if not name.startswith("cpu"))
+    count = config.distribution_devices(len(devices), accelerators, processes, backend=backend)
+    if count == 1:
+        return None
+    config.check_device_count(count)
+    return DataParallel(devices=devices[:count], auto_shard_dataset=False)
+
+
+def distribution_scope(distribution: keras.distribution.Distribution | None) -> contextlib.AbstractContextManager:
+    """``distribution.scope()``, or nothing for a run on one device."""
+    return contextlib.nullcontext() if distribution is None else distribution.scope()
+
+
+def distribution_record(distribution: keras.distribution.Distribution | None, config: TrainConfig) -> dict[str, Any]:
+    """What train_config.json records of the distribution the model trained with (the mesh actually used)."""
+    if distribution is None:
+        return {"setting": config.distribution, "kind": None, "devices": 1, "processes": 1}
+    mesh = distribution.device_mesh
+    return {"setting": config.distribution, "kind": type(distribution).__name__,
+            "devices": int(mesh.devices.size), "processes": distribution.num_processes,
+            "mesh": {"shape": list(mesh.shape), "axis_names": list(mesh.axis_names)},
+            "device_names": [str(d) for d in mesh.devices.ravel()], "global_batch_size": config.batch_size,
+            "per_device_batch_size": config.batch_size // int(mesh.devices.size)}
+
+
 class TrainBatches(keras.utils.PyDataset):
     """The training split as full batches: a fresh shuffle per epoch, seeded by (seed, epoch), remainder left out;
     with mixup or cutmix, each batch mixed with a seeded permutation of itself and its targets mixed alike.
@@ -123,13 +197,17 @@ class TrainBatches(keras.utils.PyDataset):
     time). Which images sit out an epoch changes with the shuffle; seeding by epoch (and batch, for the mixing) makes
     a resumed run draw the same batches as an uninterrupted one. Fit it with ``shuffle=False`` (:func:`fit_inputs`
     does): Keras would otherwise shuffle the batch order once more, with Python's global random state. The mixing
-    runs on the host, on raw pixels, before the model's own augmentation: no step of the model changes.
+    runs on the host, on raw pixels, before the model's own augmentation: no step of the model changes. ``share``
+    (process index, processes) makes it yield only this process's consecutive share of every global batch of
+    ``batch_size`` (cut after the mixing): the processes of a multi-machine run together train on the very batches
+    one process would.
     """
 
     def __init__(self, split: Split, batch_size: int, *, seed: int, first_epoch: int = 0,
                  class_weights: np.ndarray | None = None, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
-                 mix_probability: float = 1.0) -> None:
+                 mix_probability: float = 1.0, share: tuple[int, int] = (0, 1)) -> None:
         super().__init__()
+        self.share = share
         self.images = split.images
         self.targets = one_hot(split.labels)
         self.sample_weights = None if class_weights is None else class_weights[split.labels].astype("float32")
@@ -148,7 +226,9 @@ class TrainBatches(keras.utils.PyDataset):
         return steps_per_epoch(len(self.targets), self.batch_size)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, ...]:
-        return self.batch(self.epoch, index, self._order)
+        part, parts = self.share  # this process's share of the global batch, cut after the mixing
+        return tuple(array[part * len(array) // parts:(part + 1) * len(array) // parts]
+                     for array in self.batch(self.epoch, index, self._order))
 
     def batch(self, epoch: int, index: int, order: np.ndarray) -> tuple[np.ndarray, ...]:
         """Batch ``index`` of ``epoch`` (whose shuffle is ``order``): (images, targets[, weights])."""
@@ -416,6 +496,20 @@ class ProgressFile(keras.callbacks.Callback):
         write_json(self.path, record)
 
 
+def _in_distribution_scope(train: Callable[..., TrainResult]) -> Callable[..., TrainResult]:
+    """Run ``train`` inside the scope of the config's distribution (:func:`make_distribution`), so that the model is
+    built, compiled, trained and saved with its variables on every device of the mesh; the distribution is made
+    first, as it may have to join the other processes before anything computes."""
+    @functools.wraps(train)
+    def in_scope(dataset: FerDataset, model_name: str, params: TrainConfig, out_dir: str | Path,
+                 **kwargs: Any) -> TrainResult:
+        require_config(params, TrainConfig, "train_model's params")
+        with distribution_scope(make_distribution(params)):
+            return train(dataset, model_name, params, out_dir, **kwargs)
+    return in_scope
+
+
+@_in_distribution_scope
 def train_model(dataset: FerDataset, model_name: str, params: TrainConfig, out_dir: str | Path,
                 *, model_options: Config | None = None, augmentation: AugmentConfig | None = None,
                 extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> TrainResult:
@@ -429,7 +523,8 @@ def train_model(dataset: FerDataset, model_name: str, params: TrainConfig, out_d
 
     ``params`` is a :class:`TrainConfig`, ``model_options`` the model's typed options (None: its defaults) and
     ``augmentation`` an :class:`AugmentConfig` (None: none); mappings are a TypeError: the configs are built where
-    the params come in (fer_lib.app.study.run_model does, from resolved params).
+    the params come in (fer_lib.app.study.run_model does, from resolved params). With ``params.distribution`` on
+    several devices, all of it runs in that DataParallel's scope (``TrainResult.distribution``: evaluate in it too).
     """
     require_config(params, TrainConfig, "train_model's params")
     require_config(augmentation, AugmentConfig, "train_model's augmentation", optional=True)
@@ -445,13 +540,14 @@ def train_model(dataset: FerDataset, model_name: str, params: TrainConfig, out_d
     resumed_from = _backup_epoch(backup_dir)
     _keep_history_rows(history_file, resumed_from)  # epochs after the last backup are trained again
 
+    distribution = keras.distribution.distribution()  # the one @_in_distribution_scope made (None: one device)
     keras.utils.set_random_seed(config.seed)
     model = build_model(model_name, options, augmentation=augmentation, mixed_precision=config.mixed_precision,
                         seed=config.seed, bn_momentum=config.bn_momentum)
     batches = TrainBatches(dataset.train, config.batch_size, seed=config.seed, first_epoch=resumed_from,
                            class_weights=class_weight_vector(dataset.train.labels, config.class_weights),
                            mixup_alpha=config.mixup_alpha, cutmix_alpha=config.cutmix_alpha,
-                           mix_probability=config.mix_probability)
+                           mix_probability=config.mix_probability, share=process_share())
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
     optimizer = make_optimizer(config, len(batches))
     if config.decay_kernels_only:
@@ -467,14 +563,16 @@ def train_model(dataset: FerDataset, model_name: str, params: TrainConfig, out_d
         "model": model_name, "model_options": options.as_dict(),
         "augmentation": {} if augmentation is None else augmentation.as_dict(), "train": config.as_dict(),
         "data": {"source": dataset.source, "fingerprint": dataset.fingerprint, "synthetic": dataset.is_synthetic,
-                 "val_origin": dataset.val_origin, "n_train": len(dataset.train), "n_val": len(dataset.val)}})
+                 "val_origin": dataset.val_origin, "n_train": len(dataset.train), "n_val": len(dataset.val)},
+        "distribution": distribution_record(distribution, config)})
 
     mode = "max" if config.monitor.endswith("accuracy") else "min"
     best = BestWeights(config.monitor, mode)
     if resumed_from:
         best.load(backup_dir)
     callbacks = training_callbacks(config, model_name, dataset, out_dir, best, loss,
-                                   n_train_per_epoch=len(batches) * config.batch_size)
+                                   n_train_per_epoch=len(batches) * config.batch_size,  # every device's images
+                                   devices=device_count(distribution))
     callbacks.extend(extra_callbacks)
 
     started = time.perf_counter()
@@ -490,7 +588,12 @@ def train_model(dataset: FerDataset, model_name: str, params: TrainConfig, out_d
               "monitor": config.monitor, "train_seconds": train_seconds, "resumed_from_epoch": resumed_from}
     write_json(out_dir / TRAINING_FILE, record)
     save_inference_model(model, out_dir / BEST_MODEL_FILE)  # last: its presence means "training finished"
-    return TrainResult(model=model, history=history, out_dir=out_dir, **record)
+    return TrainResult(model=model, history=history, out_dir=out_dir, distribution=distribution, **record)
+
+
+def device_count(distribution: keras.distribution.Distribution | None) -> int:
+    """The devices a distribution spans (1 without one): every prediction's batch must divide by them."""
+    return 1 if distribution is None else int(distribution.device_mesh.devices.size)
 
 
 def is_finished(out_dir: str | Path) -> bool:
@@ -518,12 +621,14 @@ def load_inference_model(path: str | Path) -> keras.Model:
 
 
 def training_callbacks(config: TrainConfig, model_name: str, dataset: FerDataset, out_dir: Path, best: BestWeights,
-                       loss: keras.losses.Loss, *, n_train_per_epoch: int) -> list[keras.callbacks.Callback]:
+                       loss: keras.losses.Loss, *, n_train_per_epoch: int, devices: int = 1
+                       ) -> list[keras.callbacks.Callback]:
     """The epoch-end callbacks, in the order they must run (validation first, the backup after the CSV row)."""
     mode = best.mode
     callbacks: list[keras.callbacks.Callback] = [SwapEma()] if config.ema else []  # the average in ...
     callbacks += [
-        EpochRecord(dataset.val, n_train_per_epoch, loss, evaluation_batch_size(config.batch_size, dataset)),
+        EpochRecord(dataset.val, n_train_per_epoch, loss,
+                    evaluation_batch_size(config.batch_size, dataset, devices=devices)),
         StopOnDivergence(model_name, config),
     ]
     if config.reduce_lr_on_plateau:
