@@ -5,8 +5,8 @@
 #                     (whatever is newest today) instead of the lock
 #   make study        run the study into outputs/<timestamp>-<name>/: params/paper.yaml when FER2013 is found
 #                     (DATA=..., $FER2013_DIR or data/fer2013), else params/smoke.yaml on synthetic data
-#   make test         pytest (TensorFlow backend), the backend tests again on JAX, the distribution tests on JAX's
-#                     2 CPU devices (make test-distribution), then the notebooks with nbval
+#   make test         pytest (TensorFlow backend), the backend tests again on JAX with the distribution tests on
+#                     JAX's 2 CPU devices, then the notebooks with nbval; each pass on PYTEST_WORKERS processes
 #   make lab          JupyterLab on the project (the notebooks import the installed fer_lib)
 #   make list         the runs in outputs/
 #   make gpu-bundle   gpu/bundle/: wheels, FER2013 and the project for an offline GPU machine (bash gpu/bundle/run.sh)
@@ -19,7 +19,8 @@
 # Variables: PYTHON (default python3, >= 3.11), VENV (.venv), LOCKED (1: install the lock; 0: resolve anew),
 # EXTRAS (tf,jax,dev,lab; another list only with LOCKED=0: the lock holds all four), DATA (a FER2013 path),
 # PARAMS (a params file instead of the automatic choice), ARGS (more `fer-study run` arguments, e.g. ARGS='-p epochs=5'),
-# PYTEST_ARGS (added to every pytest call), LAB_ARGS.
+# PYTEST_ARGS (added to every pytest call), PYTEST_WORKERS (pytest-xdist's -n: auto, one per core; 0 runs in one
+# process), LAB_ARGS.
 # Setting up is idempotent: a stamp in .venv records a hash of pyproject.toml, the lock (when LOCKED=1), EXTRAS and
 # LOCKED, and nothing is installed again until one of them changes; its second line says what was installed
 # (`lock requirements/lock.txt <sha256>` or `unlocked`; tests/test_lock.py reads it).
@@ -41,6 +42,8 @@ STAMP := $(VENV)/.fer-study-installed
 KERNEL_SPEC := $(VENV)/share/jupyter/kernels/python3/kernel.json
 PYTEST := $(BIN)/python -m pytest
 PYTEST_ARGS ?= --durations=10
+PYTEST_WORKERS ?= auto
+XDIST := -n $(PYTEST_WORKERS)
 DATA ?=
 PARAMS ?=
 ARGS ?=
@@ -103,18 +106,19 @@ study: install
 test: install
 	$(MAKE) --no-print-directory test-tf
 	$(MAKE) --no-print-directory test-jax
-	$(MAKE) --no-print-directory test-distribution
 	$(MAKE) --no-print-directory test-notebooks
 
 test-tf: install
-	@echo "==> pytest (KERAS_BACKEND=$${KERAS_BACKEND:-tensorflow})"
-	$(PYTEST) $(PYTEST_ARGS)
+	@echo "==> pytest (KERAS_BACKEND=$${KERAS_BACKEND:-tensorflow}, $(PYTEST_WORKERS) workers)"
+	$(PYTEST) $(XDIST) $(PYTEST_ARGS)
 
-# Exit code 5 (no test collected) is fine here: it only means no test is marked `backend`.
+# The backend tests on JAX and the distribution tests in one process per worker on JAX's 2 CPU devices (see
+# test-distribution): with the distribution off, which is `auto`'s choice on a CPU, 2 devices change nothing.
 test-jax: install
-	@echo "==> pytest -m backend (KERAS_BACKEND=jax)"
-	KERAS_BACKEND=jax $(PYTEST) -m backend $(PYTEST_ARGS) || { rc=$$?; \
-		if [ $$rc -eq 5 ]; then echo "no test is marked backend: nothing to run on JAX"; else exit $$rc; fi; }
+	@echo "==> pytest -m 'backend or distribution' (KERAS_BACKEND=jax on 2 CPU devices, $(PYTEST_WORKERS) workers)"
+	KERAS_BACKEND=jax JAX_PLATFORMS=cpu JAX_NUM_CPU_DEVICES=2 \
+		XLA_FLAGS="$${XLA_FLAGS:+$$XLA_FLAGS }--xla_force_host_platform_device_count=2" \
+		$(PYTEST) -m "backend or distribution" $(XDIST) $(PYTEST_ARGS)
 
 # Training over 2 devices with keras.distribution, in a process of its own: JAX's device count is fixed when it
 # starts. jax >= 0.4.38 reads JAX_NUM_CPU_DEVICES, older versions the XLA flag; JAX_PLATFORMS=cpu, so that a GPU
@@ -126,8 +130,9 @@ test-distribution: install
 		$(PYTEST) -m distribution $(PYTEST_ARGS)
 
 test-notebooks: install
-	@echo "==> nbval on notebooks/"
-	$(PYTEST) --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg notebooks/ $(PYTEST_ARGS)
+	@echo "==> nbval on notebooks/ ($(PYTEST_WORKERS) workers, a notebook each)"
+	$(PYTEST) --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg notebooks/ \
+		$(XDIST) --dist loadfile $(PYTEST_ARGS)
 
 lab: install
 	"$(BIN)/jupyter" lab $(LAB_ARGS)

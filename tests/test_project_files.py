@@ -181,7 +181,8 @@ def test_makefile_targets_and_commands() -> None:
                    "lock-upgrade"):
         assert re.search(rf"^{re.escape(target)}:", MAKEFILE, re.M), target
     assert re.search(r"^\.DEFAULT_GOAL := install$", MAKEFILE, re.M)
-    assert "KERAS_BACKEND=jax $(PYTEST) -m backend" in MAKEFILE
+    assert "KERAS_BACKEND=jax JAX_PLATFORMS=cpu JAX_NUM_CPU_DEVICES=2" in MAKEFILE
+    assert '$(PYTEST) -m "backend or distribution" $(XDIST)' in MAKEFILE and "XDIST := -n $(PYTEST_WORKERS)" in MAKEFILE
     assert "--nbval-lax" in MAKEFILE and "--nbval-sanitize-with notebooks/sanitize.cfg notebooks/" in MAKEFILE
     assert "-m venv" in MAKEFILE and "ipykernel install --sys-prefix --name python3" in MAKEFILE
     assert "params/paper.yaml" in MAKEFILE and "params/smoke.yaml" in MAKEFILE
