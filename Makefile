@@ -129,10 +129,13 @@ test-distribution: install
 		XLA_FLAGS="$${XLA_FLAGS:+$$XLA_FLAGS }--xla_force_host_platform_device_count=2" \
 		$(PYTEST) -m distribution $(PYTEST_ARGS)
 
+# In two passes, a notebook per worker in each: 03_compare and 04_predict read the run that 02_train writes into
+# outputs/, so they start after it (on a fresh clone there is no earlier run to fall back on).
+NBVAL := $(PYTEST) --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg $(XDIST) --dist loadfile
 test-notebooks: install
-	@echo "==> nbval on notebooks/ ($(PYTEST_WORKERS) workers, a notebook each)"
-	$(PYTEST) --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg notebooks/ \
-		$(XDIST) --dist loadfile $(PYTEST_ARGS)
+	@echo "==> nbval on notebooks/01-02, then 03-04 ($(PYTEST_WORKERS) workers, a notebook each)"
+	$(NBVAL) notebooks/01_explore_data.ipynb notebooks/02_train.ipynb $(PYTEST_ARGS)
+	$(NBVAL) notebooks/03_compare.ipynb notebooks/04_predict.ipynb $(PYTEST_ARGS)
 
 lab: install
 	"$(BIN)/jupyter" lab $(LAB_ARGS)
