@@ -1,11 +1,12 @@
 """The paper's protocol against the strong one on real FER2013, on this CPU, for the same wall time each; write JSON.
 
-    python benchmarks/protocols.py [--data ../shared/fer2013] [--minutes 12] [--parallel 2]
+    python benchmarks/protocols.py [--data ../shared/fer2013] [--minutes 12 | --epochs 10] [--parallel 2]
 
 A small CNN of the basic CNN's family (four blocks of two convolutions, 16-128 filters) is trained by the study's own
 loop (fer_lib.core.train.train_model) on train/ less a validation split carved from it, for ``--minutes`` of wall
-time per protocol (the last epoch that would not end in time is not started), in float32 and with the ten-view TTA
-scored, each protocol otherwise as its params file says:
+time per protocol (the last epoch that would not end in time is not started), or for ``--epochs`` each (the same
+work for protocols of the same speed, whatever else runs on the machine; each one's wall time is recorded), in
+float32 and with the ten-view TTA scored, each protocol otherwise as its params file says:
   paper      params/paper.yaml (Adam 1e-3, batch 64, the paper's augmentation);
   strong     params/strong.yaml (every part of the recipe; SGD 0.02, batch 128);
   -erasing   strong without random erasing;  -ema  strong without the moving average;  -mixing  strong without
@@ -40,7 +41,7 @@ PROTOCOLS: dict[str, tuple[str, dict]] = {
 }
 
 
-def run_one(name: str, data: str, minutes: float, out: Path) -> None:
+def run_one(name: str, data: str, minutes: float, epochs: int | None, out: Path) -> None:
     """One protocol in this process: train for the budget, score the best validation epoch, write its JSON row."""
     import keras
 
@@ -51,7 +52,8 @@ def run_one(name: str, data: str, minutes: float, out: Path) -> None:
     from fer_lib.core.data import load_study_data
 
     file, changes = PROTOCOLS[name]
-    params = resolve_params_files([PROJECT / "params" / file], [], {**CPU, **changes, "data": data})
+    fixed = {"epochs": epochs} if epochs else {}
+    params = resolve_params_files([PROJECT / "params" / file], [], {**CPU, **changes, **fixed, "data": data})
     dataset, _ = load_study_data(DataConfig.from_mapping(params), project_root=PROJECT)
     budget = minutes * 60.0
 
@@ -61,13 +63,14 @@ def run_one(name: str, data: str, minutes: float, out: Path) -> None:
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             spent = time.monotonic() - self.started
-            if spent * (epoch + 2) / (epoch + 1) > budget:
+            if not epochs and spent * (epoch + 2) / (epoch + 1) > budget:
                 self.model.stop_training = True
 
     folder = out / f"model-{name}"
     summary = run_model(params, "basic_cnn", dataset, folder, extra_callbacks=[WallClock()])
     history = records.read_history(folder / records.HISTORY_FILE)
-    row = {"protocol": name, "params_file": f"params/{file}", "changes": changes, "minutes": minutes,
+    row = {"protocol": name, "params_file": f"params/{file}", "changes": changes,
+           "minutes": None if epochs else minutes,
            "epochs": int(len(history)), "train_seconds": summary["train_seconds"], "best_epoch": summary["best_epoch"],
            "val_accuracy": summary["val"]["accuracy"], "test_accuracy": summary["test"]["accuracy"],
            "test_accuracy_tta": summary.get("test_tta", {}).get("accuracy"),
@@ -82,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(PROJECT.parent / "shared" / "fer2013"))
     parser.add_argument("--minutes", type=float, default=12.0, help="wall time per protocol (at most 15)")
+    parser.add_argument("--epochs", type=int, help="a fixed number of epochs per protocol instead of --minutes")
     parser.add_argument("--parallel", type=int, default=2, help="protocols side by side (one thread each)")
     parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS))
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
@@ -89,8 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.only:
-        run_one(args.only, args.data, args.minutes, Path(args.work))
+        run_one(args.only, args.data, args.minutes, args.epochs, Path(args.work))
         return 0
+    if args.epochs is not None and args.epochs < 1:
+        parser.error(f"--epochs must be a positive whole number, got {args.epochs}")
     if not 0 < args.minutes <= 15:
         parser.error(f"--minutes must be in (0, 15], got {args.minutes}")
     if not Path(args.data).exists():
@@ -111,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             name = pending.pop(0)
             log = open(work / f"{name}.log", "w")
             running[name] = subprocess.Popen([sys.executable, __file__, "--only", name, "--data", args.data,
-                                              "--minutes", str(args.minutes), "--work", str(work)],
+                                              "--minutes", str(args.minutes), "--work", str(work)]
+                                             + (["--epochs", str(args.epochs)] if args.epochs else []),
                                              stdout=log, stderr=subprocess.STDOUT, env=env)
             print(f"protocols: {name} started ({time.monotonic() - started:.0f} s)", flush=True)
         for name, process in list(running.items()):
@@ -125,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     record = {"date": records.now(), "device": device["summary"], "device_details": device, "backend": keras_backend(),
               "versions": package_versions(),
               "settings": {"data": args.data, "val": "10% of train/ carved (stratified, seed 0)", "model": SMALL_CNN,
-                           "minutes_per_protocol": args.minutes, "parallel": args.parallel,
+                           "minutes_per_protocol": None if args.epochs else args.minutes,
+                           "epochs_per_protocol": args.epochs, "parallel": args.parallel,
                            "threads_per_protocol": 1, "selection": "best validation epoch; test scored once"},
               "protocols": rows}
     out = Path(args.out)

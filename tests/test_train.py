@@ -389,6 +389,21 @@ def test_the_saved_model_holds_the_moving_average_of_the_weights(tmp_path: Path,
     assert history["val_accuracy"].iloc[0] == pytest.approx(result.best_value)
 
 
+@pytest.mark.backend
+def test_the_moving_average_warms_up_instead_of_holding_the_first_weights() -> None:
+    """Keras's fixed momentum keeps 0.999**100 = 90% of the first weights after 100 steps; the warmed-up one
+    (min(0.999, (1 + n) / (10 + n))) follows the recent ones: a weight that rises by 1 a step is averaged near 80."""
+    weight = keras.Variable(0.0)
+    optimizer = train.make_optimizer(TrainConfig(optimizer="sgd", learning_rate=1.0, momentum=0.0, ema=True,
+                                                 ema_momentum=0.999), 100)
+    optimizer.build([weight])
+    for _ in range(100):
+        optimizer.apply([keras.ops.convert_to_tensor(-1.0)], [weight])
+    average = float(keras.ops.convert_to_numpy(optimizer._model_variables_moving_average[0]))
+    assert float(keras.ops.convert_to_numpy(weight)) == pytest.approx(100.0)
+    assert 70 < average < 95
+
+
 def test_weight_decay_on_kernels_only_and_clipping_and_bn_momentum(tiny_data: data.FerDataset) -> None:
     model = train.build_model("basic_cnn", TINY_CNN, bn_momentum=0.8)
     assert {layer.momentum for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)} == {0.8}
