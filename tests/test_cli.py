@@ -91,7 +91,8 @@ if epochs == 98:  # the study's own divergence stop, as train_model's loop calls
     StopOnDivergence(model, TrainConfig(epochs=3, learning_rate=1e9)).on_epoch_end(0, {'loss': float('nan')})
 test = {'accuracy': 0.5, 'macro_f1': 0.4, 'majority_class_accuracy': 0.25, 'collapse_warning': None}
 (folder / 'metrics.json').write_text(json.dumps({'model': model, 'synthetic': synthetic, 'epochs_run': epochs,
-                                                 'best_epoch': epochs, 'train_seconds': 1.5, 'test': test}))
+                                                 'best_epoch': epochs, 'best_val': 0.5 + epochs / 100, 'train_seconds': 1.5,
+                                                 'test': test}))
 (folder / 'train_config.json').write_text(json.dumps({'data': {'fingerprint': 'stand-in'}}))"""
 
 
@@ -687,7 +688,7 @@ def test_a_2x2_sweep_makes_4_runs_a_sweep_record_and_one_comparison(project: Pat
     folders = records.list_runs(out)
     assert len(folders) == 4
     sweeps = [p for p in out.iterdir() if sweep.is_sweep_dir(p)]
-    assert len(sweeps) == 1 and sweeps[0].name.endswith("-sweep-grid")
+    assert len(sweeps) == 1 and re.fullmatch(r"sweep-grid-[0-9a-f]{10}", sweeps[0].name)
     record = sweep.read_sweep(sweeps[0])
     assert record["grid"] == {"epochs": ["2", "3"], "augmentation.rotation": ["0", "10"]}
     assert record["status"] == "complete"
@@ -742,44 +743,29 @@ def test_sweep_values_keep_commas_inside_brackets() -> None:
     assert sweep.grid_points({"a": ["1", "2"], "b": ["x"]}) == [{"a": "1", "b": "x"}, {"a": "2", "b": "x"}]
 
 
-def test_sweep_points_run_side_by_side_one_per_device(project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    """--devices 0,1: each point a `fer-study run` process of its own with its own CUDA_VISIBLE_DEVICES, two at a
-    time. The processes are stood in for (what they are given is recorded, and each "makes" its run folder): a real
-    `fer-study run` process is the end-to-end test above."""
-    import threading
-
-    from fer_lib.app import sweep
-    out = tmp_path / "outputs"
-    started: list[tuple[list[str], str]] = []
-    both_running = threading.Barrier(2, timeout=20)
-
-    def fake_launch(command: list[str], env: dict[str, str], *, capture: bool) -> subprocess.CompletedProcess[str]:
-        started.append((command, env["CUDA_VISIBLE_DEVICES"]))
-        both_running.wait()  # only passes when the two points run at the same time
-        run_dir = runs.new_run_dir(command[command.index("--name") + 1], outputs_dir=out)
-        return subprocess.CompletedProcess(command, 0, stdout=f"fer-study: run folder {run_dir}\n", stderr="")
-
-    monkeypatch.setattr(sweep, "launch_point", fake_launch)
-    code, _, err = run_cli(["sweep", "-p", "synthetic=true", *TINY, "--grid", "epochs=2,3", "--devices", "0,1",
-                            "--name", "dev", "--out", str(out)], capsys)
-    assert code == 0, err
-    assert sorted(device for _, device in started) == ["0", "1"]
-    for command, _ in started:
-        assert command[:4] == [sys.executable, "-m", "fer_lib.app.cli", "run"]
-        assert command[command.index("--out") + 1] == str(out) and "synthetic=true" in command
-        assert any(text in command for text in ("epochs=2", "epochs=3"))
-    record = sweep.read_sweep(next(p for p in out.iterdir() if sweep.is_sweep_dir(p)))
-    assert record["devices"] == ["0", "1"] and [p["status"] for p in record["points"]] == ["complete", "complete"]
-    assert sorted(p["run"].split("-", 2)[2] for p in record["points"]) == ["dev-epochs=2", "dev-epochs=3"]
-
-
-def test_sweep_devices_auto_means_one_per_visible_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    from fer_lib.app import sweep
+def test_workers_auto_means_one_per_visible_gpu_and_n_workers_share_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fer_lib.app import trials
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
-    assert sweep.parse_devices("auto") == ["2", "3"]
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
-    assert sweep.parse_devices("auto") == []  # one GPU: the points run in turn
-    assert sweep.parse_devices("") == [] and sweep.parse_devices("0, 1") == ["0", "1"]
-    with pytest.raises(runner.UserError, match="names a device twice"):
-        sweep.parse_devices("1,1")
+    assert trials.worker_devices("auto") == ["2", "3"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert trials.worker_devices("auto") == [None]  # a CPU-only machine: one worker
+    assert trials.worker_devices("3") == [None, None, None]
+    for bad in ("0", "two", "-1"):
+        with pytest.raises(runner.UserError, match="--workers must be 'auto' or a number of workers >= 1"):
+            trials.worker_devices(bad)
+    launched: list[dict[str, str]] = []
+
+    class Done:
+        def __init__(self, command: list[str], env: dict[str, str]) -> None:
+            assert command[1:4] == ["-m", "fer_lib.app.cli", "worker"]
+            launched.append(env)
+
+        def wait(self) -> int:
+            return 0
+
+    assert trials.run_local_workers("s.journal", "study", ["0", "1"], launch=Done) == [0, 0]
+    assert [env["CUDA_VISIBLE_DEVICES"] for env in launched] == ["0", "1"]
+    launched.clear()
+    monkeypatch.delenv("XLA_PYTHON_CLIENT_MEM_FRACTION", raising=False)
+    trials.run_local_workers("s.journal", "study", [None, None, None], launch=Done)
+    assert [env["XLA_PYTHON_CLIENT_MEM_FRACTION"] for env in launched] == ["0.300"] * 3  # one GPU, 3 workers

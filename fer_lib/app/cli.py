@@ -5,6 +5,9 @@
 interrupted run; ``fer-study list [--out DIR]``: every run with its status, data and results;
 ``fer-study results RUN_DIR ... [--update-readme FILE]``: a markdown results table generated from run folders;
 ``fer-study sweep --params FILE --grid KEY=V1,V2 ...``: one run per combination of the grid, in a sweep folder;
+``fer-study tune --params FILE --space SPACE.yaml --trials N``: a pruned search; ``fer-study worker --storage URL
+--study NAME``: join a sweep's or a search's workers; ``fer-study estimate --params FILE --bench JSON``: how long a
+params file trains on a benchmarked machine;
 ``fer-study compare RUN_OR_SWEEP...``: runs side by side against the parameters that tell them apart;
 ``fer-study predict RUN_DIR IMAGE_OR_FOLDER... [--model M] [--out DIR]``: the expressions of the faces in new photos
 (fer_lib.app.predict).
@@ -42,6 +45,20 @@ def _add_study_arguments(parser: argparse.ArgumentParser, *, out: str, name: str
     parser.add_argument("--log-output", action="store_true",
                         help="stream the notebooks' outputs (training logs) to the terminal")
     parser.add_argument("--notebooks-dir", metavar="DIR", type=Path, default=None, help=argparse.SUPPRESS)
+
+
+def _add_worker_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """Where the trials are kept and who runs them (`sweep` and `tune`)."""
+    parser.add_argument("--workers", default="auto", metavar="N|auto",
+                        help=f"worker processes running the {what} side by side: auto is one per visible GPU "
+                             "(CUDA_VISIBLE_DEVICES of each), one on a CPU-only machine; N workers share the devices")
+    parser.add_argument("--storage", metavar="URL",
+                        help="where the trials are kept: a database URL many machines share (postgresql://user@host/"
+                             "db), or a journal file; default: a journal file in the folder (nothing to set up)")
+    parser.add_argument("--launch", choices=("local", "slurm"), default="local",
+                        help="slurm: submit the workers as an sbatch job array (--workers tasks, one GPU each) "
+                             "instead of running them here")
+    parser.add_argument("--dry-run", action="store_true", help="with --launch slurm: print the script, submit nothing")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,22 +102,55 @@ def build_parser() -> argparse.ArgumentParser:
 
     sweep = commands.add_parser(
         "sweep", help="run every combination of a grid of parameter values, each as its own run",
-        description="Run the study once per combination of the --grid values (each point a run folder made by the "
-                    "same runner as `run`), recorded in a sweep folder <out>/<timestamp>-sweep-<name>/ with "
-                    "sweep.json, comparison.csv and comparison.png. Every point is checked before anything runs.",
+        description="Run the study once per combination of the --grid values (times every seed: each point a run "
+                    "folder made by the same runner as `run`), as the trials of an Optuna study that workers pull, "
+                    "recorded in a sweep folder <out>/sweep-<name>-<digest>/ with sweep.json, comparison.csv and "
+                    "comparison.png. Every point is checked before anything runs; the same command run again "
+                    "resumes the sweep (finished points are kept).",
         epilog="examples:\n  fer-study sweep --params params/smoke.yaml --grid epochs=2,3 --grid batch_size=8,16\n"
                "  fer-study sweep --params params/paper.yaml --grid augmentation.rotation=0,10 "
                "--grid augmentation.horizontal_flip=false,true\n"
-               "  fer-study sweep --params params/strong.yaml --grid learning_rate=0.01,0.03 --devices 0,1",
+               "  fer-study sweep --params params/strong.yaml --grid learning_rate=0.01,0.03 --workers auto\n"
+               "  fer-study sweep --params params/strong.yaml --grid seed=0,1,2,3 --storage postgresql://db/fer "
+               "--launch slurm --workers 4",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sweep.add_argument("--grid", metavar="KEY=V1,V2", action="append", default=[], required=True,
                        help="a parameter and its values (YAML each; commas inside [] stay), repeatable")
     _add_study_arguments(sweep, out="where the sweep and run folders go (default: outputs/ of the project)",
                          name="the sweep's name, the prefix of its runs' names (default: the params' name)")
-    sweep.add_argument("--devices", metavar="LIST", default="",
-                       help="run points side by side, one per device of this comma-separated list (e.g. 0,1: "
-                            "CUDA_VISIBLE_DEVICES of each point's process), or 'auto': one per visible GPU when "
-                            "there are several; default: one point after the other")
+    _add_worker_arguments(sweep, "points")
+
+    tune = commands.add_parser(
+        "tune", help="a pruned search over a space of study parameters (Optuna), on validation only",
+        description="Search a space of study parameters with Optuna's TPE sampler; a pruner stops a trial at an "
+                    "epoch end whose validation accuracy is behind. A trial trains one model through the study's own "
+                    "loop (no notebook); test is never looked at. The folder <out>/tune-<name>-<digest>/ gets "
+                    "trials.csv, optimization_history.png, param_importances.png and best.yaml (the best trial's "
+                    "params: `fer-study run --params best.yaml` runs it as the study); the same command resumes it.",
+        epilog="space file (YAML):\n  learning_rate: {low: 0.005, high: 0.05, log: true}\n"
+               "  augmentation.erasing: {low: 0.0, high: 0.6}\n  model_options.basic_cnn.dense_units: "
+               "{choices: [[1024], [4096, 4096]]}\nexample:\n  fer-study tune --params params/strong.yaml "
+               "--space params/space-strong.yaml --trials 12 --workers 3",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    tune.add_argument("--space", metavar="SPACE.yaml", type=Path, required=True, help="the parameters to search")
+    tune.add_argument("--trials", type=int, required=True, help="trials in all (pruned and failed ones count)")
+    tune.add_argument("--model", help="the model each trial trains (default: the params' first model)")
+    tune.add_argument("--pruner", default="successive_halving", help="successive_halving (default), hyperband or none")
+    tune.add_argument("--timeout", type=float, metavar="SECONDS",
+                      help="start no trial after this many seconds (the trials running then finish)")
+    _add_study_arguments(tune, out="where the tune folder goes (default: outputs/ of the project)",
+                         name="the search's name (default: the params' name)")
+    _add_worker_arguments(tune, "trials")
+
+    worker = commands.add_parser(
+        "worker", help="join a sweep's or a search's workers (on this or another machine)",
+        description="Pull trials of a study that `fer-study sweep` or `tune` made and run them until none is left. "
+                    "What to run comes from the study itself; every machine needs the same project, data paths "
+                    "and params files (a shared file system).",
+        epilog="example:\n  fer-study worker --storage postgresql://user@db/fer --study sweep-strong-1a2b3c4d5e",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    worker.add_argument("--storage", metavar="URL", required=True, help="the study's storage (as the sweep shows it)")
+    worker.add_argument("--study", required=True, help="the study's name (the sweep or tune folder's name)")
 
     compare = commands.add_parser(
         "compare", help="tabulate and plot runs (or sweeps) against the parameters that tell them apart",
@@ -169,6 +219,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return command_resume(args, argv=command_line)
         if args.command == "sweep":
             return command_sweep(args, argv=command_line)
+        if args.command == "tune":
+            return command_tune(args, argv=command_line)
+        if args.command == "worker":
+            return command_worker(args)
         if args.command == "compare":
             return command_compare(args)
         if args.command == "estimate":
@@ -207,10 +261,29 @@ def command_resume(args: argparse.Namespace, *, argv: list[str]) -> int:
 def command_sweep(args: argparse.Namespace, *, argv: list[str]) -> int:
     from fer_lib.app import sweep
     _ready_backend()
-    devices = sweep.parse_devices(args.devices)
     plan = sweep.prepare_sweep(args.params, args.overrides, args.grid, data=args.data, name=args.name, out=args.out,
                                notebooks_dir=args.notebooks_dir)
-    return sweep.start_sweep(plan, argv=argv, devices=devices, log_output=args.log_output)
+    return sweep.start_sweep(plan, argv=argv, workers=args.workers, storage=args.storage, launch=args.launch,
+                             dry_run=args.dry_run, log_output=args.log_output)
+
+
+def command_tune(args: argparse.Namespace, *, argv: list[str]) -> int:
+    from fer_lib.app import tune
+
+    _ready_backend()
+    job = tune.prepare_tune(args.params, args.overrides, args.space, trials_wanted=args.trials, model=args.model,
+                            pruner=args.pruner, data=args.data, name=args.name, out=args.out, timeout=args.timeout)
+    return tune.start_tune(job, argv=argv, workers=args.workers, storage=args.storage, launch=args.launch,
+                           dry_run=args.dry_run)
+
+
+def command_worker(args: argparse.Namespace) -> int:
+    from fer_lib.app import sweep, trials, tune
+
+    _ready_backend()
+    study, job = trials.load_study(args.storage, args.study)
+    (sweep.work if job["kind"] == "sweep" else tune.work)(study, job)
+    return EXIT_OK
 
 
 def command_compare(args: argparse.Namespace) -> int:

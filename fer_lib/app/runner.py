@@ -138,8 +138,9 @@ def run_context(plan: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def start_run(plan: dict[str, Any], *, argv: Sequence[str], out: str | Path | None = None,
-              log_output: bool = False) -> int:
-    """Create a fresh run folder for a prepared ``plan`` and execute every notebook into it; the exit code."""
+              log_output: bool = False, on_start: Callable[[Path], Any] | None = None) -> int:
+    """Create a fresh run folder for a prepared ``plan`` and execute every notebook into it; the exit code.
+    ``on_start`` is called with the run folder as soon as it exists (a sweep's trial records it)."""
     plan["context"] = plan.get("context") or run_context(plan)  # versions, backend, device, git: before the folder
     run_dir = plan["run_dir"] = runs.new_run_dir(plan["params"]["name"], outputs_dir=out, params=plan["params"])
     jobs = notebook_jobs(plan, run_dir)
@@ -167,6 +168,8 @@ def start_run(plan: dict[str, Any], *, argv: Sequence[str], out: str | Path | No
     (run_dir / runs.NOTEBOOKS_DIR).mkdir(exist_ok=True)
     (run_dir / runs.FIGURES_DIR).mkdir(exist_ok=True)
     print(f"{PROG}: run folder {run_dir}", flush=True)
+    if on_start is not None:
+        on_start(run_dir)
     return execute_jobs(plan, run_dir, manifest, jobs, log_output=log_output)
 
 

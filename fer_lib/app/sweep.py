@@ -1,34 +1,36 @@
-"""Sweeps: every combination of a grid of parameter values, each as its own run through the same runner.
+"""Sweeps: every combination of a grid of parameter values (times every seed), each as its own run, as the enqueued
+trials of an Optuna study (fer_lib.app.trials) that workers pull.
 
-``fer-study sweep --params FILE --grid KEY=V1,V2 [--grid KEY2=...]`` resolves and checks every point before anything
-is written (an unknown key or a bad value is one line, exit 2, no folder), then creates a sweep folder
-``<out>/<YYYYmmdd-HHMMSS>-sweep-<name>/`` whose ``sweep.json`` records the grid, the command and, per point, its
-values, run folder and status, and runs the points one after the other (or side by side, one per device, with
-``devices``). At the end the sweep folder gets ``comparison.csv`` and ``comparison.png``: the points' results
-against the swept keys (fer_lib.app.tables.comparison_rows, fer_lib.analysis.plots.plot_sweep).
+``fer-study sweep --params FILE --grid KEY=V1,V2 [--grid KEY2=...] [--workers N|auto] [--storage URL]`` resolves and
+checks every point before anything is written (an unknown key or a bad value is one line, exit 2, no folder). The
+sweep folder ``<out>/sweep-<name>-<digest>/`` is named after what the sweep is (params files' contents, overrides,
+grid, data), so the same command run again finds it and resumes: finished points are kept, nothing runs twice, a
+point whose worker was killed resumes its own run folder. Its ``sweep.json`` records the grid, the command and per
+point its values, run folder and status; at the end ``comparison.csv`` and ``comparison.png`` hold the points'
+results against the swept keys (fer_lib.app.tables.comparison_rows, fer_lib.analysis.plots.plot_sweep).
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
-import os
-import subprocess
+import json
 import sys
-import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from fer_lib.app import runs
+from fer_lib.app import runs, trials
 from fer_lib.app.errors import EXIT_FAILED, EXIT_OK, PROG, UserError, one_line
-from fer_lib.app.params import load_yaml
+from fer_lib.app.params import load_yaml, seed_list
 from fer_lib.core import records
 
 SWEEP_FILE = "sweep.json"
 COMPARISON_CSV = "comparison.csv"
 COMPARISON_PLOT = "comparison.png"
+SLURM_FILE = "workers.sbatch"
 
 
 def split_values(text: str) -> list[str]:
@@ -82,46 +84,36 @@ def point_name(base: str, point: Mapping[str, str]) -> str:
 def prepare_sweep(params_files: Sequence[str | Path], overrides: Sequence[str], grid_texts: Sequence[str], *,
                   data: str | None = None, name: str | None = None, out: str | Path | None = None,
                   notebooks_dir: Path | None = None) -> dict[str, Any]:
-    """Check every point of the grid (params resolved and validated, data found) before anything is written."""
+    """Check every point of the grid (params resolved and validated, data found) before anything is written.
+
+    With several ``seeds`` in the params, each grid combination is a point per seed (``seeds=[s]``): each seed its
+    own trial, so workers can train the seeds side by side.
+    """
     from fer_lib.app import runner
+
     grid = parse_grid(grid_texts)
     base = runner.prepare_run(params_files, overrides, data=data, name=name, out=out, notebooks_dir=notebooks_dir)
-    sweep_name = base["params"]["name"]
-    points = []
-    for point in grid_points(grid):
+    sweep_name, seeds = base["params"]["name"], seed_list(base["params"])
+    combinations = [{**point, **({"seeds": f"[{s}]"} if len(seeds) > 1 else {})}
+                    for point in grid_points(grid) for s in seeds]
+    for point in combinations:
         try:
-            plan = runner.prepare_run(params_files, [*overrides, *point_overrides(point)], data=data,
-                                      name=point_name(sweep_name, point), out=out, notebooks_dir=notebooks_dir)
+            runner.prepare_run(params_files, [*overrides, *point_overrides(point)], data=data,
+                               name=point_name(sweep_name, point), out=out, notebooks_dir=notebooks_dir)
         except UserError as error:
             values = ", ".join(f"{key}={value}" for key, value in point.items())
             raise UserError(f"sweep point {values}: {error}") from None
-        points.append({"values": point, "plan": plan})
-    return {"grid": grid, "name": sweep_name, "points": points, "params_files": [str(f) for f in params_files],
-            "overrides": list(overrides), "data": data, "out": out, "notebooks_dir": notebooks_dir}
+    definition = {"name": sweep_name, "grid": grid, "overrides": list(overrides), "data": data,
+                  "params": [Path(f).read_text() for f in params_files]}
+    digest = hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:10]
+    return {"grid": grid, "name": sweep_name, "points": combinations, "params_files": [str(f) for f in params_files],
+            "overrides": list(overrides), "data": data, "out": None if out is None else str(out),
+            "notebooks_dir": str(notebooks_dir or runner.DEFAULT_NOTEBOOKS_DIR),  # the workers' too
+            "folder": f"sweep-{runs.slug(sweep_name)}-{digest}"}
 
 
-def parse_devices(text: str) -> list[str]:
-    """``--devices``: "" (points in turn), "0,1" (one process per listed device) or "auto" (one per visible GPU
-    when there are at least two, else in turn)."""
-    from fer_lib.app.provenance import visible_gpu_indices
-
-    if text.strip() == "auto":
-        gpus = visible_gpu_indices()
-        return gpus if len(gpus) > 1 else []
-    devices = [device.strip() for device in text.split(",") if device.strip()]
-    if len(set(devices)) != len(devices):
-        raise UserError(f"--devices {text!r} names a device twice")
-    return devices
-
-
-def new_sweep_dir(name: str, outputs_dir: str | Path | None = None) -> Path:
-    """A fresh sweep folder (never an earlier one): ``<timestamp>-sweep-<name>``, suffixed -2, -3, ... if taken."""
-    return runs.unique_path(outputs_dir or records.default_outputs_dir(), f"{runs.timestamp()}-sweep-{runs.slug(name)}",
-                            create=True)
-
-
-def _write(sweep_dir: Path, record: Mapping[str, Any]) -> None:
-    records.write_json(sweep_dir / SWEEP_FILE, record)
+def point_key(point: Mapping[str, str]) -> str:
+    return json.dumps(dict(point), sort_keys=True)
 
 
 def is_sweep_dir(path: str | Path) -> bool:
@@ -138,106 +130,136 @@ def sweep_run_dirs(sweep_dir: str | Path) -> list[Path]:
     return [Path(p["run_dir"]) for p in record["points"] if p.get("run_dir") and Path(p["run_dir"]).is_dir()]
 
 
-def start_sweep(sweep: dict[str, Any], *, argv: Sequence[str], devices: Sequence[str] = (),
-                log_output: bool = False) -> int:
-    """Create the sweep folder and run every point; the exit code (0 when every point completed)."""
-    sweep_dir = new_sweep_dir(sweep["name"], sweep["out"])
-    record: dict[str, Any] = {
-        "name": sweep["name"], "grid": sweep["grid"], "command": [PROG, *argv], "started": records.now(),
-        "finished": None, "status": "running", "params_files": sweep["params_files"],
-        "overrides": sweep["overrides"], "devices": list(devices),
-        "points": [{"values": p["values"], "run_dir": None, "run": None, "status": "pending", "exit_code": None}
-                   for p in sweep["points"]],
-    }
-    _write(sweep_dir, record)
-    print(f"{PROG}: sweep folder {sweep_dir} ({len(record['points'])} runs)", flush=True)
-    lock = threading.Lock()
+def point_states(study: Any, points: Sequence[Mapping[str, str]]) -> list[dict[str, Any]]:
+    """Per point, what its newest trial says: status (pending, running, complete, failed), run folder, trial."""
+    newest: dict[str, Any] = {}
+    for trial in study.get_trials(deepcopy=False):
+        key = trial.user_attrs.get("point")
+        if key is not None and (key not in newest or trial.number > newest[key].number):
+            newest[key] = trial
+    states = {"WAITING": "pending", "RUNNING": "running", "COMPLETE": "complete", "FAIL": "failed",
+              "PRUNED": "failed"}
+    entries = []
+    for point in points:
+        trial = newest.get(point_key(point))
+        run_dir = None if trial is None else trial.user_attrs.get("run_dir")
+        entries.append({"values": dict(point), "status": "pending" if trial is None else states[trial.state.name],
+                        "trial": None if trial is None else trial.number, "run_dir": run_dir,
+                        "run": Path(run_dir).name if run_dir else None})
+    return entries
 
-    def finished(index: int, run_dir: Path | None, code: int) -> None:
-        with lock:
-            entry = record["points"][index]
-            entry.update(run_dir=str(run_dir.resolve()) if run_dir else None, run=run_dir.name if run_dir else None,
-                         exit_code=code, status="complete" if code == EXIT_OK else "failed")
-            _write(sweep_dir, record)
-            values = ", ".join(f"{k}={v}" for k, v in entry["values"].items())
-            print(f"{PROG}: sweep point {index + 1}/{len(record['points'])} ({values}): {entry['status']}"
-                  + (f" -> {run_dir}" if run_dir else ""), flush=True)
 
+def enqueue_points(study: Any, points: Sequence[Mapping[str, str]]) -> int:
+    """Enqueue every point without a trial that is waiting, running or complete (a failed one runs again, in its own
+    run folder); the number enqueued."""
+    entries, enqueued = point_states(study, points), 0
+    for point, entry in zip(points, entries):
+        if entry["trial"] is None or entry["status"] == "failed":
+            study.enqueue_trial({}, user_attrs={"point": point_key(point), "values": dict(point),
+                                                **({"run_dir": entry["run_dir"]} if entry["run_dir"] else {})})
+            enqueued += 1
+    return enqueued
+
+
+def start_sweep(sweep: dict[str, Any], *, argv: Sequence[str], workers: str = "auto", storage: str | None = None,
+                launch: str = "local", dry_run: bool = False, log_output: bool = False) -> int:
+    """Make (or find) the sweep folder and its study, enqueue the points, and let workers run them; the exit code
+    (0 when every point completed). ``launch="slurm"`` submits a job array of workers instead of running them."""
+    outputs = Path(sweep["out"]) if sweep["out"] else records.default_outputs_dir()
+    sweep_dir = outputs / sweep["folder"]
+    devices = trials.worker_devices(workers) if launch == "local" or workers != "auto" else [None]
+    storage_url = storage or str(sweep_dir / trials.JOURNAL_FILE)
+    again = (sweep_dir / SWEEP_FILE).is_file()
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    job = {"kind": "sweep", **{key: sweep[key] for key in ("name", "params_files", "overrides", "data", "out",
+                                                             "notebooks_dir")}, "log_output": log_output}
+    study = trials.create_study(storage_url, sweep["folder"], job)
+    retried = trials.retry_dead_trials(study)
+    enqueued = enqueue_points(study, sweep["points"])
+    record: dict[str, Any] = {"name": sweep["name"], "grid": sweep["grid"], "command": [PROG, *argv],
+                              "started": records.now(), "finished": None, "status": "running",
+                              "params_files": sweep["params_files"], "overrides": sweep["overrides"],
+                              "storage": storage_url, "study": sweep["folder"], "workers": len(devices),
+                              "points": point_states(study, sweep["points"])}
+    records.write_json(sweep_dir / SWEEP_FILE, record)
+    print(f"{PROG}: sweep folder {sweep_dir} ({len(sweep['points'])} runs; "
+          + (f"again: {len(sweep['points']) - enqueued} kept, {enqueued} to run" if again else f"{enqueued} to run")
+          + (f", {len(retried)} of a killed worker again" if retried else "") + ")", flush=True)
+    if launch == "slurm":
+        if "://" not in storage_url:
+            print(f"{PROG}: warning: the Slurm workers share the journal file {storage_url}: it must be on a file "
+                  f"system every node sees", file=sys.stderr)
+        tasks = len(devices) if workers != "auto" else len(sweep["points"])  # auto: a GPU for every point
+        script = trials.slurm_script(storage_url, sweep["folder"], tasks,
+                                     log_dir=sweep_dir / "logs", project=records.project_root(), command=[PROG, *argv])
+        print(trials.launch_slurm(script, sweep_dir / SLURM_FILE, dry_run=dry_run).rstrip())
+        return EXIT_OK
     try:
-        if devices:
-            _run_on_devices(sweep, devices, finished, log_output=log_output)
-        else:
-            _run_in_turn(sweep, finished, log_output=log_output)
+        if enqueued or retried or any(p["status"] in ("pending", "running") for p in record["points"]):
+            trials.run_local_workers(storage_url, sweep["folder"], devices)
     except KeyboardInterrupt:
-        record.update(status="interrupted", finished=records.now())
-        _write(sweep_dir, record)
-        print(f"{PROG}: sweep interrupted; {sweep_dir / SWEEP_FILE} records which points ran", file=sys.stderr)
+        record.update(status="interrupted", finished=records.now(), points=point_states(study, sweep["points"]))
+        records.write_json(sweep_dir / SWEEP_FILE, record)
+        print(f"{PROG}: sweep interrupted; the same command resumes it ({sweep_dir / SWEEP_FILE})", file=sys.stderr)
         return 130
+    record["points"] = point_states(study, sweep["points"])
     failed = [p for p in record["points"] if p["status"] != "complete"]
     record.update(status="complete" if not failed else "failed", finished=records.now())
-    _write(sweep_dir, record)
+    records.write_json(sweep_dir / SWEEP_FILE, record)
     write_comparison(sweep_dir)
-    print(f"{PROG}: sweep {'complete' if not failed else f'finished with {len(failed)} failed point(s)'}: "
+    print(f"{PROG}: sweep {'complete' if not failed else f'finished with {len(failed)} point(s) not complete'}: "
           f"{sweep_dir}", flush=True)
     return EXIT_OK if not failed else EXIT_FAILED
 
 
-def _run_in_turn(sweep: Mapping[str, Any], finished: Any, *, log_output: bool) -> None:
+class PointFailed(RuntimeError):
+    """A point's run ended with a failure (its run folder says why); its trial is failed, and runs again when the
+    sweep is run again."""
+
+
+def work(study: Any, job: Mapping[str, Any]) -> None:
+    """A worker of a sweep: run points until none is waiting (each a run folder made by the study's runner)."""
+    trials.quiet_optuna()
+    from optuna.trial import TrialState
+
+    while True:
+        trials.retry_dead_trials(study)
+        if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            return
+        study.optimize(lambda trial: run_point(trial, job), n_trials=1, catch=(PointFailed,))
+
+
+def run_point(trial: Any, job: Mapping[str, Any]) -> float:
+    """One trial: its point's run (or, for a retry of a killed point, the resumed run); the value is the models'
+    mean best validation accuracy (never test)."""
+    import optuna
+
     from fer_lib.app import runner
-    for index, point in enumerate(sweep["points"]):
-        command = point_command(sweep, point)[3:]  # recorded in the run's manifest: the point as one `run`
-        code = runner.start_run(point["plan"], argv=command, out=sweep["out"], log_output=log_output)
-        finished(index, point["plan"].get("run_dir"), code)
 
-
-def point_command(sweep: Mapping[str, Any], point: Mapping[str, Any]) -> list[str]:
-    """The ``fer-study run`` command line of one point (for running it in its own process)."""
-    command = [sys.executable, "-m", "fer_lib.app.cli", "run"]
-    for file in sweep["params_files"]:
-        command += ["--params", str(file)]
-    for text in [*sweep["overrides"], *point_overrides(point["values"])]:
-        command += ["-p", text]
-    command += ["--name", point["plan"]["params"]["name"]]
-    if sweep["data"] is not None:
-        command += ["--data", str(sweep["data"])]
-    if sweep["out"] is not None:
-        command += ["--out", str(sweep["out"])]
-    if sweep["notebooks_dir"] is not None:
-        command += ["--notebooks-dir", str(sweep["notebooks_dir"])]
-    return command
-
-
-def launch_point(command: list[str], env: Mapping[str, str], *, capture: bool) -> subprocess.CompletedProcess[str]:
-    """Run one point's ``fer-study run`` process to its end."""
-    return subprocess.run(command, env=dict(env), capture_output=capture, text=True)
-
-
-def _run_on_devices(sweep: Mapping[str, Any], devices: Sequence[str], finished: Any, *, log_output: bool) -> None:
-    """Points side by side, one per device (``CUDA_VISIBLE_DEVICES``), each a ``fer-study run`` process."""
-    pending = list(enumerate(sweep["points"]))
-    lock = threading.Lock()
-
-    def worker(device: str) -> None:
-        while True:
-            with lock:
-                if not pending:
-                    return
-                index, point = pending.pop(0)
-            env = {**os.environ, "CUDA_VISIBLE_DEVICES": device}
-            done = launch_point(point_command(sweep, point), env, capture=not log_output)
-            run_dir = None
-            for line in (done.stdout or "").splitlines():
-                if line.startswith(f"{PROG}: run folder "):
-                    run_dir = Path(line.removeprefix(f"{PROG}: run folder ").strip())
-            if done.returncode != EXIT_OK and not log_output:
-                print((done.stderr or "")[-2000:], file=sys.stderr)
-            finished(index, run_dir, done.returncode)
-
-    threads = [threading.Thread(target=worker, args=(device,), daemon=True) for device in devices]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    if "point" not in trial.user_attrs:  # another worker took the last waiting point between our look and our ask
+        raise optuna.TrialPruned("no point was left for this trial")
+    trials.mark_worker(trial)
+    values, previous = trial.user_attrs["values"], trial.user_attrs.get("run_dir")
+    if previous and Path(previous).is_dir() and runs.run_summary(previous)["status"] != "complete":
+        code = runner.resume_run(previous, argv=["resume", previous], log_output=job["log_output"])
+        run_dir = Path(previous)
+    else:
+        overrides = [*job["overrides"], *point_overrides(values)]
+        plan = runner.prepare_run(job["params_files"], overrides, data=job["data"],
+                                  name=point_name(job["name"], values), out=job["out"],
+                                  notebooks_dir=Path(job["notebooks_dir"]) if job["notebooks_dir"] else None)
+        command = ["run", *[x for f in job["params_files"] for x in ("--params", f)],
+                   *[x for o in overrides for x in ("-p", o)]]
+        code = runner.start_run(plan, argv=command, out=job["out"], log_output=job["log_output"],
+                                on_start=lambda folder: trial.set_user_attr("run_dir", str(folder.resolve())))
+        run_dir = plan["run_dir"]
+    text = ", ".join(f"{key}={value}" for key, value in values.items())
+    print(f"{PROG}: sweep point {text}: {'complete' if code == EXIT_OK else 'failed'} -> {run_dir}", flush=True)
+    if code != EXIT_OK:
+        raise PointFailed(f"sweep point {text} ended with exit code {code}: see {run_dir}")
+    accuracies = [records.read_json(records.model_dir(folder, model) / records.METRICS_FILE)["best_val"]
+                  for folder in records.seed_folders(run_dir).values() for model in records.finished_models(folder)]
+    return float(sum(accuracies) / len(accuracies)) if accuracies else 0.0
 
 
 def write_comparison(sweep_dir: Path) -> list[Path]:

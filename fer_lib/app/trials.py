@@ -1,0 +1,208 @@
+"""Trials on Optuna: the storage a sweep or a search keeps them in, the workers that pull them, and their launchers.
+
+A sweep's points and a search's trials are trials of one Optuna study. Its storage is a journal file in the job's
+folder (embedded, nothing to set up) or a database many machines share (``--storage postgresql://...``, any URL that
+SQLAlchemy reads). What the job is (its kind and settings) is the study's ``job`` user attribute, so a worker on
+another machine needs only the storage and the study's name: ``fer-study worker --storage URL --study NAME``.
+
+A killed worker leaves its trial RUNNING. With a database, Optuna's heartbeat fails it once it is silent for
+:data:`GRACE_SECONDS` and a retry copy is enqueued (``RetryFailedTrialCallback``). A journal file has no heartbeat;
+its rule: a trial RUNNING on this machine whose worker process no longer exists is failed and enqueued again when a
+worker or the job's command starts. Either way the retry keeps the user attributes, and a sweep point's retry resumes
+the run folder its first attempt made.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from fer_lib.app.errors import PROG, UserError
+
+JOURNAL_FILE = "trials.journal"
+HEARTBEAT_SECONDS = 60  # a database's workers record a heartbeat this often ...
+GRACE_SECONDS = 180  # ... and a trial silent for this long is failed and retried
+MAX_RETRIES = 3
+
+
+def quiet_optuna() -> Any:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # its per-trial lines are not fer-study's to print
+    return optuna
+
+
+def open_storage(url: str) -> Any:
+    """The storage behind ``url``: a journal file (a path, or ``journal:PATH``) or a database URL (``scheme://``)."""
+    optuna = quiet_optuna()
+    if "://" not in url:
+        from optuna.storages.journal import JournalFileBackend
+
+        path = Path(url.removeprefix("journal:")).expanduser()
+        if path.exists() and not path.is_file():
+            raise UserError(f"--storage '{url}' is a folder; give a journal file or a database URL")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    try:
+        return optuna.storages.RDBStorage(
+            url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
+            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=MAX_RETRIES))
+    except Exception as error:  # noqa: BLE001 - a wrong URL, a missing driver, a server that does not answer
+        raise UserError(f"--storage '{url}' cannot be opened: {type(error).__name__}: "
+                        f"{' '.join(str(error).split())[:300]}") from None
+
+
+def create_study(storage_url: str, name: str, job: Mapping[str, Any], *, direction: str = "maximize",
+                 sampler: Any = None, pruner: Any = None) -> Any:
+    """The job's study, made or (the same command run again) loaded; its settings recorded as ``job``."""
+    optuna = quiet_optuna()
+    study = optuna.create_study(storage=open_storage(storage_url), study_name=name, direction=direction,
+                                sampler=sampler, pruner=pruner, load_if_exists=True)
+    if "job" not in study.user_attrs:
+        study.set_user_attr("job", dict(job))
+    return study
+
+
+def load_study(storage_url: str, name: str) -> tuple[Any, dict[str, Any]]:
+    """A job's study and its settings, or a UserError naming the studies the storage has."""
+    optuna = quiet_optuna()
+    storage = open_storage(storage_url)
+    names = [summary.study_name for summary in optuna.get_all_study_summaries(storage)]
+    if name not in names:
+        raise UserError(f"--study '{name}' is not in the storage '{storage_url}'; it holds: "
+                        f"{', '.join(names) or 'no study'}")
+    study = optuna.load_study(study_name=name, storage=storage)
+    if "job" not in study.user_attrs:
+        raise UserError(f"study '{name}' was not made by {PROG} sweep or tune (it has no job settings)")
+    return study, dict(study.user_attrs["job"])
+
+
+def mark_worker(trial: Any) -> None:
+    """Record which process works on ``trial``: the journal file's rule for a killed worker needs it."""
+    trial.set_user_attr("worker", {"host": platform.node(), "pid": os.getpid()})
+
+
+def retry_dead_trials(study: Any) -> list[int]:
+    """Fail and enqueue again the RUNNING trials whose worker was killed (returns their numbers).
+
+    A database: Optuna's heartbeat rule (``fail_stale_trials``, which enqueues the retry). A journal file: a trial
+    RUNNING on this machine whose worker process is gone.
+    """
+    optuna = quiet_optuna()
+    from optuna.trial import TrialState
+
+    if isinstance(study._storage, optuna.storages.RDBStorage):
+        before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        optuna.storages.fail_stale_trials(study)
+        after = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        return sorted(before - after)
+    retried = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = trial.user_attrs.get("worker") or {}
+        if worker.get("host") == platform.node() and not _alive(worker.get("pid")):
+            study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+            optuna.storages.RetryFailedTrialCallback(max_retry=MAX_RETRIES)(study, study.trials[trial.number])
+            retried.append(trial.number)
+    return retried
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Workers: on this machine, on others, on Slurm
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def worker_devices(workers: str | int) -> list[str | None]:
+    """``--workers``: ``auto`` is one worker per visible GPU (its CUDA_VISIBLE_DEVICES), one on a CPU-only machine;
+    a number N is N workers sharing the visible devices (None: no device set)."""
+    from fer_lib.app.provenance import visible_gpu_indices
+
+    if str(workers) == "auto":
+        return list(visible_gpu_indices()) or [None]
+    try:
+        count = int(workers)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise UserError(f"--workers must be 'auto' or a number of workers >= 1, got {workers!r}")
+    return [None] * count
+
+
+def worker_command(storage_url: str, study_name: str) -> list[str]:
+    return [sys.executable, "-m", "fer_lib.app.cli", "worker", "--storage", storage_url, "--study", study_name]
+
+
+def run_local_workers(storage_url: str, study_name: str, devices: Sequence[str | None],
+                      launch: Callable[..., subprocess.Popen] = subprocess.Popen) -> list[int]:
+    """``len(devices)`` worker processes on this machine, each with its device (CUDA_VISIBLE_DEVICES); their exit
+    codes, once all have ended. Ctrl-C stops them (their trials are retried when the job runs again)."""
+    processes, sharing = [], sum(device is None for device in devices)
+    for device in devices:
+        env = dict(os.environ)
+        if device is not None:
+            env["CUDA_VISIBLE_DEVICES"] = device
+        elif sharing > 1 and "XLA_PYTHON_CLIENT_MEM_FRACTION" not in env:  # JAX takes 75% of a GPU per process
+            env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{0.9 / sharing:.3f}"  # by default: N share 90% of it
+        processes.append(launch(worker_command(storage_url, study_name), env=env))
+    try:
+        return [process.wait() for process in processes]
+    except KeyboardInterrupt:
+        for process in processes:
+            process.terminate()
+        raise
+
+
+SLURM_TEMPLATE = """#!/bin/bash
+# {PROG} workers of study {study} as a Slurm job array: each task joins the study and pulls trials until none is
+# left. Written by `{command}`.
+#SBATCH --job-name={job_name}
+#SBATCH --array=0-{last}
+#SBATCH --gres=gpu:1
+#SBATCH --cpus-per-task=8
+#SBATCH --output={log_dir}/worker-%a.log
+set -euo pipefail
+cd {project}
+export KERAS_BACKEND=jax
+exec {worker}
+"""
+
+
+def slurm_script(storage_url: str, study_name: str, workers: int, *, log_dir: Path, project: Path,
+                 command: Sequence[str]) -> str:
+    """An sbatch script of ``workers`` array tasks, one GPU each, every one a ``fer-study worker`` of the study."""
+    worker = " ".join(shlex.quote(part) for part in [PROG, "worker", "--storage", storage_url, "--study", study_name])
+    return SLURM_TEMPLATE.format(PROG=PROG, study=study_name, command=" ".join(command), job_name=study_name[:64],
+                                 last=workers - 1, log_dir=shlex.quote(str(log_dir)),
+                                 project=shlex.quote(str(project)), worker=worker)
+
+
+def launch_slurm(script: str, path: Path, *, dry_run: bool) -> str:
+    """Write the script to ``path`` and submit it with sbatch (``dry_run``: only write it); sbatch's answer."""
+    path.write_text(script)
+    if dry_run:
+        return script
+    if shutil.which("sbatch") is None:
+        raise UserError(f"--launch slurm needs sbatch on this machine's PATH; the script is written to {path} "
+                        f"(submit it where Slurm is, or add --dry-run to only print it)")
+    done = subprocess.run(["sbatch", str(path)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise UserError(f"sbatch refused {path}: {' '.join(done.stderr.split())}")
+    return done.stdout.strip()

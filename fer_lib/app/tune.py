@@ -1,0 +1,271 @@
+"""A pruned search over a space of study parameters (`fer-study tune`), on Optuna, through the study's own loop.
+
+A space file maps parameter names (as ``-p`` spells them: ``learning_rate``, ``augmentation.rotation``,
+``model_options.basic_cnn.dropout``) to a range (``{low: 1e-4, high: 1e-2, log: true}``; integers when both ends
+are, with an optional ``step``) or to ``{choices: [...]}`` (any YAML values). Every end and choice is resolved with
+the params before anything is written, so a bad space is one line and exit 2. Optuna's TPE sampler proposes; a
+successive-halving (or Hyperband) pruner stops a trial at an epoch end whose validation accuracy is behind. A trial
+trains one model with ``train_model`` directly (no notebook), on validation only: the search never sees test.
+
+The folder ``<out>/tune-<name>-<digest>/`` (the same command run again resumes it) holds ``trials.csv``,
+``optimization_history.png``, ``param_importances.png``, ``best.yaml`` (a params file with the best trial's values,
+for ``fer-study run --params best.yaml``) and each trial's training records in ``trials/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fer_lib.app import runs, trials
+from fer_lib.app.errors import EXIT_OK, PROG, UserError
+from fer_lib.app.params import ParamsError, load_params_file, load_yaml, resolve_params_files
+from fer_lib.core import records
+
+PRUNERS = ("successive_halving", "hyperband", "none")
+OUTPUTS = ("trials.csv", "optimization_history.png", "param_importances.png", "best.yaml")
+
+
+def _dump(value: Any) -> str:
+    """A value as the YAML text of a ``-p key=value`` override."""
+    return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("...").strip()
+
+
+def load_space(path: str | Path, params_files: Sequence[str | Path], overrides: Sequence[str]) -> dict[str, Any]:
+    """The space file, checked: every name a study parameter, every end and choice a value the params accept."""
+    try:
+        space = load_params_file(path)
+    except ParamsError as error:
+        raise UserError(str(error).replace("params file", "space file")) from None
+    if not space:
+        raise UserError(f"space file '{path}' names no parameter to search")
+    checked: dict[str, Any] = {}
+    for key, spec in space.items():
+        where = f"space file '{path}', {key}"
+        if not isinstance(spec, Mapping) or not ({"low", "high"} <= set(spec) or set(spec) == {"choices"}):
+            raise UserError(f"{where}: must be {{low: ..., high: ...}} (with log: true or step: N) or "
+                            f"{{choices: [...]}}, got {spec!r}")
+        if "choices" in spec:
+            if not isinstance(spec["choices"], list) or not spec["choices"]:
+                raise UserError(f"{where}: choices must be a non-empty list, got {spec['choices']!r}")
+            values, kind = list(spec["choices"]), "choices"
+        else:
+            unknown = sorted(set(spec) - {"low", "high", "log", "step"})
+            low, high = spec["low"], spec["high"]
+            numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high))
+            if unknown or not numbers or low >= high or (spec.get("log") and low <= 0):
+                raise UserError(f"{where}: a range needs numbers low < high (low > 0 with log: true) and no other "
+                                f"keys than log and step, got {dict(spec)!r}")
+            values, kind = [low, high], "int" if all(isinstance(v, int) for v in (low, high)) else "float"
+        for value in values:
+            try:
+                resolve_params_files(params_files, [*overrides, f"{key}={_dump(value)}"])
+            except ParamsError as error:
+                raise UserError(f"{where}: {value!r} is not a value the study accepts: {error}") from None
+        checked[key] = {**dict(spec), "kind": kind}
+    return checked
+
+
+def suggest(trial: Any, space: Mapping[str, Any]) -> list[str]:
+    """The trial's values of the space, as ``key=value`` overrides."""
+    overrides = []
+    for key, spec in space.items():
+        if spec["kind"] == "choices":
+            value = load_yaml(trial.suggest_categorical(key, [_dump(c) for c in spec["choices"]]))
+        elif spec["kind"] == "int":
+            value = trial.suggest_int(key, spec["low"], spec["high"], log=bool(spec.get("log")),
+                                      step=int(spec.get("step", 1)))
+        else:
+            value = trial.suggest_float(key, spec["low"], spec["high"], log=bool(spec.get("log")),
+                                        step=spec.get("step"))
+        overrides.append(f"{key}={_dump(value)}")
+    return overrides
+
+
+def make_pruner(name: str, epochs: int) -> Any:
+    import optuna
+
+    if name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+def prepare_tune(params_files: Sequence[str | Path], overrides: Sequence[str], space_file: str | Path, *,
+                 trials_wanted: int, model: str | None, pruner: str, data: str | None, name: str | None,
+                 out: str | Path | None, timeout: float | None = None) -> dict[str, Any]:
+    """Check the params, the data, the space and the options before anything is written."""
+    from fer_lib.app import runner
+
+    if trials_wanted < 1:
+        raise UserError(f"--trials must be a number of trials >= 1, got {trials_wanted}")
+    if timeout is not None and not timeout > 0:
+        raise UserError(f"--timeout must be a number of seconds > 0, got {timeout}")
+    if pruner not in PRUNERS:
+        raise UserError(f"--pruner must be one of {', '.join(PRUNERS)}, got {pruner!r}")
+    plan = runner.prepare_run(params_files, overrides, data=data, name=name, out=out)
+    params = plan["params"]
+    model = model or params["models"][0]
+    if model not in params["models"]:
+        raise UserError(f"--model must be one of the params' models ({', '.join(params['models'])}), got {model!r}")
+    extra = [*overrides, *([f"data={params['data']}"] if params.get("data") else []),
+             *([f"name={name}"] if name else [])]
+    space = load_space(space_file, params_files, extra)
+    definition = {"params": [Path(f).read_text() for f in params_files], "overrides": extra,
+                  "space": Path(space_file).read_text(), "model": model, "pruner": pruner}
+    digest = hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:10]
+    return {"kind": "tune", "params_files": [str(f) for f in params_files], "overrides": extra, "space": space,
+            "space_file": str(space_file), "trials": trials_wanted, "model": model, "pruner": pruner,
+            "epochs": params["epochs"], "name": params["name"], "out": None if out is None else str(out),
+            "timeout": timeout,  # not part of the digest: the same search, another budget
+            "folder": f"tune-{runs.slug(params['name'])}-{digest}"}
+
+
+def start_tune(job: dict[str, Any], *, argv: Sequence[str], workers: str = "auto", storage: str | None = None,
+               launch: str = "local", dry_run: bool = False) -> int:
+    """Make (or find) the tune folder and its study, let workers run the trials, then write the outputs."""
+    import optuna
+
+    outputs = Path(job["out"]) if job["out"] else records.default_outputs_dir()
+    folder = outputs / job["folder"]
+    folder.mkdir(parents=True, exist_ok=True)
+    job = {**job, "dir": str(folder.resolve())}
+    storage_url = storage or str(folder / trials.JOURNAL_FILE)
+    study = trials.create_study(storage_url, job["folder"], job, sampler=optuna.samplers.TPESampler(seed=0),
+                                pruner=make_pruner(job["pruner"], job["epochs"]))
+    # --timeout counts from this command's start; a worker reads it from the study (None: no deadline)
+    study.set_user_attr("deadline", time.time() + job["timeout"] if job["timeout"] else None)
+    print(f"{PROG}: tune folder {folder} ({job['trials']} trials of {job['model']} over "
+          f"{', '.join(job['space'])}; {len(finished_trials(study))} finished already)", flush=True)
+    if launch == "slurm":
+        tasks = int(workers) if workers != "auto" else 1
+        script = trials.slurm_script(storage_url, job["folder"], tasks, log_dir=folder / "logs",
+                                     project=records.project_root(), command=[PROG, *argv])
+        print(trials.launch_slurm(script, folder / "workers.sbatch", dry_run=dry_run).rstrip())
+        return EXIT_OK
+    if len(finished_trials(study)) < job["trials"]:
+        trials.run_local_workers(storage_url, job["folder"], trials.worker_devices(workers))
+    return write_outputs(study, job, folder)
+
+
+def finished_trials(study: Any) -> list[Any]:
+    from optuna.trial import TrialState
+
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
+
+
+def pruning_callback(trial: Any) -> Any:
+    """A Keras callback that reports validation accuracy to the trial at every epoch end and stops training when the
+    pruner says so; epoch-level only (no batch hook), so Keras keeps dispatching asynchronously."""
+    import keras
+
+    class PruneAtEpochEnd(keras.callbacks.Callback):
+        pruned_at: int | None = None
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            trial.report(float((logs or {})["val_accuracy"]), epoch + 1)
+            if trial.should_prune():
+                self.pruned_at = epoch + 1
+                self.model.stop_training = True
+
+    return PruneAtEpochEnd()
+
+
+def run_trial(trial: Any, job: Mapping[str, Any], datasets: dict[str, Any]) -> float:
+    """One trial: the suggested values resolved with the params, one model trained; its best validation accuracy.
+    ``datasets`` keeps the worker's data sets (by data config) so that its trials load the data once."""
+    import optuna
+
+    from fer_lib.app.keras_start import import_keras_quietly
+    from fer_lib.core.config import AugmentConfig, DataConfig, TrainConfig, model_options
+    from fer_lib.core.data import load_study_data
+
+    trials.mark_worker(trial)
+    values = suggest(trial, job["space"])
+    params = resolve_params_files(job["params_files"], [*job["overrides"], *values])
+    trial.set_user_attr("overrides", [*job["overrides"], *values])
+    config = DataConfig.from_mapping(params)
+    if repr(config) not in datasets:
+        datasets[repr(config)] = load_study_data(config, project_root=records.project_root())[0]
+    import_keras_quietly()
+    from fer_lib.core.train import train_model
+
+    pruning = pruning_callback(trial)
+    out_dir = runs.unique_path(Path(job["dir"]) / "trials", f"trial-{trial.number}")  # a retry trains beside
+    result = train_model(datasets[repr(config)], job["model"],
+                         TrainConfig.from_mapping({**params, "verbose": 0}, ignore_unknown=True), out_dir,
+                         model_options=model_options(job["model"], params["model_options"].get(job["model"])),
+                         augmentation=AugmentConfig.from_mapping(params["augmentation"]), extra_callbacks=[pruning])
+    value = float(result.history["val_accuracy"].max())
+    ended = f", pruned at epoch {pruning.pruned_at}" if pruning.pruned_at else ""
+    print(f"{PROG}: tune trial {trial.number}: val accuracy {value:.4f}{ended} ({', '.join(values)})", flush=True)
+    if pruning.pruned_at is not None:
+        raise optuna.TrialPruned(f"pruned at epoch {pruning.pruned_at}")
+    return value
+
+
+def work(study: Any, job: Mapping[str, Any]) -> None:
+    """A worker of a search: trials until the study has ``trials`` finished ones."""
+    from optuna.study import MaxTrialsCallback
+    from optuna.trial import TrialState
+
+    trials.retry_dead_trials(study)
+    if len(finished_trials(study)) >= job["trials"]:
+        return
+    deadline = study.user_attrs.get("deadline")  # --timeout: no trial starts after it (running ones end as usual)
+    timeout = None if deadline is None else deadline - time.time()
+    if timeout is not None and timeout <= 0:
+        return
+    datasets: dict[str, Any] = {}
+    study.optimize(lambda trial: run_trial(trial, job, datasets), catch=(RuntimeError,), timeout=timeout,
+                   callbacks=[MaxTrialsCallback(job["trials"], states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                                       TrialState.FAIL))])
+
+
+def write_outputs(study: Any, job: Mapping[str, Any], folder: Path) -> int:
+    """trials.csv, the two plots and best.yaml; the exit code (1 when no trial completed)."""
+    import warnings
+
+    import matplotlib
+    import optuna
+
+    matplotlib.use("Agg")
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # Optuna's own plots
+    from optuna.trial import TrialState
+    from optuna.visualization import matplotlib as optuna_plots
+
+    study.trials_dataframe().to_csv(folder / "trials.csv", index=False)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        print(f"{PROG}: error: no trial of {folder} completed (trials.csv says why)", file=sys.stderr)
+        return 1
+    for name, draw in (("optimization_history.png", optuna_plots.plot_optimization_history),
+                       ("param_importances.png", optuna_plots.plot_param_importances)):
+        if name == "param_importances.png" and len(complete) < 2:
+            print(f"{PROG}: {name} needs two complete trials; {len(complete)} completed", flush=True)
+            continue
+        axes = draw(study)
+        if name == "optimization_history.png":
+            axes.set_ylabel("best validation accuracy of the trial")
+        axes.figure.set_size_inches(8, 5)
+        axes.figure.savefig(folder / name, dpi=110, bbox_inches="tight")
+        matplotlib.pyplot.close(axes.figure)
+    best = study.best_trial
+    params = resolve_params_files(job["params_files"], best.user_attrs["overrides"])
+    params["name"] = f"{job['name']}-tuned"
+    values = best.user_attrs["overrides"][len(job["overrides"]):]
+    header = (f"# The best trial of `{PROG} tune` ({folder.name}): trial {best.number}, validation accuracy "
+              f"{best.value:.4f} ({job['model']}, {len(complete)} complete trials; the table: trials.csv).\n"
+              f"# Its values: {', '.join(values)}. Run it as the study:\n"
+              f"#     {PROG} run --params {folder / 'best.yaml'}\n")
+    (folder / "best.yaml").write_text(header + yaml.safe_dump(params, sort_keys=True))
+    print(f"{PROG}: best trial {best.number}: val accuracy {best.value:.4f}; {folder / 'best.yaml'}", flush=True)
+    return EXIT_OK
