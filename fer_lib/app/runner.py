@@ -173,10 +173,12 @@ def start_run(plan: dict[str, Any], *, argv: Sequence[str], out: str | Path | No
     return execute_jobs(plan, run_dir, manifest, jobs, log_output=log_output)
 
 
-def resume_run(run_dir: str | Path, *, argv: Sequence[str], log_output: bool = False) -> int:
+def resume_run(run_dir: str | Path, *, argv: Sequence[str], log_output: bool = False,
+               notebooks_dir: Path | None = None) -> int:
     """Finish an interrupted or failed run in its own folder: notebooks that completed are kept, the others run
     again, and a training notebook resumes from the last backup of its model (fer_lib.core.train). The manifest records
     each resume and ends ``complete`` when every notebook has."""
+    notebooks_dir = notebooks_dir or DEFAULT_NOTEBOOKS_DIR
     run_dir = Path(run_dir)
     if not records.is_run_dir(run_dir):
         raise UserError(f"'{run_dir}' is not a run folder (no {records.PARAMS_FILE} or {records.MANIFEST_FILE})")
@@ -194,10 +196,10 @@ def resume_run(run_dir: str | Path, *, argv: Sequence[str], log_output: bool = F
         params = resolve_params(records.read_params(run_dir))
     except ParamsError as error:
         raise UserError(f"{run_dir / records.PARAMS_FILE}: {error}") from None
-    plan: dict[str, Any] = {"params": params, "data": manifest["data"], "notebooks_dir": DEFAULT_NOTEBOOKS_DIR,
+    plan: dict[str, Any] = {"params": params, "data": manifest["data"], "notebooks_dir": notebooks_dir,
                             "params_files": manifest.get("params_files", []),
                             "overrides": manifest.get("overrides", []),
-                            "project_root": records.project_root(DEFAULT_NOTEBOOKS_DIR.parent),
+                            "project_root": records.project_root(notebooks_dir.parent),
                             "context": {key: manifest.get(key)
                                         for key in ("data", "backend", "device", "distribution")}}
     jobs = notebook_jobs(plan, run_dir)

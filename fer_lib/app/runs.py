@@ -146,15 +146,22 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
 def _process_gone(manifest: Mapping[str, Any]) -> bool:
     """True when the manifest's runner process ran on this machine and no longer exists."""
     pid = manifest.get("pid")
-    if not isinstance(pid, int) or manifest.get("host") != platform.node():
-        return False
+    return isinstance(pid, int) and manifest.get("host") == platform.node() and not process_alive(pid)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (a killed one not yet reaped, a zombie, counts as gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return True
-    except PermissionError:
         return False
-    return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc (macOS): os.kill said it exists
+    return state not in ("Z", "X")
 
 
 LIST_COLUMNS = ("run", "status", "data", "model", "seeds", "test_acc", "macro_f1", "collapsed")

@@ -241,7 +241,8 @@ def run_point(trial: Any, job: Mapping[str, Any]) -> float:
     trials.mark_worker(trial)
     values, previous = trial.user_attrs["values"], trial.user_attrs.get("run_dir")
     if previous and Path(previous).is_dir() and runs.run_summary(previous)["status"] != "complete":
-        code = runner.resume_run(previous, argv=["resume", previous], log_output=job["log_output"])
+        code = runner.resume_run(previous, argv=["resume", previous], log_output=job["log_output"],
+                                 notebooks_dir=Path(job["notebooks_dir"]))
         run_dir = Path(previous)
     else:
         overrides = [*job["overrides"], *point_overrides(values)]

@@ -5,10 +5,11 @@ folder (embedded, nothing to set up) or a database many machines share (``--stor
 SQLAlchemy reads). What the job is (its kind and settings) is the study's ``job`` user attribute, so a worker on
 another machine needs only the storage and the study's name: ``fer-study worker --storage URL --study NAME``.
 
-A killed worker leaves its trial RUNNING. With a database, Optuna's heartbeat fails it once it is silent for
-:data:`GRACE_SECONDS` and a retry copy is enqueued (``RetryFailedTrialCallback``). A journal file has no heartbeat;
-its rule: a trial RUNNING on this machine whose worker process no longer exists is failed and enqueued again when a
-worker or the job's command starts. Either way the retry keeps the user attributes, and a sweep point's retry resumes
+A killed worker leaves its trial RUNNING. The rule for every storage: a trial RUNNING on this machine whose worker
+process no longer exists is failed and a retry copy enqueued (``RetryHeartbeatStaleTrialCallback``) when a worker or the
+job's command starts. A database also has Optuna's heartbeat, for workers on other machines: a trial silent for
+:data:`GRACE_SECONDS` is failed and retried the same way. (A journal file has no heartbeat: a trial of a killed
+worker on another machine stays RUNNING until `fer-study worker` is started again on that machine.) Either way the retry keeps the user attributes, and a sweep point's retry resumes
 the run folder its first attempt made.
 """
 
@@ -24,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from fer_lib.app import runs
 from fer_lib.app.errors import PROG, UserError
 
 JOURNAL_FILE = "trials.journal"
@@ -33,10 +35,20 @@ MAX_RETRIES = 3
 
 
 def quiet_optuna() -> Any:
+    import warnings
+
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # its per-trial lines are not fer-study's to print
+    # the heartbeat and its retry callback are "experimental" since Optuna 2.8: a note per use, not fer-study's
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     return optuna
+
+
+def retry_callback() -> Any:
+    """Enqueue a copy of a killed worker's trial (its user attributes: the point, the run folder) up to
+    :data:`MAX_RETRIES` times."""
+    return quiet_optuna().storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
 
 
 def open_storage(url: str) -> Any:
@@ -53,7 +65,7 @@ def open_storage(url: str) -> Any:
     try:
         return optuna.storages.RDBStorage(
             url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
-            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=MAX_RETRIES))
+            heartbeat_stale_trial_callback=retry_callback())
     except Exception as error:  # noqa: BLE001 - a wrong URL, a missing driver, a server that does not answer
         raise UserError(f"--storage '{url}' cannot be opened: {type(error).__name__}: "
                         f"{' '.join(str(error).split())[:300]}") from None
@@ -92,37 +104,26 @@ def mark_worker(trial: Any) -> None:
 def retry_dead_trials(study: Any) -> list[int]:
     """Fail and enqueue again the RUNNING trials whose worker was killed (returns their numbers).
 
-    A database: Optuna's heartbeat rule (``fail_stale_trials``, which enqueues the retry). A journal file: a trial
-    RUNNING on this machine whose worker process is gone.
+    A trial RUNNING on this machine whose worker process is gone, in any storage; and with a database, also
+    Optuna's heartbeat rule for the other machines' workers (``fail_stale_trials``, which enqueues the retry).
     """
     optuna = quiet_optuna()
     from optuna.trial import TrialState
 
+    retried = []
     if isinstance(study._storage, optuna.storages.RDBStorage):
         before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
         optuna.storages.fail_stale_trials(study)
         after = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-        return sorted(before - after)
-    retried = []
+        retried += sorted(before - after)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = trial.user_attrs.get("worker") or {}
-        if worker.get("host") == platform.node() and not _alive(worker.get("pid")):
-            study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
-            optuna.storages.RetryFailedTrialCallback(max_retry=MAX_RETRIES)(study, study.trials[trial.number])
-            retried.append(trial.number)
+        pid = worker.get("pid")
+        if worker.get("host") == platform.node() and not (isinstance(pid, int) and runs.process_alive(pid)):
+            if study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+                retry_callback()(study, study.trials[trial.number])
+                retried.append(trial.number)
     return retried
-
-
-def _alive(pid: Any) -> bool:
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -182,13 +183,15 @@ set -euo pipefail
 cd {project}
 export KERAS_BACKEND=jax
 exec {worker}
-"""
+"""  # the worker: this environment's Python (on a file system the nodes share, as the project and the data)
 
 
 def slurm_script(storage_url: str, study_name: str, workers: int, *, log_dir: Path, project: Path,
                  command: Sequence[str]) -> str:
-    """An sbatch script of ``workers`` array tasks, one GPU each, every one a ``fer-study worker`` of the study."""
-    worker = " ".join(shlex.quote(part) for part in [PROG, "worker", "--storage", storage_url, "--study", study_name])
+    """An sbatch script of ``workers`` array tasks, one GPU each, every one a ``fer-study worker`` of the study
+    (``log_dir``, where the tasks' logs go, is made: sbatch does not make it)."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    worker = " ".join(shlex.quote(part) for part in worker_command(storage_url, study_name))
     return SLURM_TEMPLATE.format(PROG=PROG, study=study_name, command=" ".join(command), job_name=study_name[:64],
                                  last=workers - 1, log_dir=shlex.quote(str(log_dir)),
                                  project=shlex.quote(str(project)), worker=worker)
