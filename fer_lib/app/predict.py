@@ -1,29 +1,12 @@
 """Predict the expressions of the faces in new photos with a run's trained model(s) (``fer-study predict``, 04_predict).
 
-The steps, each a plain function:
-
-1. :func:`load_photo`: decode a file (or uploaded bytes) with Pillow, turned upright by its EXIF orientation (phone
-   photos), as RGB and as the grayscale FER2013 was made of (Pillow's ``convert("L")``, as :mod:`fer_lib.core.data` reads
-   FER2013 itself);
-2. :func:`detect_faces`: OpenCV's frontal-face Haar cascade, the one shipped inside ``opencv-python-headless`` 4.x
-   (``cv2.data.haarcascades``; nothing is downloaded; OpenCV 5 no longer ships it), on the histogram-equalised
-   grayscale photo, downscaled to at most :data:`DETECT_MAX_SIDE` pixels first (big photos: faster, fewer false faces,
-   and the parameters mean the same for any photo size) and framed by a grey border (faces cut by the photo's edge);
-3. :func:`crop_face`: a square around each face, enlarged by ``margin`` on every side, padded (edge pixels repeated)
-   where it leaves the photo, so a face at the border is cropped like any other, then shrunk to 48x48. The default
-   margin is calibrated on FER2013: the same cascade finds its faces in a box covering 96% of the 48x48 frame (median
-   over 398 training images), so a FER2013-like crop is the box plus 2% per side;
-4. :func:`classify_faces`: each model's probabilities averaged over the run's seeds, and the ensemble's averaged over
-   the models (:func:`average_probabilities`);
-5. :func:`annotate`: a copy of the photo with each face's box, number, top emotion and probability;
-6. :func:`predict_photos`: all of it for files and folders, writing the annotated copies and ``predictions.json``
-   (per face: its box, the seven probabilities, the top 3) into a new folder that never overwrites earlier output.
+The steps, each a plain function (the README's "fer-study predict" says what each does and why):
+:func:`load_photo`, :func:`detect_faces`, :func:`crop_face`, :func:`classify_faces`, :func:`annotate`, and
+:func:`predict_photos` for all of it, writing into a new folder that never overwrites earlier output.
 
 Keras, OpenCV and matplotlib are imported inside the functions that need them, so ``fer-study --help`` stays fast.
-Mistakes in what was asked (not a run folder, a run without trained models, an unknown model, a path that does not
-exist) raise :class:`PredictError`, a :class:`fer_lib.app.runner.UserError` (one line, exit code 2 in the CLI); a file
-that cannot be decoded is reported by name and skipped (:attr:`PhotoResult.error`); a photo without a face is a
-result (no faces), not an error.
+Mistakes in what was asked raise :class:`PredictError` (one line, exit code 2 in the CLI); a file that cannot be
+decoded is reported by name and skipped (:attr:`PhotoResult.error`); a photo without a face is a result, not an error.
 """
 
 from __future__ import annotations
@@ -55,7 +38,7 @@ SCALE_FACTOR = 1.1  # detectMultiScale: the step between the sizes searched
 MIN_NEIGHBORS = 5  # ... how many overlapping detections make a face (higher: fewer false faces, more missed)
 MIN_FACE = 24  # ... smallest face, in pixels of the (downscaled) detection image: the cascade's own window
 DETECT_BORDER = 0.1  # the detection image is padded by this share of its size (faces cut by the photo's edge)
-DEFAULT_MARGIN = 0.02  # per side, as a fraction of the detected box: FER2013's framing (see the module docstring)
+DEFAULT_MARGIN = 0.02  # per side, of the detected box: the cascade finds FER2013's faces in 96% of their frame
 PHOTO_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm")
 
 # One colour per emotion (RGB), for the boxes of the annotated photos and the bars of the charts.
@@ -63,6 +46,7 @@ EMOTION_COLORS: dict[str, tuple[int, int, int]] = {
     "angry": (214, 39, 40), "disgust": (140, 86, 75), "fear": (148, 103, 189), "happy": (44, 160, 44),
     "sad": (31, 119, 180), "surprise": (255, 127, 14), "neutral": (127, 127, 127),
 }
+
 
 class Box(NamedTuple):
     """A rectangle in pixels of the (upright) photo."""
@@ -81,9 +65,7 @@ class PhotoError(ValueError):
     """A file that cannot be read as an image; the message names it."""
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# Results
-# --------------------------------------------------------------------------------------------------------------------
+# --- Results ----------------------------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
@@ -162,17 +144,12 @@ class Predictions:
             "no_face": [p.source for p in self.photos if p.status == "no_face"]}})
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# Photos: decoding, finding faces, cropping
-# --------------------------------------------------------------------------------------------------------------------
+# --- Photos: decoding, finding faces, cropping ------------------------------------------------------------------------
 
 
 def load_photo(source: str | Path | bytes, name: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Decode a photo (a file, or its bytes named ``name``) upright: (RGB uint8 (h, w, 3), grayscale uint8 (h, w)).
-
-    The grayscale is Pillow's ``convert("L")``, the conversion fer_lib.core.data applies to FER2013. Raises
-    :class:`PhotoError` naming the file when it is not a readable image.
-    """
+    """A photo (a file, or its bytes named ``name``) upright by its EXIF orientation: (RGB (h, w, 3), grayscale
+    (h, w)) uint8, the grayscale as fer_lib.core.data converts FER2013; :class:`PhotoError` when unreadable."""
     from PIL import Image, ImageOps
 
     label = name if name is not None else str(source)
@@ -207,15 +184,10 @@ def detect_faces(gray: np.ndarray, *, max_side: int = DETECT_MAX_SIDE, scale_fac
                  border: float = DETECT_BORDER) -> list[Box]:
     """Faces in a grayscale photo as ``(x, y, w, h)`` boxes in its own pixels, left to right.
 
-    The photo is downscaled to at most ``max_side`` pixels per side, histogram-equalised (dim or washed-out photos)
-    and padded by ``border`` of its size in mid-grey, so that a face cut by the photo's edge still fits the detector's
-    window; such a face's box extends past the edge (:func:`clip_box` gives the visible part). A box is kept when at
-    least half of it is inside the photo.
-
-    The defaults were chosen on 24-60 made-up photos (FER2013 test faces of 60-260 pixels pasted on scikit-image's
-    sample photos, 1600x1200): detection at 1024 pixels found 62% of the faces with 0.72 false faces per photo, at
-    640 pixels 55% with 0.03; the grey border costs 0.08 false faces per photo and finds faces cut by the edge
-    (FER2013's tight crops are harder for the cascade than faces in photos, hence the low share found).
+    The photo is downscaled to at most ``max_side`` pixels (far fewer false faces than at full size), histogram-
+    equalised (dim or washed-out photos) and padded by ``border`` of its size in mid-grey, so that a face cut by the
+    photo's edge still fits the detector's window; such a box extends past the edge (:func:`clip_box` gives the
+    visible part) and is kept when at least half of it is inside the photo.
     """
     import cv2
 
@@ -259,11 +231,8 @@ def crop_box(box: Box, margin: float = DEFAULT_MARGIN) -> Box:
 
 
 def crop_face(gray: np.ndarray, box: Box, margin: float = DEFAULT_MARGIN, size: int = IMAGE_SIZE) -> np.ndarray:
-    """The face in ``box`` as FER2013 shows faces: a square with ``margin``, grayscale, ``size`` x ``size`` uint8.
-
-    Where the square leaves the photo (a face at its border) the photo is padded by repeating its edge pixels, so the
-    face stays centred and is not stretched.
-    """
+    """The face in ``box`` as FER2013 shows faces: a square with ``margin``, grayscale, ``size`` x ``size`` uint8;
+    padded by repeating edge pixels where it leaves the photo, so a face at the border stays centred, unstretched."""
     import cv2
 
     gray = np.asarray(gray, dtype=np.uint8)
@@ -287,9 +256,7 @@ def whole_image_box(gray: np.ndarray) -> Box:
     return Box(0, 0, int(width), int(height))
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# Models: which files, loading, classifying
-# --------------------------------------------------------------------------------------------------------------------
+# --- Models: which files, loading, classifying ------------------------------------------------------------------------
 
 
 def check_run(run_dir: str | Path) -> Path:
@@ -374,11 +341,8 @@ def load_models(model_files: Mapping[str, Sequence[Path]]) -> dict[str, list[Any
 
 
 def average_probabilities(per_model: Mapping[str, Sequence[np.ndarray]]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Each model's probabilities averaged over its seeds, and the ensemble: the average over the models.
-
-    ``per_model`` maps a model to one (n, 7) array per seed. Every model weighs the same in the ensemble, whatever
-    its number of seeds. Returns (ensemble (n, 7), {model: (n, 7)}).
-    """
+    """(ensemble (n, 7), {model: (n, 7)}) from one (n, 7) array per seed and model: each model's average over its
+    seeds, and their average, in which every model weighs the same whatever its number of seeds."""
     if not per_model:
         raise ValueError("no model probabilities to average")
     means: dict[str, np.ndarray] = {}
@@ -393,11 +357,8 @@ def average_probabilities(per_model: Mapping[str, Sequence[np.ndarray]]) -> tupl
 
 def classify_faces(faces: np.ndarray, models: Mapping[str, Sequence[Any]], *,
                    tta: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Probabilities (n, 7) for 48x48 uint8 face crops (n, 48, 48) or (n, 48, 48, 1), and each model's (n, 7).
-
-    A model's probabilities are averaged over its seeds; the result over the models (:func:`average_probabilities`);
-    with ``tta``, each model also sees the mirrored face (as the study's ``test_tta``).
-    """
+    """:func:`average_probabilities` of 48x48 uint8 face crops (n, 48, 48[, 1]); with ``tta`` each model also sees
+    the mirrored face (as the study's ``test_tta``)."""
     faces = np.asarray(faces, dtype=np.uint8)
     if faces.ndim == 3:
         faces = faces[..., None]
@@ -434,9 +395,7 @@ class Predictor:
     def description(self) -> str:
         """What predicts, in words: 'basic_cnn' or 'ensemble of basic_cnn + resnet50v2', with seeds."""
         parts = [name + (f" ({len(paths)} seeds)" if len(paths) > 1 else "") for name, paths in self.model_files.items()]
-        if len(parts) > 1:
-            return "ensemble of " + " + ".join(parts)
-        return parts[0]
+        return "ensemble of " + " + ".join(parts) if len(parts) > 1 else parts[0]
 
     @property
     def label(self) -> str:
@@ -449,9 +408,8 @@ class Predictor:
             self._models = load_models(self.model_files)
         return self._models
 
-    def faces_of(self, rgb: np.ndarray, gray: np.ndarray) -> list[Face]:
-        """Find, crop and classify the faces of one decoded photo."""
-        del rgb  # the faces are classified in grayscale, as FER2013 shows them
+    def faces_of(self, gray: np.ndarray) -> list[Face]:
+        """Find, crop and classify the faces of one decoded photo (in grayscale, as FER2013 shows them)."""
         boxes = [whole_image_box(gray)] if self.whole_image else detect_faces(gray, min_neighbors=self.min_neighbors)
         if not boxes:
             return []
@@ -474,13 +432,10 @@ class Predictor:
             rgb, gray = load_photo(source, label)
         except PhotoError as error:
             return PhotoResult(source=label, error=str(error)), None
-        faces = self.faces_of(rgb, gray)
-        return PhotoResult(source=label, faces=faces, size=(rgb.shape[1], rgb.shape[0])), rgb
+        return PhotoResult(source=label, faces=self.faces_of(gray), size=(rgb.shape[1], rgb.shape[0])), rgb
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# Drawing
-# --------------------------------------------------------------------------------------------------------------------
+# --- Drawing ----------------------------------------------------------------------------------------------------------
 
 
 def face_label(index: int, face: Face) -> str:
@@ -560,16 +515,12 @@ def annotated_name(source: str, out_dir: Path, taken: set[str]) -> str:
     return name
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# The whole job
-# --------------------------------------------------------------------------------------------------------------------
+# --- The whole job ----------------------------------------------------------------------------------------------------
 
 
 def find_photos(inputs: Sequence[str | Path]) -> tuple[list[Path], list[PhotoResult]]:
-    """Files named, and the photos (by suffix, not in sub-folders, sorted) of folders named.
-
-    A path that does not exist is a :class:`PredictError`; a folder without photos is a skipped entry.
-    """
+    """Files named, and the photos (by suffix, not in sub-folders, sorted) of folders named; a folder without photos
+    is a skipped entry, a path that does not exist a :class:`PredictError`."""
     if not inputs:
         raise PredictError("no photo given: name image files and/or folders of them")
     missing = [str(p) for p in inputs if not Path(p).expanduser().exists()]
@@ -615,13 +566,9 @@ def predict_photos(run_dir: str | Path, photos: Sequence[PhotoSource], *, model:
                    whole_image: bool = False, min_neighbors: int = MIN_NEIGHBORS, predictor: Predictor | None = None,
                    on_start: Callable[[Path], None] | None = None,
                    on_photo: Callable[[PhotoResult], None] | None = None) -> Predictions:
-    """Find, classify and annotate the faces of ``photos`` (files, folders, or ``(name, bytes)`` uploads).
-
-    Writes each readable photo's annotated copy and ``predictions.json`` into ``out`` (default: a new
-    ``<run_dir>/predictions/<timestamp>-<model>/``). Everything that can be checked is checked before anything is
-    written (:class:`PredictError`). ``on_start`` is called with the output folder once every check has passed,
-    ``on_photo`` with each photo's result as soon as it is known.
-    """
+    """Find, classify and annotate the faces of ``photos`` (files, folders, or ``(name, bytes)`` uploads) into
+    ``out`` (default: a new ``<run_dir>/predictions/<timestamp>-<model>/``), every check done before anything is
+    written. ``on_start`` gets the output folder once the checks passed, ``on_photo`` each photo's result."""
     predictor = predictor or Predictor(run_dir, model, tta=tta, margin=margin, whole_image=whole_image,
                                        min_neighbors=min_neighbors)
     paths = [p for p in photos if not isinstance(p, tuple)]
@@ -680,9 +627,7 @@ def summary_line(predictions: Predictions) -> str:
     return f"{text}: annotated photos and {PREDICTIONS_FILE} in {predictions.out_dir}"
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# Notebook helpers (04_predict)
-# --------------------------------------------------------------------------------------------------------------------
+# --- Notebook helpers (04_predict) ------------------------------------------------------------------------------------
 
 
 def sample_photo() -> Path | None:
@@ -691,7 +636,7 @@ def sample_photo() -> Path | None:
         import importlib.resources
 
         path = Path(str(importlib.resources.files("skimage.data") / "astronaut.png"))
-    except (ImportError, ModuleNotFoundError, TypeError):
+    except (ImportError, TypeError):
         return None
     return path if path.is_file() else None
 
