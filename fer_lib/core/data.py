@@ -1,17 +1,11 @@
 """Load FER2013 from any of its real layouts into train / val / test arrays, with honest splits and a cache.
 
-Accepted layouts (detected from what the path holds):
-
-* the original ``fer2013.csv`` (columns ``emotion``, ``pixels``, ``Usage``), or a folder holding it:
-  train = ``Training``, val = ``PublicTest``, test = ``PrivateTest``;
-* the folder layout of the popular re-packaging: ``train/<class>/*.jpg|png``, ``test/<class>/...`` and an optional
-  ``val/``: without ``val/``, validation is a stratified, seeded fraction carved from ``train/``;
-* a data bundle (``*.npz`` written by :func:`write_bundle`): either of the above packed into one compressed file for
-  a machine without the original (the offline GPU bundle), splits as in its source.
-
-Labels always follow the csv's order (:data:`fer_lib.core.labels.EMOTIONS`), never alphabetical folder order, and
-validation is never taken from test. Decoded arrays are cached by a fingerprint of the source, so a second load is
-fast and a changed source is decoded again.
+The layouts (:data:`ACCEPTED_LAYOUTS`, detected from what the path holds): ``fer2013.csv`` (train = ``Training``,
+val = ``PublicTest``, test = ``PrivateTest``); the folder re-packaging ``train/<class>/``, ``test/<class>/`` and an
+optional ``val/`` (without it, validation is a stratified, seeded fraction carved from ``train/``); a data bundle
+(:func:`write_bundle`) of either, for a machine without the original. Labels always follow the csv's order, never
+alphabetical folder order, and validation is never taken from test. Decoded arrays are cached by a fingerprint of
+the source, so a second load is fast and a changed source is decoded again.
 """
 
 from __future__ import annotations
@@ -22,7 +16,6 @@ import io
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -104,20 +97,11 @@ class DataSummary:
     majority: pd.DataFrame  # index: splits; columns: majority_class, majority_accuracy
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# Public entry points
-# --------------------------------------------------------------------------------------------------------------------
+# --- Public entry points ----------------------------------------------------------------------------------------------
 
 
-def load_fer2013(
-    path: str | os.PathLike[str],
-    *,
-    val_fraction: float = 0.1,
-    seed: int = 0,
-    resize: bool = False,
-    cache_dir: str | os.PathLike[str] | None = None,
-    use_cache: bool = True,
-) -> FerDataset:
+def load_fer2013(path: str | os.PathLike[str], *, val_fraction: float = 0.1, seed: int = 0, resize: bool = False,
+                 cache_dir: str | os.PathLike[str] | None = None, use_cache: bool = True) -> FerDataset:
     """Load FER2013 from ``path`` (csv file, folder holding it, or folder layout) into a :class:`FerDataset`.
 
     ``val_fraction`` and ``seed`` only matter when the source has no validation split of its own. ``resize`` lets
@@ -160,22 +144,11 @@ def detect_layout(path: Path) -> tuple[str, Path]:
 
 def summarize(dataset: FerDataset) -> DataSummary:
     """Counts per class per split, and the accuracy of always predicting each split's most frequent class."""
-    counts = pd.DataFrame(
-        {name: np.bincount(split.labels, minlength=NUM_CLASSES) for name, split in dataset.splits.items()},
-        index=pd.Index(EMOTIONS, name="class"),
-    )
+    counts = pd.DataFrame({name: np.bincount(split.labels, minlength=NUM_CLASSES)
+                           for name, split in dataset.splits.items()}, index=pd.Index(EMOTIONS, name="class"))
+    majority = pd.DataFrame({"majority_class": counts.idxmax(), "majority_accuracy": counts.max() / counts.sum()})
     counts.loc["total"] = counts.sum()
-    majority = pd.DataFrame(
-        [
-            {
-                "split": name,
-                "majority_class": EMOTIONS[int(np.bincount(split.labels, minlength=NUM_CLASSES).argmax())],
-                "majority_accuracy": majority_class_accuracy(split.labels),
-            }
-            for name, split in dataset.splits.items()
-        ]
-    ).set_index("split")
-    return DataSummary(counts=counts, majority=majority)
+    return DataSummary(counts=counts, majority=majority.rename_axis("split"))
 
 
 def majority_class_accuracy(labels: np.ndarray) -> float:
@@ -214,9 +187,7 @@ def source_fingerprint(layout: str, root: Path, *, resize: bool = False) -> str:
     return digest.hexdigest()[:20]
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# The two readers: each returns {split: (images uint8 (n,48,48,1), labels int64 (n,), ids str (n,))}
-# --------------------------------------------------------------------------------------------------------------------
+# --- The two readers: each returns {split: (images uint8 (n,48,48,1), labels int64 (n,), ids str (n,))} ---------------
 
 RawSplits = dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
 
@@ -349,9 +320,7 @@ def _preview(text: str, limit: int = 40) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# Data bundles: a whole source in one compressed file, for machines without the original (the offline GPU bundle)
-# --------------------------------------------------------------------------------------------------------------------
+# --- Data bundles: a whole source in one compressed file, for machines without the original (the offline GPU bundle)
 
 
 def write_bundle(source: str | os.PathLike[str], destination: str | os.PathLike[str]) -> Path:
@@ -428,9 +397,7 @@ def _read_bundle(file: Path, *, resize: bool) -> RawSplits:
     return raw
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# Splits, validation carving and the cache
-# --------------------------------------------------------------------------------------------------------------------
+# --- Splits, validation carving and the cache -------------------------------------------------------------------------
 
 
 def _assemble(raw: RawSplits, *, layout: str, root: Path, fingerprint: str, val_fraction: float,
@@ -492,13 +459,9 @@ def _read_cache(cache_dir: str | os.PathLike[str] | None, fingerprint: str) -> R
     try:
         with np.load(file, allow_pickle=False) as stored:
             return {split: (stored[f"{split}_images"], stored[f"{split}_labels"], stored[f"{split}_ids"])
-                    for split in _cached_splits(stored.files)}
+                    for split in SPLITS if f"{split}_images" in stored.files}
     except (OSError, ValueError, KeyError):  # a damaged cache is rebuilt, never trusted
         return None
-
-
-def _cached_splits(names: list[str]) -> Iterator[str]:
-    return (split for split in SPLITS if f"{split}_images" in names)
 
 
 def _write_cache(cache_dir: str | os.PathLike[str] | None, fingerprint: str, raw: RawSplits) -> None:
@@ -515,10 +478,7 @@ def _write_cache(cache_dir: str | os.PathLike[str] | None, fingerprint: str, raw
         pass
 
 
-
-# --------------------------------------------------------------------------------------------------------------------
-# Synthetic data and data discovery
-# --------------------------------------------------------------------------------------------------------------------
+# --- Synthetic data and data discovery --------------------------------------------------------------------------------
 
 SYNTHETIC_NOTICE = (
     "SYNTHETIC DATA: these results come from fer_lib's generated cartoon faces, not from FER2013, and say nothing "
