@@ -1,27 +1,36 @@
 """Check what an offline GPU run returned (the output folder of gpu/run.sh): used by `make gpu-rehearsal`.
 
-    python gpu/check_results.py OUT_DIR [--stages bench,paper,strong] [--backend jax] [--devices paper=2 ...]
+    python gpu/check_results.py OUT_DIR [--stages bench,paper,strong,tune] [--backend jax] [--devices paper=2 ...]
 
 Checks: at most 8 files, each at most 16 MiB; summary.json names every stage; each completed stage's archive holds
 its results and no model weights: the bench stage a JSON record per protocol with both models' throughput, each
 study stage a run folder whose manifest says status complete and the expected backend, with params.yaml, per model
 (and seed) metrics.json and history.csv, and summary.json with the statistics (intervals, McNemar's test, mean and
-std over seeds) and the paper's claims; with --devices, the devices a stage trained over (its manifest's
-distribution and every model's train_config.json; the bench stage's scaling rows). Prints one line per stage; exit
-code 1 with the problems listed otherwise.
+std over seeds) and the paper's claims; the tune stage one tune folder with only trials.csv (at least 2 trials, 2
+of them complete), optimization_history.png and param_importances.png (real plots, not empty files) and best.yaml
+(a params file the study accepts: fer_lib.app.params resolves it); with --devices, the devices a stage trained over
+(its manifest's distribution and every model's train_config.json; the bench stage's scaling rows). Prints one line
+per stage; exit code 1 with the problems listed otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import sys
 import tarfile
+import tempfile
 from pathlib import Path
 
 import yaml
 
+PROJECT = Path(__file__).resolve().parent.parent
 MAX_FILES, MAX_BYTES = 8, 16 * 1024 * 1024
+TUNE_OUTPUTS = ("trials.csv", "optimization_history.png", "param_importances.png", "best.yaml")  # gpu/stages.py's
+MIN_PLOT_BYTES = 10_000  # an Optuna plot with its axes and points is tens of kB; a blank or broken one is not
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def check_statistics(summary: dict, seeds: list[int]) -> list[str]:
@@ -49,6 +58,47 @@ def check_statistics(summary: dict, seeds: list[int]) -> list[str]:
     if len(summary.get("paper_claims", [])) != 2:
         problems.append("no verdicts on the paper's two claims")
     return problems
+
+
+def check_tune(tar: tarfile.TarFile, names: list[str]) -> tuple[list[str], str]:
+    """The tune stage's archive: one tune folder holding exactly the search's outputs; problems, and a summary."""
+    paths = [name for name in names if tar.getmember(name).isfile()]
+    folders = sorted({name.split("/")[0] for name in paths if "/" in name})
+    if len(folders) != 1 or not folders[0].startswith("tune-") or any("/" not in name for name in paths):
+        return [f"stage tune: expected one tune-* folder in its archive, found {folders or paths}"], ""
+    folder = folders[0]
+    files = {name.split("/", 1)[1] for name in paths}
+    problems = [f"stage tune: no {name} in {folder}" for name in TUNE_OUTPUTS if name not in files]
+    problems += [f"stage tune: {folder} holds {name}, beyond the search's outputs" for name in sorted(files)
+                 if name not in TUNE_OUTPUTS]
+    rows: list[dict] = []
+    if "trials.csv" in files:
+        rows = list(csv.DictReader(io.StringIO(tar.extractfile(f"{folder}/trials.csv").read().decode())))
+        complete = [row for row in rows if row.get("state") == "COMPLETE"]
+        if len(rows) < 2 or len(complete) < 2:
+            problems.append(f"stage tune: trials.csv has {len(rows)} trial(s), {len(complete)} complete; "
+                            f"expected at least 2 complete")
+    for plot in ("optimization_history.png", "param_importances.png"):
+        if plot in files:
+            member = tar.getmember(f"{folder}/{plot}")
+            if tar.extractfile(member).read(8) != PNG_SIGNATURE:
+                problems.append(f"stage tune: {plot} is not a PNG file")
+            elif member.size < MIN_PLOT_BYTES:
+                problems.append(f"stage tune: {plot} is {member.size} bytes, too small for a plot (at least "
+                                f"{MIN_PLOT_BYTES})")
+    if "best.yaml" in files:
+        text = tar.extractfile(f"{folder}/best.yaml").read().decode()
+        sys.path.insert(0, str(PROJECT))
+        from fer_lib.app.params import ParamsError, resolve_params_files
+
+        with tempfile.TemporaryDirectory() as temporary:
+            best = Path(temporary) / "best.yaml"
+            best.write_text(text)
+            try:
+                resolve_params_files([best], [])
+            except ParamsError as error:
+                problems.append(f"stage tune: best.yaml is not a params file the study accepts: {error}")
+    return problems, f"{folder}, {len(rows)} trials"
 
 
 def check_devices(stage: str, expected: int, manifest: dict, train_configs: list[dict]) -> list[str]:
@@ -105,6 +155,12 @@ def check(out: Path, stages: list[str], backend: str, devices: dict[str, int] | 
                             != [devices["bench"]]:
                         problems.append(f"stage bench: no scaling rows on {devices['bench']} devices")
                 print(f"check: stage bench: complete, {archive.name}, {len(records)} benchmark record(s)")
+                continue
+            if stage == "tune":
+                found, described = check_tune(tar, names)
+                problems += found
+                print(f"check: stage tune: complete, {archive.name} {archive.stat().st_size / 2**20:.1f} MiB, "
+                      f"{described}")
                 continue
             manifests = [n for n in names if n.count("/") == 1 and n.endswith("/manifest.json")]
             if len(manifests) != 1:

@@ -8,7 +8,8 @@
   (the statistics), per model
   metrics.json, history.csv and the curves / confusion-matrix figures, and the comparison figures. Nothing that
   shows or lists FER2013 itself is copied: no sample grids, augmentation previews or pixel statistics (faces), no
-  executed notebooks or report (they embed those figures), no predictions (they hold the test labels);
+  executed notebooks or report (they embed those figures), no predictions (they hold the test labels); of the tune
+  stage's folder, all four files (trials.csv, its two plots and best.yaml: numbers and parameters only);
 * the bench stage's records go to ``<benchmarks>/`` (the JSON of each protocol).
 """
 
@@ -27,9 +28,11 @@ MODEL_FILES = ("metrics.json", "history.csv", "train_config.json", "curves.png",
 SHAREABLE = ("params.yaml", "manifest.json", "summary.json",
              *(f"models/*/{name}" for name in MODEL_FILES), *(f"seeds/seed-*/models/*/{name}" for name in MODEL_FILES),
              "figures/fig4_training_curves.png", "figures/fig5_confusion_*.png", "figures/per_class_f1.png",
-             "figures/test_accuracy.png", "figures/class_distribution.png", "figures/training_curves_over_seeds.png")
-"""Files of a run folder that hold numbers and plots of numbers only (checked against the run's own file list);
-never faces (sample grids, augmentation previews, occlusion maps), predictions, weights or executed notebooks."""
+             "figures/test_accuracy.png", "figures/class_distribution.png", "figures/training_curves_over_seeds.png",
+             "trials.csv", "optimization_history.png", "param_importances.png", "best.yaml")  # a tune folder's
+"""Files of a run folder (or a tune folder) that hold numbers and plots of numbers only (checked against the run's
+own file list); never faces (sample grids, augmentation previews, occlusion maps), predictions, weights or executed
+notebooks."""
 
 
 def shareable(relative: str) -> bool:

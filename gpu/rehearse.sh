@@ -8,7 +8,9 @@
 #    constraints), and nothing else: no TensorFlow, no Keras, no Jupyter (checked);
 # 4. the bundle's run.sh --allow-cpu on it, with the options of the GPU run (README, Results) and tiny settings
 #    (one epoch, both models, every stage), on JAX's 2 CPU devices: the paper stage and the bench's scaling rows
-#    with the distribution over both (keras.distribution.DataParallel), the rest on one;
+#    with the distribution over both (keras.distribution.DataParallel), the rest on one; then the tune stage: a
+#    search of 3 trials of 2 epochs by 2 workers side by side over a tiny space (unpruned, so that both plots have
+#    their 2 complete trials);
 # 5. gpu/check_results.py on what came back (file count and sizes, each stage's records, backend jax, devices).
 # Everything happens under one temporary folder, removed at the end unless KEEP=1.
 set -euo pipefail
@@ -51,17 +53,27 @@ for absent in tensorflow keras jupyterlab notebook ipykernel papermill; do
 done
 
 # JAX sees 2 CPU devices: distribution auto stays off on them (as on a one-GPU machine); the paper stage and the
-# bench's scaling rows train with keras.distribution.DataParallel over both, as on a machine with 2 GPUs.
-log "bash bundle/run.sh --allow-cpu, as on the GPU machine (tiny settings: 1 epoch in float32, two seeds, every stage; the paper stage and the bench's scaling rows on 2 CPU devices)"
+# bench's scaling rows train with keras.distribution.DataParallel over both, as on a machine with 2 GPUs. The
+# deadline leaves room for the tune stage after the study stages (it is skipped when one round does not fit): on 2
+# busy cores, 750 s for everything.
+# The tune stage's space: a dotted name too (params/space-strong.yaml has top-level ones only).
+cat > "$tmp/space.yaml" <<'YAML'
+learning_rate: {low: 0.002, high: 0.05, log: true}
+augmentation.erasing: {low: 0.0, high: 0.5}
+label_smoothing: {choices: [0.0, 0.1]}
+YAML
+log "bash bundle/run.sh --allow-cpu, as on the GPU machine (tiny settings: 1 epoch in float32, two seeds, every stage; the paper stage and the bench's scaling rows on 2 CPU devices; a search of 3 trials of 2 epochs by 2 workers)"
 env -u OUT -u KERAS_BACKEND -u PYTHONPATH -u JUPYTER_PATH JAX_NUM_CPU_DEVICES=2 \
   XLA_FLAGS=--xla_force_host_platform_device_count=2 bash "$tmp/bundle/run.sh" --allow-cpu \
-  --python "$tmp/target/bin/python" --out "$tmp/out" --work "$tmp/work" --deadline "${REHEARSAL_DEADLINE:-900}" \
-  --stages bench,strong,paper --parallel --bench-protocols strong --bench-min-steps 2 \
+  --python "$tmp/target/bin/python" --out "$tmp/out" --work "$tmp/work" --deadline "${REHEARSAL_DEADLINE:-1200}" \
+  --stages bench,strong,paper,tune --parallel --bench-protocols strong --bench-min-steps 2 \
   -p epochs=1 -p warmup_epochs=0 -p batch_size=16 -p mixed_precision=false -p "seeds=[0,1]" \
-  --bench-scaling data_parallel --stage-param paper:distribution=data_parallel
+  --bench-scaling data_parallel --stage-param paper:distribution=data_parallel \
+  --stage-param tune:epochs=2 --stage-param tune:trials=3 --stage-param tune:workers=2 \
+  --stage-param tune:pruner=none --stage-param "tune:space=$tmp/space.yaml"
 
 log "checking what came back"
-"$BUILDER" gpu/check_results.py "$tmp/out" --stages bench,paper,strong --backend jax --devices paper=2 \
+"$BUILDER" gpu/check_results.py "$tmp/out" --stages bench,paper,strong,tune --backend jax --devices paper=2 \
   --devices strong=1 --devices bench=2
 ls -l "$tmp/out"
 log "passed in $((SECONDS - started)) s"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the study on an offline GPU machine from a bundle made by `make gpu-bundle` (this file is its run.sh).
 #
-#   bash <bundle>/run.sh [--out DIR] [--deadline SECONDS] [--stages bench,paper,strong] [--parallel] [--allow-cpu]
+#   bash <bundle>/run.sh [--out DIR] [--deadline SECONDS] [--stages bench,paper,strong,tune] [--parallel] [--allow-cpu]
 #                        [-p KEY=VALUE ...] [--bench-min-steps N] [--bench-protocols strong,paper] [--python PYTHON]
 #                        [--work DIR] [--bench-scaling none,2] [--stage-param STAGE:KEY=VALUE ...]
 #
@@ -13,15 +13,23 @@
 #           --bench-protocols): the strong protocol in bf16, the paper's as it is; at least 200 timed steps
 #   paper   params/paper.yaml: the paper's protocol, both models, 30 epochs
 #   strong  params/strong.yaml: the strong protocol
-# A stage whose estimated time (from the bench stage) would not end before the deadline is skipped with a note.
+#   tune    fer-study tune of params/strong.yaml over params/space-strong.yaml: 12 trials of the basic CNN, 20 epochs
+#           each, by 3 workers side by side on the one GPU, pruned by successive halving; not a default stage (the
+#           default deadline is the study stages'): e.g. --stages bench,tune
+# A stage whose estimated time (from the bench stage) would not end before the deadline is skipped with a note; the
+# tune stage runs alone, when one round of its trials fits, with fer-study tune --timeout so that no trial starts
+# later than one round before the deadline.
 # --parallel starts the study stages side by side after the bench stage (one GPU has room for both; their compile
 # and notebook time overlap the other's training, but each one's images/s then count a shared GPU).
 # Each stage's results are packed into one archive in the output folder ($OUT when set, else --out, default
-# ./gpu-results) as soon as the stage ends: <n>-<stage>.tar.gz (run folders without model weights), beside
-# summary.json (per stage: status, seconds, estimate, note) and run.log. At most 8 files, each at most 16 MiB.
+# ./gpu-results) as soon as the stage ends: <n>-<stage>.tar.gz (run folders without model weights; the tune stage's:
+# trials.csv, its two plots and best.yaml), beside summary.json (per stage: status, seconds, estimate, note) and
+# run.log. At most 8 files, each at most 16 MiB.
 # -p KEY=VALUE overrides a study parameter in every stage (e.g. -p epochs=1 for a rehearsal), --stage-param
-# STAGE:KEY=VALUE in one. --bench-scaling also times the bench's models with these distribution settings (none: one
-# GPU beside auto's every GPU), as the benchmark records' "scaling" rows.
+# STAGE:KEY=VALUE in one; tune:trials=N, tune:workers=N, tune:model=M, tune:pruner=P and tune:space=FILE set the
+# search's options instead (tune:epochs=30 is a study parameter of its trials). --bench-scaling also times the
+# bench's models with these distribution settings (none: one GPU beside auto's every GPU), as the benchmark records'
+# "scaling" rows.
 set -uo pipefail
 
 started=$(date +%s)
@@ -37,7 +45,7 @@ bench_min_steps=200
 bench_protocols=()
 overrides=()
 
-usage() { sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,32p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) out="$2"; shift 2 ;;

@@ -6,6 +6,7 @@ and the `fer-study run` refusal when no Keras backend is installed. The whole of
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import os
 import subprocess
@@ -206,3 +207,205 @@ def test_only_numbers_and_plots_of_numbers_leave_a_gpu_run_folder() -> None:
                     "models/basic_cnn/predictions_test.npz", "seeds/seed-1/models/basic_cnn/predictions_test.npz",
                     "notebooks/03_compare.ipynb", "report.html"):
         assert not collect_results.shareable(private), private
+
+
+check_results = load_script("check_results")
+
+
+def test_the_tune_stage_is_a_stage_to_ask_for_not_a_default_one() -> None:
+    assert stages.STAGES == ("bench", "paper", "strong", "tune")
+    assert stages.DEFAULT_STAGES == ("bench", "paper", "strong") and stages.params_file("tune") == "params/strong.yaml"
+    run_sh = (REPO_ROOT / "gpu" / "run.sh").read_text()
+    assert 'stages="bench,paper,strong"' in run_sh  # the default stays the study stages
+    usage = subprocess.run(["bash", str(REPO_ROOT / "gpu" / "run.sh"), "--help"], capture_output=True, text=True,
+                           timeout=30).stdout
+    assert "[--stages bench,paper,strong,tune]" in usage and "  tune    fer-study tune of params/strong.yaml" in usage
+    assert usage.rstrip().endswith('"scaling" rows.')  # --help prints the whole header, no more
+    for option in stages.TUNE_OPTIONS:
+        assert f"tune:{option}=" in usage, option
+    assert (REPO_ROOT / stages.TUNE_OPTIONS["space"]).is_file()
+
+
+def test_the_space_file_of_the_tune_stage_is_a_valid_space_around_the_strong_protocol() -> None:
+    from fer_lib.app import tune
+
+    space = tune.load_space(REPO_ROOT / "params" / "space-strong.yaml", [REPO_ROOT / "params" / "strong.yaml"],
+                            stages.TUNE_DEFAULTS)
+    assert {"learning_rate", "weight_decay"} <= set(space)
+    assert space["learning_rate"]["low"] < 0.02 < space["learning_rate"]["high"] and space["learning_rate"]["log"]
+    assert space["weight_decay"]["low"] < 1e-3 < space["weight_decay"]["high"]
+
+
+def test_the_tune_stage_options_split_from_its_study_parameters() -> None:
+    options, parameters = stages.tune_options(["epochs=2", "trials=3", "workers=2", "pruner=none",
+                                               "space=/tmp/space.yaml", "augmentation.erasing=0.1"])
+    assert options == {**stages.TUNE_OPTIONS, "trials": 3, "workers": 2, "pruner": "none", "space": "/tmp/space.yaml"}
+    assert parameters == ["epochs=2", "augmentation.erasing=0.1"]
+    assert stages.tune_options([]) == (stages.TUNE_OPTIONS, [])
+    with pytest.raises(ValueError, match=r"tune:workers= must be a number >= 1, got '0'"):
+        stages.tune_options(["workers=0"])
+    with pytest.raises(ValueError, match=r"tune:model= needs a value"):
+        stages.tune_options(["model="])
+
+
+def test_the_search_is_estimated_from_the_bench_and_its_timeout_keeps_one_round_before_the_deadline() -> None:
+    bench = {"basic_cnn": bench_record(25_600, 51_200, 40), "_settings": {"n_val": 2_560, "n_test": 5_120}}
+    options = {**stages.TUNE_OPTIONS, "trials": 7, "workers": 3}
+    # a trial alone: 20 epochs of 1 s, validation every epoch, its own compile; 3 of them side by side per round
+    trial = 20 * 1.0 + 2_560 * 20 / 51_200 + 40
+    timing = stages.estimate_tune({"epochs": 20}, bench, options)
+    assert timing["round"] == pytest.approx(stages.SAFETY * 3 * trial)
+    assert timing["least"] == pytest.approx(stages.SAFETY * (stages.TUNE_START_SECONDS + 3 * trial
+                                                             + stages.TUNE_OUTPUT_SECONDS))
+    assert timing["search"] == pytest.approx(stages.SAFETY * (stages.TUNE_START_SECONDS + 3 * 3 * trial  # 3 rounds
+                                                              + stages.TUNE_OUTPUT_SECONDS))
+    assert stages.estimate_tune({"epochs": 20}, bench, {**options, "trials": 2})["round"] == pytest.approx(
+        stages.SAFETY * 2 * trial)  # 2 trials: 2 workers' worth
+    assert stages.tune_timeout(1000, timing) == pytest.approx(
+        1000 - timing["round"] - stages.SAFETY * stages.TUNE_OUTPUT_SECONDS)
+    assert stages.tune_timeout(1000, None) == 500  # no bench: half the time left
+    assert stages.estimate_tune({"epochs": 20}, None, options) is None
+    assert stages.estimate_tune({"epochs": 20}, bench, {**options, "model": "resnet50v2"}) is None
+
+
+def bench_file(folder: Path, train_ips: float, compile_s: float) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"settings": {"params": "strong", "n_val": 2_871, "n_test": 3_589},
+              "throughput": [{"model": model, **bench_record(25_728, 143_000, compile_s),
+                              "train_images_per_second": train_ips} for model in ("basic_cnn", "resnet50v2")]}
+    (folder / "2026-01-01-jax-NVIDIA-H200.json").write_text(json.dumps(record))
+
+
+def test_the_tune_stage_is_skipped_when_one_round_does_not_fit(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    bench_file(tmp_path / "work" / "bench", 47_000, 20)
+    (tmp_path / "out").mkdir()
+    launched: list[list[str]] = []
+    monkeypatch.setattr(stages, "launch", lambda name, command, cwd, **_: launched.append(command))
+    code = stages.main(["--project", str(REPO_ROOT), "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"),
+                        "--deadline-at", str(stages.time.time() + 60), "--stages", "tune"])
+    (entry,) = json.loads((tmp_path / "out" / "summary.json").read_text())["stages"]
+    assert code == 1 and not launched
+    assert entry["status"] == "skipped" and "one round of 3 trials side by side" in entry["note"], entry
+
+
+def test_the_tune_stage_runs_fer_study_tune_with_its_options_overrides_and_a_timeout(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bench_file(tmp_path / "work" / "bench", 47_000, 20)
+    (tmp_path / "out").mkdir()
+    folder = tmp_path / "work" / "runs" / "tune" / "tune-strong-0123456789"  # what `fer-study tune` leaves
+    launched: list[tuple[list[str], bool]] = []
+    real_launch = stages.launch
+
+    def fake_launch(name: str, command: list[str], cwd: Path, *, group: bool = False) -> subprocess.Popen:
+        launched.append((command, group))
+        for name_ in (*stages.TUNE_OUTPUTS, "trials.journal", "trials/trial-0/best.keras"):
+            (folder / name_).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name_).write_text(name_)
+        return real_launch(name, [sys.executable, "-c", "pass"], cwd)
+
+    monkeypatch.setattr(stages, "launch", fake_launch)
+    monkeypatch.setattr(stages, "_ENDED", set())
+    started = stages.time.time()
+    code = stages.main(["--project", str(REPO_ROOT), "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"),
+                        "--deadline-at", str(started + 600), "--stages", "tune", "-p", "batch_size=64",
+                        "--stage-param", "tune:epochs=30", "--stage-param", "tune:workers=2",
+                        "--stage-param", "paper:epochs=1"])
+    assert code == 0
+    ((command, group),) = launched
+    assert group  # its own process group: the deadline stops the workers with it
+    assert command[command.index("-m") + 1:command.index("-m") + 3] == ["fer_lib.app.cli", "tune"]
+    assert command[command.index("--space") + 1] == str(REPO_ROOT / "params" / "space-strong.yaml")
+    options = {key: command[command.index(key) + 1] for key in ("--trials", "--workers", "--model", "--pruner")}
+    assert options == {"--trials": "12", "--workers": "2", "--model": "basic_cnn", "--pruner": "successive_halving"}
+    assert [command[i + 1] for i, part in enumerate(command) if part == "-p"] == ["epochs=20", "batch_size=64",
+                                                                                  "epochs=30"]
+    timing = stages.estimate_tune({"epochs": 30}, stages.bench_records(tmp_path / "work" / "bench")["strong"],
+                                  {**stages.TUNE_OPTIONS, "workers": 2})
+    timeout = float(command[command.index("--timeout") + 1])
+    assert timeout == pytest.approx(stages.tune_timeout(600 - stages.PACK_SECONDS, timing), abs=3)
+    (entry,) = json.loads((tmp_path / "out" / "summary.json").read_text())["stages"]
+    assert entry["status"] == "complete" and entry["estimate_seconds"] == pytest.approx(timing["search"], abs=0.1)
+    with tarfile.open(tmp_path / "out" / "1-tune.tar.gz") as tar:
+        assert sorted(tar.getnames()) == sorted(f"{folder.name}/{name}" for name in stages.TUNE_OUTPUTS)
+
+
+def test_a_search_stopped_at_the_deadline_still_returns_its_outputs_from_the_journal(tmp_path: Path) -> None:
+    """The search's own writer, from the journal alone; the archive then passes check_results' tune check."""
+    from fer_lib.app import trials
+
+    optuna = trials.quiet_optuna()
+    folder = tmp_path / "runs" / "tune" / "tune-stub-0123456789"
+    job = {"kind": "tune", "params_files": [str(REPO_ROOT / "params" / "smoke.yaml")], "overrides": [],
+           "name": "stub", "model": "basic_cnn"}
+    study = trials.create_study(str(folder / trials.JOURNAL_FILE), folder.name, job)
+    distributions = {"learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True),
+                     "label_smoothing": optuna.distributions.FloatDistribution(0.0, 0.2)}
+    for number, (rate, smoothing, accuracy) in enumerate([(1e-3, 0.0, 0.3), (1e-2, 0.1, 0.5), (3e-2, 0.2, 0.4)]):
+        study.add_trial(optuna.trial.create_trial(
+            params={"learning_rate": rate, "label_smoothing": smoothing}, distributions=distributions,
+            value=accuracy, user_attrs={"overrides": [f"learning_rate={rate}", f"label_smoothing={smoothing}"]}))
+    study.enqueue_trial({"learning_rate": 0.05, "label_smoothing": 0.0})  # one the deadline left waiting
+    assert stages.write_tune_outputs(sys.executable, folder, REPO_ROOT, timeout=50)
+    (tmp_path / "out").mkdir()
+    packed = stages.pack([folder / name for name in stages.TUNE_OUTPUTS], tmp_path / "out" / "1-tune.tar.gz",
+                         tmp_path / "runs" / "tune")
+    assert packed["files"] == 4
+    (tmp_path / "out" / "summary.json").write_text(json.dumps({"stages": [
+        {"stage": "tune", "status": "complete", "archive": "1-tune.tar.gz"}]}))
+    assert check_results.check(tmp_path / "out", ["tune"], "jax") == []
+    assert "learning_rate: 0.01\n" in (folder / "best.yaml").read_text()
+
+
+def tune_archive(tmp_path: Path, files: dict[str, bytes]) -> Path:
+    out = tmp_path / "out"
+    out.mkdir()
+    with tarfile.open(out / "4-tune.tar.gz", "w:gz") as tar:
+        for name, data in files.items():
+            member = tarfile.TarInfo(name)
+            member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+    (out / "summary.json").write_text(json.dumps({"stages": [
+        {"stage": "tune", "status": "complete", "archive": "4-tune.tar.gz"}]}))
+    return out
+
+
+PLOT = check_results.PNG_SIGNATURE + os.urandom(20_000)
+TABLE = b"number,value,state\n0,0.5,COMPLETE\n1,0.4,COMPLETE\n2,,PRUNED\n"
+
+
+@pytest.mark.parametrize(("change", "problem"), [
+    ({}, None),
+    ({"trials.csv": b"number,value,state\n0,0.5,COMPLETE\n1,,PRUNED\n"}, "trials.csv has 2 trial(s), 1 complete"),
+    ({"param_importances.png": None}, "no param_importances.png in tune-strong-0123456789"),
+    ({"optimization_history.png": check_results.PNG_SIGNATURE + b"x" * 100},
+     "optimization_history.png is 108 bytes, too small for a plot"),
+    ({"optimization_history.png": b"GIF89a" + os.urandom(20_000)}, "optimization_history.png is not a PNG file"),
+    ({"best.yaml": b"learning_rte: 0.01\n"}, "best.yaml is not a params file the study accepts: unknown parameter"),
+    ({"best.yaml": b"epochs: [\n"}, "best.yaml is not a params file the study accepts"),
+    ({"trials/trial-0/history.csv": b"epoch\n"}, "holds trials/trial-0/history.csv, beyond the search's outputs"),
+    ({"trials/trial-0/best.keras": b"weights"}, "model weights in 4-tune.tar.gz"),
+])
+def test_check_results_checks_what_the_tune_stage_returns(tmp_path: Path, change: dict, problem: str | None) -> None:
+    files = {"trials.csv": TABLE, "optimization_history.png": PLOT, "param_importances.png": PLOT,
+             "best.yaml": b"# the best trial\nname: strong-tuned\nlearning_rate: 0.01\nepochs: 20\n", **change}
+    out = tune_archive(tmp_path, {f"tune-strong-0123456789/{name}": data for name, data in files.items()
+                                  if data is not None})
+    problems = check_results.check(out, ["tune"], "jax")
+    if problem is None:
+        assert problems == []
+    else:
+        assert any(problem in p for p in problems), problems
+
+
+def test_check_results_wants_the_tune_outputs_in_one_tune_folder(tmp_path: Path) -> None:
+    out = tune_archive(tmp_path, {"trials.csv": TABLE, "20260101-000000-strong/manifest.json": b"{}"})
+    (problem,) = check_results.check(out, ["tune"], "jax")
+    assert problem.startswith("stage tune: expected one tune-* folder in its archive")
+
+
+def test_collected_tune_outputs_are_shareable() -> None:
+    for name in stages.TUNE_OUTPUTS:
+        assert collect_results.shareable(name), name
+    assert not collect_results.shareable("trials/trial-0/best.keras")
+    assert not collect_results.shareable("trials.journal")
