@@ -29,9 +29,7 @@ BASELINE_STYLE: dict[str, Any] = {"color": "0.35", "linestyle": "--", "linewidth
 DEFAULT_DPI = 110
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# Helpers
-# --------------------------------------------------------------------------------------------------------------------
+# --- Helpers ----------------------------------------------------------------------------------------------------------
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -63,6 +61,13 @@ def _baseline_line(ax: Axes, value: float | None, label: str = "majority-class b
     if value is None or not np.isfinite(value):
         return
     ax.axhline(value, **BASELINE_STYLE, label=f"{label} ({value:.3f})")
+
+
+def _bare(ax: Axes) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
 
 
 def _finish(fig: Figure, synthetic: bool) -> Figure:
@@ -102,9 +107,7 @@ def save_figure_in(fig: Figure, folder: str | Path | None, filename: str, *, dpi
     return None if folder is None else save_figure(fig, Path(folder) / filename, dpi=dpi)
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# Data exploration
-# --------------------------------------------------------------------------------------------------------------------
+# --- Data exploration -------------------------------------------------------------------------------------------------
 
 
 def plot_class_distribution(summary: Any, *, axes: Sequence[Axes] | None = None, synthetic: bool = False) -> Figure:
@@ -144,10 +147,7 @@ def plot_sample_grid(split: Split, per_class: int = 6, seed: int = 0, *, synthet
         chosen = rng.choice(members, size=min(per_class, members.size), replace=False) if members.size else []
         for col in range(per_class):
             ax = grid[code, col]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
+            _bare(ax)
             if col < len(chosen):
                 ax.imshow(split.images[chosen[col]].squeeze(), cmap="gray", vmin=0, vmax=255)
             if col == 0:
@@ -198,8 +198,6 @@ def plot_augmentation_preview(images: np.ndarray, config: AugmentConfig | None =
     from fer_lib.core.augment import augment_preview  # imports Keras: only for this figure
 
     images = np.asarray(images)
-    if images.ndim == 3:
-        images = images[..., None]
     augmented = augment_preview(images, config, variants=variants, seed=seed)
     n = images.shape[0]
     fig = _new_figure(1.15 * (variants + 1), 1.2 * n + 0.4)
@@ -219,9 +217,7 @@ def plot_augmentation_preview(images: np.ndarray, config: AugmentConfig | None =
     return _finish(fig, synthetic)
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# Training curves and evaluation
-# --------------------------------------------------------------------------------------------------------------------
+# --- Training curves and evaluation -----------------------------------------------------------------------------------
 
 
 def plot_curves(curves: pd.DataFrame, majority_baseline: float | None = None, *, title: str = "Training curves",
@@ -302,9 +298,8 @@ def plot_sweep(table: pd.DataFrame, keys: Sequence[str], *, ax: Axes | None = No
         rows = table[table["model"] == model]
         x = np.array([labels.index(label) for label in points[rows.index]]) + (index - (len(models) - 1) / 2) * width
         y = rows["test_accuracy"].to_numpy(float)
-        low = rows["low"].to_numpy(float) if "low" in rows else np.full(len(rows), np.nan)
-        high = rows["high"].to_numpy(float) if "high" in rows else np.full(len(rows), np.nan)
-        error = np.vstack([np.where(np.isnan(low), 0, y - low), np.where(np.isnan(high), 0, high - y)])
+        low, high = rows.reindex(columns=["low", "high"]).to_numpy(float).T  # NaN where unknown: no error bar
+        error = np.nan_to_num(np.vstack([y - low, high - y]))
         ax.errorbar(x, y, yerr=error, fmt="o", capsize=4, color=_model_color(index), label=model)
     _baseline_line(ax, float(table["majority_baseline"].iloc[0]) if len(table) else None)
     ax.set_xticks(range(len(labels)), labels, rotation=20 if len(labels) > 4 else 0)
@@ -348,13 +343,11 @@ def plot_test_accuracy(summaries: Mapping[str, Mapping[str, Any]], *, ax: Axes |
     kinds = [(key, label, color) for key, label, color in
              (("test", "test", "#4c72b0"), ("test_tta", "test + flip TTA", "#55a868"),
               ("test_tta10", "test + ten-view TTA", "#c44e52")) if any(key in summaries[m] for m in models)]
-    width = 0.8 / len(kinds)
+    width, x = 0.8 / len(kinds), np.arange(len(models))
     for index, (key, label, color) in enumerate(kinds):
         values = [summaries[m][key]["accuracy"] if key in summaries[m] else np.nan for m in models]
-        bars = ax.bar(np.arange(len(models)) + (index - (len(kinds) - 1) / 2) * width, values, width, color=color,
-                      label=label)
+        bars = ax.bar(x + (index - (len(kinds) - 1) / 2) * width, values, width, color=color, label=label)
         ax.bar_label(bars, fmt="%.3f", fontsize=8)
-    x = np.arange(len(models))
     baseline = summaries[models[0]]["test"]["majority_class_accuracy"] if models else None
     _baseline_line(ax, baseline)
     ax.set_xticks(x, models)
@@ -365,9 +358,7 @@ def plot_test_accuracy(summaries: Mapping[str, Mapping[str, Any]], *, ax: Axes |
     return _finish(fig, synthetic)
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# What the models look at (occlusion maps, fer_lib.analysis.explain)
-# --------------------------------------------------------------------------------------------------------------------
+# --- What the models look at (occlusion maps, fer_lib.analysis.explain) -----------------------------------------------
 
 OCCLUSION_CMAP = "RdBu_r"  # red: covering the region lowers the true class's probability; blue: it raises it
 OCCLUSION_ALPHA = 0.6  # the heat map over the grey face
@@ -378,13 +369,6 @@ def _occlusion_scale(maps: np.ndarray) -> float:
     finite = np.asarray(maps, dtype=np.float64)
     finite = finite[np.isfinite(finite)]
     return max(float(np.abs(finite).max()) if finite.size else 0.0, 1e-6)
-
-
-def _bare(ax: Axes) -> None:
-    ax.set_xticks([])
-    ax.set_yticks([])
-    for spine in ax.spines.values():
-        spine.set_visible(False)
 
 
 def _occlusion_panel(ax: Axes, occlusion: np.ndarray | None, face: np.ndarray | None, limit: float) -> Any:
