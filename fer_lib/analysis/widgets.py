@@ -1,16 +1,13 @@
 """Interactive views for the notebooks: which images a model confuses, and what augmentation does to an image.
 
-* :class:`ConfusionInspector` (03_compare): a run's confusion matrix as clickable cells; a click shows the images of
-  that cell with each image's top-3 predicted probabilities, page by page. Numbers alone hide whether "fear predicted
-  as sad" is a model error or a labelling ambiguity of FER2013; looking at the images answers that.
-* :class:`SampleBrowser` (01_explore_data): browse images by split and class, with a preview of the run's random
-  augmentation, so the augmentation ranges can be judged by eye.
+* :class:`ConfusionInspector` (03_compare): numbers alone hide whether "fear predicted as sad" is a model error or a
+  labelling ambiguity of FER2013; the images of a confusion-matrix cell answer that.
+* :class:`SampleBrowser` (01_explore_data): images by split and class beside random augmentations of them, so the
+  augmentation ranges can be judged by eye.
 
-The widgets are views only. What the inspector shows (seeds, models and splits to choose from, a split's
-predictions and confusion counts, which images fall in a cell, paging, the cells' text and colours, the run's
-reloaded data set) is decided in :mod:`fer_lib.analysis.confusion`, plain functions tested without widgets; the
-widgets keep their state in plain attributes (``selected``, ``shown``, ``predictions``), so tests drive them
-without a browser. Keras is imported only when an augmentation is drawn.
+The widgets are views only: what they show is decided in :mod:`fer_lib.analysis.confusion`, and their state is in
+plain attributes (``selected``, ``shown``, ``predictions``), so tests drive them without a browser. Keras is imported
+only when an augmentation is drawn.
 """
 
 from __future__ import annotations
@@ -39,9 +36,7 @@ from fer_lib.core.evaluate import top_k
 from fer_lib.core.labels import EMOTIONS, NUM_CLASSES
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# View helpers: pixels and HTML
-# --------------------------------------------------------------------------------------------------------------------
+# --- View helpers: pixels and HTML ------------------------------------------------------------------------------------
 
 
 def png_bytes(image: np.ndarray, *, size: int | None = None) -> bytes:
@@ -120,12 +115,9 @@ def _dropdown(description: str, css: str, width: str = "260px") -> widgets.Dropd
 class ConfusionInspector(_Quiet, widgets.VBox):
     """A run's confusion matrix as buttons; clicking a cell shows its images with their top-3 predictions.
 
-    ``results``: the run (fer_lib.analysis.results.load_run_results, as the compare notebook holds it). ``model``,
-    ``split`` and ``seed`` say what to show first (default: the first model, ``test``, the first seed); the widget
-    changes them. A cell is picked by clicking it (:meth:`select_cell` does the same); :attr:`shown` is the page of
-    its images on display (rows of :attr:`predictions`), paged with Prev / Next (:meth:`set_page`). Nothing is
-    selected at first, so showing the widget never loads the data set; the first selection does (then cached).
-    What is shown is decided by :mod:`fer_lib.analysis.confusion`; this class only wires it to the controls.
+    ``model``, ``split`` and ``seed`` say what to show first (default: the first model, ``test``, the first seed).
+    :attr:`shown` is the page of the selected cell's images (rows of :attr:`predictions`). Nothing is selected at
+    first, so showing the widget never loads the data set; the first selection does (then cached).
     """
 
     def __init__(self, results: RunResults, *, model: str | None = None, split: str = "test",
@@ -324,9 +316,7 @@ class ConfusionInspector(_Quiet, widgets.VBox):
         return data_split.images[self._positions[key][rows]]
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# SampleBrowser
-# --------------------------------------------------------------------------------------------------------------------
+# --- SampleBrowser ----------------------------------------------------------------------------------------------------
 
 
 class SampleBrowser(_Quiet, widgets.VBox):
@@ -337,8 +327,8 @@ class SampleBrowser(_Quiet, widgets.VBox):
     else :data:`fer_lib.core.config.PAPER_AUGMENTATION`). Moving the seed slider draws new augmentations.
     """
 
-    def __init__(self, data: FerDataset | RunResults, *, augmentation: AugmentConfig | None = None, variants: int = 8, image_size: int = 144, preview_size: int = 96,
-                 split: str = "train") -> None:
+    def __init__(self, data: FerDataset | RunResults, *, augmentation: AugmentConfig | None = None, variants: int = 8,
+                 image_size: int = 144, preview_size: int = 96, split: str = "train") -> None:
         super().__init__()
         self.add_class("fer-sample-browser")
         self.dataset = data if isinstance(data, FerDataset) else load_run_dataset(data)[0]
@@ -351,7 +341,6 @@ class SampleBrowser(_Quiet, widgets.VBox):
         if isinstance(variants, bool) or not isinstance(variants, int) or variants < 1:
             raise ValueError(f"variants must be a positive integer, got {variants!r}")
         self.variants, self.image_size, self.preview_size = variants, int(image_size), int(preview_size)
-        self._quiet = 0
         self.positions: np.ndarray = np.array([], dtype=np.int64)  # positions in the split of the chosen class
 
         self.split_dropdown = widgets.Dropdown(description="split", options=list(SPLITS), value=split)
@@ -432,9 +421,7 @@ class SampleBrowser(_Quiet, widgets.VBox):
         name = EMOTIONS[int(self.class_dropdown.value)]
         if position is None:
             self.message.value = notice_html(f"The {self.split_dropdown.value} split has no '{name}' image.", "warning")
-            self.image.value = b""
-            self.info.value = ""
-            self.preview.children = ()
+            self.image.value, self.info.value, self.preview.children = b"", "", ()
             return
         split = self.current_split
         self.message.value = ""
