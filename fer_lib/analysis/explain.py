@@ -2,27 +2,23 @@
 
 A grey square slides over the face; where covering the face lowers the model's probability of the true class, the
 model relied on that region. The method needs only predictions (a callable images -> probabilities), so it works
-the same on every Keras backend and is tested with a plain numpy "model" whose answer is known.
-
-* :func:`occlusion_sensitivity`: one map per image (n, H, W): the drop of the true class's probability when a patch
-  covers each pixel, averaged over the patches that cover it. All occluded copies go through ``predict`` in a few
-  large batches (a compiled predict function is fastest on big batches, and XLA compiles one batch shape).
-* :func:`class_mean_maps`: per class, the mean map over a few correctly classified images (chosen with a seed).
-* :func:`run_occlusion`: for a run folder, every trained model's per-class mean maps and maps of a few single
-  faces, on the run's test images, from each model's saved ``best.keras`` (the first seed's in a several-seed run).
-  It imports Keras (to load the models): the one part of the compare notebook that starts a backend.
+the same on every Keras backend and is tested with a plain numpy "model" whose answer is known. All occluded copies
+go through ``predict`` in a few large batches (a compiled predict function is fastest on big batches, and XLA
+compiles one batch shape).
 
 **The grey.** The models take raw 0-255 pixels (they rescale inside). By default a patch is filled with the image's
 own mean pixel value: the occluded copy keeps the face's overall brightness, so the map measures what the covered
 region *shows*, not the shock of a bright square on a dark face (or a dark one on a bright face), which a fixed
 mid-grey (127.5) would add for very dark or very bright faces. ``fill`` sets a constant grey instead.
 
-Keras is imported only inside :func:`run_occlusion` (loading the models); everything else is numpy.
+Keras is imported only inside :func:`run_occlusion` (loading the models): the one part of the compare notebook that
+starts a backend; everything else is numpy.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -42,18 +38,15 @@ Predict = Callable[[np.ndarray], np.ndarray]
 DEFAULT_PATCH = 8  # a sixth of a 48-pixel face: about an eye, a mouth corner, the tip of the nose
 DEFAULT_STRIDE = 4  # half a patch: every pixel is covered by up to 4 patches, so maps are smooth
 DEFAULT_MAX_BATCH = 4096  # occluded copies per predict call (48x48 uint8: 9 MiB)
-RUN_STRIDE = 8  # run_occlusion's default: non-overlapping patches, 37 predictions per image instead of 122, so the
-# compare notebook's occlusion section stays within seconds on a 2-core CPU (ResNet50V2 predicts ~100-300 images/s)
-RUN_PER_CLASS = 2  # run_occlusion's default images per class and model (raise it on a GPU: the cost is linear)
+RUN_STRIDE = 8  # run_occlusion's: non-overlapping patches, a third of stride 4's predictions (seconds on a CPU)
+RUN_PER_CLASS = 2  # run_occlusion's images per class and model (raise it on a GPU: the cost is linear)
 RUN_EXAMPLES = 3  # run_occlusion's default single faces
 
 __all__ = ["ClassMaps", "ModelOcclusion", "RunOcclusion", "choose_per_class", "class_mean_maps",
            "mean_maps_by_class", "occlusion_positions", "occlusion_sensitivity", "run_occlusion"]
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# The map
-# --------------------------------------------------------------------------------------------------------------------
+# --- The map ----------------------------------------------------------------------------------------------------------
 
 
 def _positive_int(value: Any, name: str, *, low: int = 1, high: int | None = None) -> int:
@@ -158,9 +151,7 @@ def occlusion_sensitivity(predict: Predict, images: np.ndarray, labels: np.ndarr
                       max_batch=max_batch)[0]
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# Per class
-# --------------------------------------------------------------------------------------------------------------------
+# --- Per class --------------------------------------------------------------------------------------------------------
 
 
 def choose_per_class(labels: np.ndarray, eligible: np.ndarray, per_class: int, *, seed: int = 0,
@@ -225,9 +216,7 @@ def class_mean_maps(predict: Predict, images: np.ndarray, labels: np.ndarray | S
     return ClassMaps(means, counts, chosen)
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# A run folder
-# --------------------------------------------------------------------------------------------------------------------
+# --- A run folder -----------------------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
@@ -321,15 +310,6 @@ def _choose_examples(order: np.ndarray, labels: np.ndarray, right_for_all: np.nd
     return np.array(chosen, dtype=np.int64)
 
 
-def _predictor(model: Any, batch_size: int) -> Predict:
-    """``model``'s probabilities through the study's padded prediction (one compiled batch shape)."""
-
-    def predict(images: np.ndarray) -> np.ndarray:
-        return predict_proba(model, images, batch_size=batch_size)
-
-    return predict
-
-
 def run_occlusion(results: RunResults, *, split: str = "test", per_class: int = RUN_PER_CLASS,
                   examples: int = RUN_EXAMPLES, patch: int = DEFAULT_PATCH, stride: int = RUN_STRIDE,
                   fill: float | None = None, seed: int = 0, batch_size: int | None = None,
@@ -341,13 +321,10 @@ def run_occlusion(results: RunResults, *, split: str = "test", per_class: int = 
 
     Each model is its saved ``best.keras`` of ``model_seed`` (default: the run's first seed, whose figures the
     compare notebook shows). Which images it classifies correctly comes from its ``predictions_<split>.npz`` (the
-    numbers of the report), and the images from the run's data set, reloaded (matched by id).
-
-    Cost: about ``(7 * per_class + examples) * ((H - patch) / stride + 1)^2`` predictions per model, plus importing
-    Keras and loading each model. The defaults (2 per class, 3 faces, 8x8 patches every 8 pixels: about 600
-    predictions per model) keep it to seconds on a 2-core CPU; on a GPU raise ``per_class`` (e.g. 25) and use
-    ``stride=4`` for smoother maps. ``batch_size`` (default: the run's evaluation batch size, so the predict function
-    has the shape the run's evaluation compiled). ``load_model`` (path -> model) replaces Keras loading, for tests.
+    numbers of the report), and the images from the run's data set, reloaded (matched by id). The cost is about
+    ``(7 * per_class + examples) * ((H - patch) / stride + 1)^2`` predictions per model. ``batch_size`` defaults to
+    the run's evaluation batch size (the shape its evaluation compiled); ``load_model`` (path -> model) replaces
+    Keras loading, for tests.
     """
     started = time.perf_counter()
     run_dir = results.run_dir
@@ -377,7 +354,6 @@ def run_occlusion(results: RunResults, *, split: str = "test", per_class: int = 
     if load_model is None:  # timed apart: the notebook's first Keras import, not a model's cost
         from fer_lib.core.train import load_inference_model as load_model
     import_seconds = time.perf_counter() - tick
-    loader = load_model
 
     # Which images each model classifies correctly (from its saved predictions, else predicted here)
     loaded: dict[str, Any] = {}
@@ -392,7 +368,7 @@ def run_occlusion(results: RunResults, *, split: str = "test", per_class: int = 
             right[split_positions(stored, data)] = stored.predicted == stored.labels
         else:
             tick = time.perf_counter()
-            loaded[name] = loader(path)
+            loaded[name] = load_model(path)
             load_seconds[name] = time.perf_counter() - tick
             probabilities = predict_proba(loaded[name], data.images, batch_size=batch_size)
             right = probabilities.argmax(axis=1) == labels
@@ -403,11 +379,12 @@ def run_occlusion(results: RunResults, *, split: str = "test", per_class: int = 
     results: dict[str, ModelOcclusion] = {}
     for name in names:
         tick = time.perf_counter()
-        model = loaded.pop(name) if name in loaded else loader(files[name])
+        model = loaded.pop(name) if name in loaded else load_model(files[name])
         chosen = choose_per_class(labels, correct[name], per_class, order=order)
         rows = np.unique(np.concatenate([*chosen, example_positions]).astype(np.int64))
-        maps, base = _occlusion(_predictor(model, batch_size), data.images[rows], labels[rows], patch=patch,
-                                stride=stride, fill=fill, max_batch=16 * batch_size)
+        predict = functools.partial(predict_proba, model, batch_size=batch_size)  # one compiled batch shape
+        maps, base = _occlusion(predict, data.images[rows], labels[rows], patch=patch, stride=stride, fill=fill,
+                                max_batch=16 * batch_size)
         where = {int(position): i for i, position in enumerate(rows)}
         class_rows = np.array([where[int(p)] for p in np.concatenate(chosen)], dtype=np.int64)
         means, counts = mean_maps_by_class(maps[class_rows], labels[rows][class_rows])
@@ -416,11 +393,7 @@ def run_occlusion(results: RunResults, *, split: str = "test", per_class: int = 
                                        base[example_rows], time.perf_counter() - tick + load_seconds.get(name, 0.0))
         del model  # free it before the next model is loaded
 
-    mean_faces = np.full((NUM_CLASSES, *data.images.shape[1:3]), np.nan)
-    for code in range(NUM_CLASSES):
-        members = data.images[labels == code]
-        if len(members):
-            mean_faces[code] = members.reshape(len(members), *data.images.shape[1:3]).mean(axis=0)
+    mean_faces, _ = mean_maps_by_class(data.images.reshape(data.images.shape[:3]), labels)
     return RunOcclusion(run_dir=run_dir, split=split, patch=int(patch), stride=int(stride), fill=fill,
                         per_class=per_class, seed=seed, model_seed=model_seed, synthetic=bool(dataset.is_synthetic),
                         mean_faces=mean_faces,
