@@ -1,17 +1,9 @@
 """What the confusion inspector shows, as plain functions and a small dataclass, without any widget.
 
-:class:`fer_lib.analysis.widgets.ConfusionInspector` is only the view: dropdowns, buttons and images wired to the functions
-here. Everything that decides *what* it shows lives here so it is unit-tested without ipywidgets:
-
-* which seeds, models and prediction splits a run has to choose from, and which one is chosen first
-  (:func:`choose`, :func:`available_splits`, :func:`default_split`);
-* one split's saved predictions with their confusion counts (:class:`SplitPredictions`);
-* which images fall in a cell, page by page (:func:`cell_indices`, :func:`page`, :func:`cell_page`), and each cell's text, colour and tooltip (:func:`cell_text`,
-  :func:`cell_intensities`, :func:`cell_colours`, :func:`cell_tooltip`);
-* the run's data set, reloaded and cached, and the link from prediction rows to its images by id
-  (:func:`load_run_dataset`, :func:`align_ids`, :func:`split_positions`).
-
-No ipywidgets and no Keras here (reading a run must not start a backend).
+:class:`fer_lib.analysis.widgets.ConfusionInspector` is only the view; everything that decides *what* it shows (the
+seeds, models and splits to choose from, a split's predictions and counts, a cell's images page by page, the cells'
+text and colours, the run's reloaded data set) lives here, so it is unit-tested without ipywidgets. No Keras here
+either: reading a run must not start a backend.
 """
 
 from __future__ import annotations
@@ -26,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from matplotlib import colormaps
+from matplotlib.colors import to_hex
 
 from fer_lib.analysis.results import RunResults, SeedResults
 from fer_lib.core import records
@@ -39,9 +32,7 @@ MODES: tuple[tuple[str, str], ...] = (("counts", "counts"), ("row-normalised", "
 DATASET_CACHE_SIZE = 2  # FER2013 is ~85 MB of pixels: keep the last two runs' data sets, not every run's
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# Cells, pages, probabilities
-# --------------------------------------------------------------------------------------------------------------------
+# --- Cells, pages, probabilities --------------------------------------------------------------------------------------
 
 
 def check_class(value: Any, name: str) -> int:
@@ -53,10 +44,8 @@ def check_class(value: Any, name: str) -> int:
 
 
 def cell_indices(labels: np.ndarray, predicted: np.ndarray, true_class: int, predicted_class: int) -> np.ndarray:
-    """Positions (ascending) of the images whose true label is ``true_class`` and prediction ``predicted_class``.
-
-    This is the definition of a confusion-matrix cell, kept in one place so the widget and its tests agree on it.
-    """
+    """Positions (ascending) of the images whose true label is ``true_class`` and prediction ``predicted_class``:
+    the definition of a confusion-matrix cell, in one place so the widget and its tests agree on it."""
     labels, predicted = np.asarray(labels), np.asarray(predicted)
     if labels.shape != predicted.shape or labels.ndim != 1:
         raise ValueError(f"labels and predicted must be 1-D arrays of one length, got shapes {labels.shape} and "
@@ -110,9 +99,7 @@ def cell_colours(intensity: float) -> tuple[str, str]:
     """Background and text colour (CSS hex) for an intensity in [0, 1] on matplotlib's Blues; dark cells get white
     text to stay legible."""
     intensity = float(np.clip(intensity, 0.0, 1.0))
-    red, green, blue, _ = BLUES(intensity)
-    background = "#{:02x}{:02x}{:02x}".format(*(int(round(255 * c)) for c in (red, green, blue)))
-    return background, ("#ffffff" if intensity > 0.5 else "#08306b")
+    return to_hex(BLUES(intensity)), ("#ffffff" if intensity > 0.5 else "#08306b")
 
 
 def cell_tooltip(counts: np.ndarray, true_class: int, predicted_class: int) -> str:
@@ -129,17 +116,13 @@ def split_title(split: str) -> str:
     return {"test_tta": "test (with flip TTA)", "test_tta10": "test (with ten-view TTA)"}.get(split, split)
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# One split's predictions, and the cell page shown
-# --------------------------------------------------------------------------------------------------------------------
+# --- One split's predictions, and the cell page shown -----------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
 class SplitPredictions:
-    """One ``predictions_<split>.npz`` of a model: ids, true labels and probabilities, plus what follows from them.
-
-    ``predicted`` (argmax) and ``counts`` (the 7x7 confusion matrix, rows true) are computed once on creation.
-    """
+    """One ``predictions_<split>.npz`` of a model: ids, true labels and probabilities, and (computed once on
+    creation) ``predicted`` (argmax) and ``counts`` (the 7x7 confusion matrix, rows true)."""
 
     split: str
     ids: np.ndarray
@@ -214,9 +197,7 @@ def cell_page(predictions: SplitPredictions, true_class: int, predicted_class: i
     return CellPage(int(true_class), int(predicted_class), indices, int(page_number), n_pages, page_indices)
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# Runs, seeds, models and splits to choose from
-# --------------------------------------------------------------------------------------------------------------------
+# --- Runs, seeds, models and splits to choose from --------------------------------------------------------------------
 
 
 def choose(available: Sequence[Any], wanted: Any, preferred: Any = None) -> Any:
@@ -241,9 +222,7 @@ def default_split(available: Sequence[str], wanted: str | None) -> str | None:
     return choose(available, wanted, "test")
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# The run's images: reloaded once, cached, linked to prediction rows by id
-# --------------------------------------------------------------------------------------------------------------------
+# --- The run's images: reloaded once, cached, linked to prediction rows by id -----------------------------------------
 
 _DATASETS: collections.OrderedDict[tuple[str, int], tuple[FerDataset, str]] = collections.OrderedDict()
 
