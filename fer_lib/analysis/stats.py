@@ -2,14 +2,8 @@
 
 A difference of one or two points of test accuracy on FER2013 (3,589 PublicTest images) can be noise: of the test
 images the two models disagree on, or of the seed the models were trained with. The functions turn such a claim
-into numbers, each the reference implementation of scipy (no loop of our own):
-
-* :func:`bootstrap_accuracy_interval` -- how precisely one accuracy is known, given the test set's size;
-* :func:`mcnemar_exact` -- whether two models scored on the *same* test images differ by more than chance;
-* :func:`bootstrap_difference_interval` -- how precisely their accuracy difference on those images is known;
-* :func:`paired_seed_comparison` -- whether two models trained on the *same* seeds differ by more than seed noise;
-* :func:`verdict` -- one word for the claim "A > B", by a rule written down once;
-* :func:`run_statistics` -- all of them for a run (what summary.json holds).
+into numbers, each the reference implementation of scipy (no loop of our own), and :func:`verdict` into one word by
+a rule written down once; :func:`run_statistics` is all of them for a run (what summary.json holds).
 
 No Keras. Inputs are checked (a ``ValueError`` names the argument and what was expected) and results are
 JSON-ready Python types, so they go straight into a run's JSON.
@@ -313,10 +307,8 @@ def seed_values(results: RunResults, per_seed: Mapping[str, Mapping[str, Any]]) 
                                                           for name, split, key in SEED_METRICS}})
         ensemble = (per_seed.get(str(seed)) or {}).get("ensemble") or {}
         if ensemble.get("test"):
-            rows.append({"model": ENSEMBLE, "seed": seed, "test_accuracy": ensemble["test"]["accuracy"],
-                         "test_accuracy_tta": (ensemble.get("test_tta") or {}).get("accuracy"),
-                         "test_accuracy_tta10": (ensemble.get("test_tta10") or {}).get("accuracy"),
-                         "macro_f1": ensemble["test"]["macro_f1"]})
+            rows.append({"model": ENSEMBLE, "seed": seed, **{name: (ensemble.get(split) or {}).get(key)
+                                                             for name, split, key in SEED_METRICS}})
     return pd.DataFrame(rows, columns=["model", "seed", *(name for name, _, _ in SEED_METRICS)])
 
 
