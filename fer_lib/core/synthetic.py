@@ -1,20 +1,15 @@
 """Seeded generator of SYNTHETIC 48x48 grayscale "expression faces".
 
-Nothing here is real FER2013 data. The images are cartoon faces (an oval on a
-textured background, two eyes, two brows and a mouth) drawn with numpy so that
-the library's pipelines, demos and tests can run without downloading FER2013
-and without any image library. They mimic FER2013's format: uint8 pixels,
-shape ``(n, 48, 48, 1)``, integer labels 0..6 in :data:`EMOTIONS` order.
+Nothing here is real FER2013 data. The images are cartoon faces (an oval on a textured background, two eyes, two
+brows and a mouth) drawn with numpy so that the library's pipelines, demos and tests can run without downloading
+FER2013 and without any image library. They mimic FER2013's format: uint8 pixels, shape ``(n, 48, 48, 1)``, integer
+labels 0..6 in :data:`EMOTIONS` order.
 
-The class signal lives in the facial features (mouth shape and openness, brow
-angle and height, eye opening). Everything else -- face position, scale,
-in-plane rotation, brightness, contrast, lighting gradient, background texture,
-hair, sensor noise -- is random nuisance. Feature parameters are jittered per
-image so that neighbouring classes (fear/surprise, angry/disgust, sad/neutral)
-overlap: a small CNN learns the task in a few epochs, but not trivially
-(3-conv CNN, 3000 training images: ~35-39% training accuracy in epoch 1,
-~0.84-0.92 held-out after epoch 3 once its batch-norm statistics are settled;
-a nearest-centroid classifier on pixels gets ~0.3-0.45).
+The class signal lives in the facial features (mouth shape and openness, brow angle and height, eye opening).
+Everything else -- face position, scale, in-plane rotation, brightness, contrast, lighting gradient, background
+texture, hair, sensor noise -- is random nuisance. Feature parameters are jittered per image so that neighbouring
+classes (fear/surprise, angry/disgust, sad/neutral) overlap: a small CNN learns the task in a few epochs, but not
+trivially.
 """
 
 from __future__ import annotations
@@ -24,18 +19,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fer_lib.core.labels import EMOTIONS, FER2013_TRAIN_COUNTS
+from fer_lib.core.labels import EMOTIONS, FER2013_TRAIN_COUNTS, IMAGE_SIZE, NUM_CLASSES
 
 __all__ = ["EMOTIONS", "class_proportions", "make_synthetic_faces"]
 
-IMAGE_SIZE = 48
-_N_CLASSES = len(EMOTIONS)
-# Images rendered per vectorised batch; bounds peak memory (~10 float32 arrays
-# of shape (chunk, 48, 48)) without losing numpy's throughput.
-_CHUNK = 256
+_CHUNK = 256  # images rendered per vectorised batch: bounds peak memory without losing numpy's throughput
 
-# Per-class mean of each feature parameter, in face-frame units (the face's
-# half-width is 15 units, ~19 px at scale 1). Rows follow EMOTIONS order. Columns:
+# Per-class mean of each feature parameter, in face-frame units (the face's half-width is 15 units, ~19 px at scale
+# 1). Rows follow EMOTIONS order. Columns:
 #   eye_h     half-height of the eye opening (wide: surprise/fear; narrow: angry/disgust)
 #   brow_up   how far the brows are raised above their rest position
 #   brow_tilt how far the INNER brow ends are pulled down (+) or up (-)
@@ -58,11 +49,10 @@ _CLASS_MEANS = np.array(
     ],
     dtype=np.float64,
 )
-# Pixels per face-frame unit at scale 1: FER2013 crops are tight, so the
-# nominal face (semi-axes 15 x 18 units) is enlarged to fill most of the frame.
+# Pixels per face-frame unit at scale 1: FER2013 crops are tight, so the nominal face (semi-axes 15 x 18 units) is
+# enlarged to fill most of the frame.
 _FACE_SCALE = 1.25
-# Per-image Gaussian jitter (std) of each parameter, shared by all classes.
-# These widths set how much neighbouring classes overlap, i.e. the difficulty.
+# Per-image Gaussian jitter (std) of each parameter, shared by all classes: how much neighbouring classes overlap.
 _PARAM_JITTER = np.array([0.22, 0.50, 0.45, 0.55, 0.40, 0.35, 0.25, 0.15])
 # Lower bounds that keep jittered shapes drawable.
 _PARAM_MIN = np.array([0.45, -3.0, -4.0, 3.0, -5.0, 0.0, -3.0, 0.0])
@@ -71,38 +61,29 @@ _PARAM_MIN = np.array([0.45, -3.0, -4.0, 3.0, -5.0, 0.0, -3.0, 0.0])
 def class_proportions(class_balance: str | Sequence[float]) -> np.ndarray:
     """Return the 7 class probabilities (summing to 1) for ``class_balance``.
 
-    ``"balanced"`` gives a uniform split; ``"fer2013"`` reproduces the real
-    training set's imbalance (few "disgust", many "happy") so that code paths
-    dealing with imbalance can be exercised on synthetic data; a sequence of 7
+    ``"balanced"`` gives a uniform split; ``"fer2013"`` reproduces the real training set's imbalance (few "disgust",
+    many "happy") so that code paths dealing with imbalance can be exercised on synthetic data; a sequence of 7
     non-negative weights is normalised.
     """
+    expected = (f"class_balance must be 'balanced', 'fer2013' or a sequence of {NUM_CLASSES} non-negative weights; "
+                f"got {class_balance!r}")
     if isinstance(class_balance, str):
         key = class_balance.strip().lower()
         if key == "balanced":
-            return np.full(_N_CLASSES, 1.0 / _N_CLASSES)
+            return np.full(NUM_CLASSES, 1.0 / NUM_CLASSES)
         if key == "fer2013":
             counts = np.array([FER2013_TRAIN_COUNTS[e] for e in EMOTIONS], dtype=np.float64)
             return counts / counts.sum()
-        raise ValueError(
-            f"class_balance must be 'balanced', 'fer2013' or a sequence of "
-            f"{_N_CLASSES} non-negative weights; got {class_balance!r}"
-        )
+        raise ValueError(expected)
     try:
         weights = np.asarray(class_balance, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError(
-            f"class_balance must be 'balanced', 'fer2013' or a sequence of "
-            f"{_N_CLASSES} non-negative weights; got {class_balance!r}"
-        ) from None
-    if weights.shape != (_N_CLASSES,):
-        raise ValueError(
-            f"class_balance must have exactly {_N_CLASSES} weights (one per class in "
-            f"{EMOTIONS}); got shape {weights.shape}"
-        )
+        raise ValueError(expected) from None
+    if weights.shape != (NUM_CLASSES,):
+        raise ValueError(f"class_balance must have exactly {NUM_CLASSES} weights (one per class in {EMOTIONS}); "
+                         f"got shape {weights.shape}")
     if not np.all(np.isfinite(weights)) or np.any(weights < 0):
-        raise ValueError(
-            f"class_balance weights must be finite and non-negative; got {weights.tolist()}"
-        )
+        raise ValueError(f"class_balance weights must be finite and non-negative; got {weights.tolist()}")
     total = weights.sum()
     if total <= 0:
         raise ValueError("class_balance weights must not all be zero")
@@ -110,11 +91,8 @@ def class_proportions(class_balance: str | Sequence[float]) -> np.ndarray:
 
 
 def _allocate_counts(n: int, proportions: np.ndarray) -> np.ndarray:
-    """Split ``n`` into integer class counts by largest remainder.
-
-    This keeps every count within one image of ``n * p`` and makes the total
-    exactly ``n``; ties go to the lower class code so the result is stable.
-    """
+    """Split ``n`` into integer class counts by largest remainder: every count within one image of ``n * p``, the
+    total exactly ``n``; ties go to the lower class code so the result is stable."""
     exact = n * proportions
     counts = np.floor(exact).astype(np.int64)
     short = n - int(counts.sum())
@@ -183,17 +161,12 @@ def _draw_features(rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
     return params
 
 
-def _render(
-    feats: np.ndarray,
-    nz: dict[str, np.ndarray],
-    rng: np.random.Generator,
-    upsample: np.ndarray,
-) -> np.ndarray:
+def _render(feats: np.ndarray, nz: dict[str, np.ndarray], rng: np.random.Generator,
+            upsample: np.ndarray) -> np.ndarray:
     """Render one batch of faces to uint8 ``(b, 48, 48)``.
 
-    Every shape is a soft mask computed from a signed distance evaluated on the
-    pixel grid mapped into each face's own rotated, scaled frame (u right,
-    v down, origin at the face centre), so the whole batch is broadcast at once.
+    Every shape is a soft mask computed from a signed distance evaluated on the pixel grid mapped into each face's
+    own rotated, scaled frame (u right, v down, origin at the face centre), so the whole batch is broadcast at once.
     """
     b = feats.shape[0]
     f32 = np.float32
@@ -201,9 +174,7 @@ def _render(
     def col(a: np.ndarray) -> np.ndarray:
         return np.asarray(a, dtype=f32)[:, None, None]
 
-    eye_h, brow_up, brow_tilt, mouth_w, curv, mopen, asym, wave = (
-        col(feats[:, i]) for i in range(len(_PARAM_NAMES))
-    )
+    eye_h, brow_up, brow_tilt, mouth_w, curv, mopen, asym, wave = (col(feats[:, i]) for i in range(len(_PARAM_NAMES)))
     yy, xx = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE].astype(f32)
     dx = xx[None] - col(nz["cx"])
     dy = yy[None] - col(nz["cy"])
@@ -231,9 +202,8 @@ def _render(
     t = np.clip((px * sx + py * sy) / (sx * sx + sy * sy), 0.0, 1.0)
     brows = _ramp((np.sqrt((px - t * sx) ** 2 + (py - t * sy) ** 2) - 1.3) * s)
 
-    # Mouth: band around the centre line v = 9 + curv*(1/2 - t^2) + asym*t + wave*sin(2 pi t)
-    # (t = u / mouth_w, so curv > 0 lifts the corners), thickened towards the middle
-    # by `open` (a round "O" when narrow and open).
+    # Mouth: band around the centre line v = 9 + curv*(1/2 - t^2) + asym*t + wave*sin(2 pi t) (t = u / mouth_w, so
+    # curv > 0 lifts the corners), thickened towards the middle by `open` (a round "O" when narrow and open).
     tm = u / mouth_w
     inside = np.clip(1.0 - tm * tm, 0.0, None)
     centre = 9.0 + curv * (0.5 - tm * tm) + asym * tm + wave * np.sin(2 * np.pi * tm)
@@ -242,8 +212,7 @@ def _render(
 
     features = np.maximum(np.maximum(eyes, brows), mouth)
 
-    # Compose: background texture, face, hair, features; then lighting,
-    # contrast and sensor noise.
+    # Compose: background texture, face, hair, features; then lighting, contrast and sensor noise.
     coarse = rng.standard_normal(size=(b, 7, 7), dtype=f32)
     texture = (upsample @ coarse @ upsample.T) * col(nz["texture_amp"])
     face_lvl = col(nz["face"])
@@ -261,21 +230,14 @@ def _render(
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
-def make_synthetic_faces(
-    n: int,
-    *,
-    seed: int = 0,
-    class_balance: str | Sequence[float] = "balanced",
-) -> tuple[np.ndarray, np.ndarray]:
+def make_synthetic_faces(n: int, *, seed: int = 0,
+                         class_balance: str | Sequence[float] = "balanced") -> tuple[np.ndarray, np.ndarray]:
     """Generate ``n`` synthetic faces and their labels, deterministically from ``seed``.
 
-    Returns ``(images, labels)``: ``images`` is uint8 ``(n, 48, 48, 1)`` like
-    FER2013's pixels, ``labels`` is int64 ``(n,)`` with codes 0..6 in
-    :data:`EMOTIONS` order. Class counts follow :func:`class_proportions`
-    exactly up to rounding (largest remainder), and the order is shuffled so
-    any prefix is a roughly stratified sample. The images depend on both
-    ``seed`` and ``n``: draw separate splits with separate seeds rather than
-    slicing, and do not expect ``n=100`` to be a prefix of ``n=200``.
+    Returns ``(images, labels)``: uint8 ``(n, 48, 48, 1)`` like FER2013's pixels, and int64 ``(n,)`` codes 0..6 in
+    :data:`EMOTIONS` order. Class counts follow :func:`class_proportions` exactly up to rounding (largest remainder),
+    and the order is shuffled so any prefix is a roughly stratified sample. The images depend on both ``seed`` and
+    ``n``: draw separate splits with separate seeds rather than slicing (``n=100`` is no prefix of ``n=200``).
     """
     n = _check_int(n, "n", 1)
     seed = _check_int(seed, "seed", 0)
@@ -283,7 +245,7 @@ def make_synthetic_faces(
     counts = _allocate_counts(n, proportions)
 
     rng = np.random.default_rng(seed)
-    labels = np.repeat(np.arange(_N_CLASSES, dtype=np.int64), counts)
+    labels = np.repeat(np.arange(NUM_CLASSES, dtype=np.int64), counts)
     rng.shuffle(labels)
     feats = _draw_features(rng, labels)
     nuisance = _draw_nuisance(rng, n)
