@@ -21,9 +21,10 @@ from keras import ops
 from fer_lib.core.config import AugmentConfig, require_config
 
 
-@keras.saving.register_keras_serializable(package="fer_lib")
-class RandomAffine(keras.layers.Layer):
-    """Random rotation, shift, zoom, shear and horizontal flip as one affine warp per image (XLA-friendly)."""
+class _AugmentLayer(keras.layers.Layer):
+    """A layer configured by the options of an :class:`AugmentConfig` (its saved config) and a seed."""
+
+    SEED_OFFSET = 0  # added to the seed: each layer draws its own random stream
 
     def __init__(self, seed: int | None = None, **kwargs: Any) -> None:
         options = {key: kwargs.pop(key) for key in AugmentConfig.names() if key in kwargs}
@@ -31,7 +32,18 @@ class RandomAffine(keras.layers.Layer):
         super().__init__(**kwargs)
         self.config = AugmentConfig(**options)
         self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.seed_generator = keras.random.SeedGenerator(None if seed is None else seed + self.SEED_OFFSET)
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), **self.config.as_dict(), "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="fer_lib")
+class RandomAffine(_AugmentLayer):
+    """Random rotation, shift, zoom, shear and horizontal flip as one affine warp per image (XLA-friendly)."""
 
     def call(self, images: Any, training: bool | None = None) -> Any:
         config = self.config
@@ -103,15 +115,9 @@ class RandomAffine(keras.layers.Layer):
         crop_y = center_y + (uniform(-0.5, 0.5) * (1.0 - crop_h)) * height
         return crop_x, crop_y, crop_w, crop_h
 
-    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
-        return input_shape
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), **self.config.as_dict(), "seed": self.seed}
-
 
 @keras.saving.register_keras_serializable(package="fer_lib")
-class RandomErasing(keras.layers.Layer):
+class RandomErasing(_AugmentLayer):
     """Random erasing (Zhong et al. 2020) as torchvision's RandomErasing draws it, on [0, 1] images.
 
     With probability ``erasing`` per image, a rectangle of area share a ~ U(erasing_area) and aspect ratio r (height /
@@ -119,13 +125,7 @@ class RandomErasing(keras.layers.Layer):
     10 times instead), is placed uniformly inside the image and filled with ``erasing_value`` / 255 or uniform noise.
     """
 
-    def __init__(self, seed: int | None = None, **kwargs: Any) -> None:
-        options = {key: kwargs.pop(key) for key in AugmentConfig.names() if key in kwargs}
-        kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
-        self.config = AugmentConfig(**options)
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(None if seed is None else seed + 1)
+    SEED_OFFSET = 1
 
     def call(self, images: Any, training: bool | None = None) -> Any:
         config = self.config
@@ -151,30 +151,17 @@ class RandomErasing(keras.layers.Layer):
             fill = ops.full_like(images, config.erasing_value / 255.0)
         return ops.where(inside & chosen, fill, images)
 
-    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
-        return input_shape
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), **self.config.as_dict(), "seed": self.seed}
-
 
 def build_augmentation(config: AugmentConfig | None = None, *, seed: int | None = None,
                        name: str = "preprocess") -> keras.Sequential:
-    """Rescale to [0, 1], then (in training only) the random affine warp: the stage every model starts with.
-
-    ``config`` is an :class:`AugmentConfig` (None: the identity warp); a mapping is a TypeError (build it with
-    ``AugmentConfig.from_mapping``).
-    """
+    """Rescale to [0, 1], then (in training only) the random affine warp and erasing: the stage every model starts
+    with. ``config`` is an :class:`AugmentConfig` (None: the identity; a mapping is a TypeError: build it with
+    ``AugmentConfig.from_mapping``)."""
     require_config(config, AugmentConfig, "build_augmentation's config", optional=True)
-    if config is None:
-        config = AugmentConfig()
-    options = config.as_dict()
-    return keras.Sequential(
-        [keras.layers.Rescaling(1.0 / 255.0, dtype="float32", name="rescale"),
-         RandomAffine(**options, seed=seed, name="random_affine"),
-         RandomErasing(**options, seed=seed, name="random_erasing")],
-        name=name,
-    )
+    options = (config or AugmentConfig()).as_dict()
+    return keras.Sequential([keras.layers.Rescaling(1.0 / 255.0, dtype="float32", name="rescale"),
+                             RandomAffine(**options, seed=seed, name="random_affine"),
+                             RandomErasing(**options, seed=seed, name="random_erasing")], name=name)
 
 
 def augment_preview(images: np.ndarray, config: AugmentConfig | None = None, *,
