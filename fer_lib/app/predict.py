@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import functools
 import io
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -389,7 +390,6 @@ class Predictor:
         self.model_files = select_model_files(self.run_dir, model)
         self.tta, self.margin, self.whole_image = tta, margin, whole_image
         self.warnings = run_warnings(self.model_files)
-        self._models: dict[str, list[Any]] | None = None
 
     @property
     def description(self) -> str:
@@ -402,11 +402,9 @@ class Predictor:
         """A short name for folders: the model, or ``ensemble`` when several models are averaged."""
         return ENSEMBLE if len(self.model_files) > 1 else next(iter(self.model_files))
 
-    @property
+    @functools.cached_property
     def models(self) -> dict[str, list[Any]]:
-        if self._models is None:
-            self._models = load_models(self.model_files)
-        return self._models
+        return load_models(self.model_files)
 
     def faces_of(self, gray: np.ndarray) -> list[Face]:
         """Find, crop and classify the faces of one decoded photo (in grayscale, as FER2013 shows them)."""
