@@ -101,7 +101,7 @@ class DataSummary:
 
 
 def load_fer2013(path: str | os.PathLike[str], *, val_fraction: float = 0.1, seed: int = 0, resize: bool = False,
-                 cache_dir: str | os.PathLike[str] | None = None, use_cache: bool = True) -> FerDataset:
+                 cache_dir: str | os.PathLike[str] | None = None) -> FerDataset:
     """Load FER2013 from ``path`` (csv file, folder holding it, or folder layout) into a :class:`FerDataset`.
 
     ``val_fraction`` and ``seed`` only matter when the source has no validation split of its own. ``resize`` lets
@@ -113,12 +113,11 @@ def load_fer2013(path: str | os.PathLike[str], *, val_fraction: float = 0.1, see
     source = Path(path).expanduser()
     layout, root = detect_layout(source)
     fingerprint = source_fingerprint(layout, root, resize=resize)
-    raw = _read_cache(cache_dir, fingerprint) if use_cache else None
+    raw = _read_cache(cache_dir, fingerprint)
     if raw is None:
         readers = {"csv": _read_csv, "folders": _read_folders, "bundle": _read_bundle}
         raw = readers[layout](root, resize=resize)
-        if use_cache:
-            _write_cache(cache_dir, fingerprint, raw)
+        _write_cache(cache_dir, fingerprint, raw)
     return _assemble(raw, layout=layout, root=root, fingerprint=fingerprint, val_fraction=val_fraction, seed=seed)
 
 
