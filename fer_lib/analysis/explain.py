@@ -155,7 +155,7 @@ def occlusion_sensitivity(predict: Predict, images: np.ndarray, labels: np.ndarr
 
 
 def choose_per_class(labels: np.ndarray, eligible: np.ndarray, per_class: int, *, seed: int = 0,
-                     order: np.ndarray | None = None, n_classes: int = NUM_CLASSES) -> list[np.ndarray]:
+                     order: np.ndarray | None = None) -> list[np.ndarray]:
     """Per class, the positions of at most ``per_class`` eligible images (e.g. the correctly classified ones).
 
     The images are taken in one seeded random order (or ``order``), the same for every model, so two models that
@@ -169,16 +169,15 @@ def choose_per_class(labels: np.ndarray, eligible: np.ndarray, per_class: int, *
     if order is None:
         order = np.random.default_rng(seed).permutation(len(labels))
     ordered = np.asarray(order)[eligible[order]]
-    return [ordered[labels[ordered] == code][:per_class] for code in range(n_classes)]
+    return [ordered[labels[ordered] == code][:per_class] for code in range(NUM_CLASSES)]
 
 
-def mean_maps_by_class(maps: np.ndarray, labels: np.ndarray,
-                       n_classes: int = NUM_CLASSES) -> tuple[np.ndarray, np.ndarray]:
+def mean_maps_by_class(maps: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The mean map of each class (NaN for a class without a map) and the number of maps averaged per class."""
     maps, labels = np.asarray(maps, dtype=np.float64), np.asarray(labels)
-    means = np.full((n_classes, *maps.shape[1:]), np.nan)
-    counts = np.bincount(labels, minlength=n_classes)[:n_classes] if len(labels) else np.zeros(n_classes, int)
-    for code in range(n_classes):
+    means = np.full((NUM_CLASSES, *maps.shape[1:]), np.nan)
+    counts = np.bincount(labels, minlength=NUM_CLASSES)[:NUM_CLASSES] if len(labels) else np.zeros(NUM_CLASSES, int)
+    for code in range(NUM_CLASSES):
         if counts[code]:
             means[code] = maps[labels == code].mean(axis=0)
     return means, counts.astype(np.int64)
