@@ -95,8 +95,8 @@ BUILDERS: dict[str, Callable[..., Any]] = {"basic_cnn": basic_cnn, "resnet50v2":
 
 
 def build_model(name: str, options: Config | None = None, *, augmentation: AugmentConfig | None = None,
-                mixed_precision: bool = False, seed: int | None = None, bn_momentum: float | None = None,
-                num_classes: int = NUM_CLASSES) -> keras.Model:
+                mixed_precision: bool = False, seed: int | None = None,
+                bn_momentum: float | None = None) -> keras.Model:
     """Build a registered model on 48x48x1 raw pixels, with the augmentation stage first and a float32 softmax.
 
     ``options`` are the model's typed options (None: its defaults, e.g. ``BasicCnnOptions()``); ``augmentation`` an
@@ -111,5 +111,5 @@ def build_model(name: str, options: Config | None = None, *, augmentation: Augme
         inputs = keras.Input(INPUT_SHAPE, name="pixels")
         x = build_augmentation(augmentation, seed=seed)(inputs)
         features = BUILDERS[name](x, options, bn_momentum)
-        outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(features)
+        outputs = keras.layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32", name="predictions")(features)
     return keras.Model(inputs, outputs, name=name)
