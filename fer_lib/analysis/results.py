@@ -75,14 +75,6 @@ class RunResults:
         return "; ".join(sorted({str(s.get("data_source")) for s in self.first.summaries.values()}))
 
 
-def load_model_results(model_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame | None]:
-    """One model folder's ``metrics.json`` and its history (None when it has no history.csv)."""
-    model_dir = Path(model_dir)
-    history = model_dir / records.HISTORY_FILE
-    return (records.read_json(model_dir / records.METRICS_FILE),
-            records.read_history(history) if history.is_file() else None)
-
-
 def load_run_results(run_dir: str | Path | None = None) -> RunResults:
     """Params, metrics and histories of every finished model of every seed of a run (``None``: the newest run)."""
     run_dir = records.resolve_run_dir(run_dir)
@@ -95,9 +87,11 @@ def load_run_results(run_dir: str | Path | None = None) -> RunResults:
                                                                       if m not in params.get("models", [])]
     by_seed = {}
     for seed, folder in records.seed_folders(run_dir).items():
-        loaded = {model: load_model_results(records.model_dir(folder, model)) for model in ordered}
-        by_seed[seed] = SeedResults(seed, folder, {m: summary for m, (summary, _) in loaded.items()},
-                                    {m: history for m, (_, history) in loaded.items() if history is not None})
+        folders = {model: records.model_dir(folder, model) for model in ordered}
+        summaries = {m: records.read_json(f / records.METRICS_FILE) for m, f in folders.items()}
+        histories = {m: records.read_history(f / records.HISTORY_FILE) for m, f in folders.items()
+                     if (f / records.HISTORY_FILE).is_file()}
+        by_seed[seed] = SeedResults(seed, folder, summaries, histories)
     return RunResults(run_dir=Path(run_dir), params=params, by_seed=by_seed)
 
 
