@@ -12,7 +12,6 @@ decoded is reported by name and skipped (:attr:`PhotoResult.error`); a photo wit
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import functools
 import io
 from collections.abc import Callable, Mapping, Sequence
@@ -251,12 +250,6 @@ def crop_face(gray: np.ndarray, box: Box, margin: float = DEFAULT_MARGIN, size: 
     return cv2.resize(square, (size, size), interpolation=interpolation)
 
 
-def whole_image_box(gray: np.ndarray) -> Box:
-    """The whole photo as one face (a photo that is already a face crop, e.g. FER2013's own images)."""
-    height, width = np.asarray(gray).shape[:2]
-    return Box(0, 0, int(width), int(height))
-
-
 # --- Models: which files, loading, classifying ------------------------------------------------------------------------
 
 
@@ -408,7 +401,10 @@ class Predictor:
 
     def faces_of(self, gray: np.ndarray) -> list[Face]:
         """Find, crop and classify the faces of one decoded photo (in grayscale, as FER2013 shows them)."""
-        boxes = [whole_image_box(gray)] if self.whole_image else detect_faces(gray, min_neighbors=self.min_neighbors)
+        if self.whole_image:  # a photo that is already a face crop, e.g. FER2013's own images
+            boxes = [Box(0, 0, gray.shape[1], gray.shape[0])]
+        else:
+            boxes = detect_faces(gray, min_neighbors=self.min_neighbors)
         if not boxes:
             return []
         margin = 0.0 if self.whole_image else self.margin
@@ -539,11 +535,6 @@ def find_photos(inputs: Sequence[str | Path]) -> tuple[list[Path], list[PhotoRes
     return photos, problems
 
 
-def new_predictions_dir(run_dir: str | Path, model: str, *, now: _dt.datetime | None = None) -> Path:
-    """A fresh ``<run_dir>/predictions/<YYYYmmdd-HHMMSS>-<model>/`` (suffixed -2, -3, ... when taken)."""
-    return runs.new_run_dir(model, outputs_dir=Path(run_dir) / PREDICTIONS_DIR, now=now)
-
-
 def prepare_out_dir(out: str | Path) -> Path:
     """``--out``: a folder that is created when missing and refused when it already holds predictions."""
     out = Path(out).expanduser()
@@ -574,7 +565,8 @@ def predict_photos(run_dir: str | Path, photos: Sequence[PhotoSource], *, model:
     found, problems = find_photos(paths) if paths else ([], [])
     if not paths and not uploads:
         raise PredictError("no photo given: name image files and/or folders of them")
-    out_dir = prepare_out_dir(out) if out is not None else new_predictions_dir(predictor.run_dir, predictor.label)
+    out_dir = (prepare_out_dir(out) if out is not None  # else a fresh one, suffixed -2, -3, ... when taken
+               else runs.new_run_dir(predictor.label, outputs_dir=predictor.run_dir / PREDICTIONS_DIR))
     if on_start is not None:
         on_start(out_dir)
     results: list[PhotoResult] = []
