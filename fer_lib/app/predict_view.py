@@ -1,11 +1,8 @@
 """The interactive part of 04_predict: choose a run and a model, upload photos, see each annotated photo and a
 probability chart per face.
 
-:class:`PredictView` is a thin shell over :mod:`fer_lib.app.predict`: an upload calls :meth:`PredictView.predict_uploads`,
-which runs :func:`fer_lib.app.predict.predict_photos` (the same function as ``fer-study predict``; the annotated copies and
-``predictions.json`` go to a new ``<run>/predictions/<timestamp>-<model>/``) and shows the result. Tests call
-``predict_uploads`` directly; the browser test uploads through the page. The run's models are loaded once per
-(run, model) choice.
+:class:`PredictView` is a thin shell over :func:`fer_lib.app.predict.predict_photos` (the same function as ``fer-study
+predict``); tests call :meth:`PredictView.predict_uploads` directly, the browser test uploads through the page.
 """
 
 from __future__ import annotations
@@ -21,6 +18,7 @@ import ipywidgets as widgets
 from fer_lib.analysis.report import notice_html
 from fer_lib.app import predict
 from fer_lib.core import records
+
 DISPLAY_WIDTH = 560  # pixels: annotated photos are shown at most this wide (the files keep their full size)
 
 __all__ = ["PredictView", "display_jpeg", "uploaded_files"]
