@@ -3,8 +3,8 @@
 The paper (basic CNN vs ResNet50V2 on FER2013) says (1) early in training the CNN reaches about 0.5 accuracy while
 ResNet50V2 stays at about 0.25, the share of 'happy', i.e. the majority-class baseline; and (2) ResNet50V2 may surpass
 the CNN with more epochs. Here claim 1 is judged per seed from validation accuracy at epochs 1-5, claim 2 from the
-final test difference with its interval and p-value (fer_lib.analysis.stats.run_statistics). Each verdict is "supported",
-"not supported" or "inconclusive" -- never worded by hand.
+final test difference with its interval and p-value. Each verdict is "supported", "not supported" or "inconclusive"
+-- never worded by hand.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def early_epochs_claim(results: RunResults, epochs: int = EARLY_EPOCHS) -> dict[
 
 def final_claim(statistics: Mapping[str, Any]) -> dict[str, Any]:
     """Claim 2: ResNet50V2 minus the CNN on test at the end, per seed with its paired-bootstrap interval and
-    McNemar's p-value (fer_lib.analysis.stats.verdict); several seeds must agree, and their paired t-test is reported."""
+    McNemar's p-value (stats.verdict); several seeds must agree, and their paired t-test is reported."""
     per_seed = []
     for seed, entry in ((int(s), e) for s, e in statistics["per_seed"].items()):
         test = entry.get("splits", {}).get("test", {})
@@ -99,7 +99,7 @@ def final_claim(statistics: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def paper_claims(results: RunResults, statistics: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Both claims, each with its numbers and verdict (statistics: fer_lib.analysis.stats.run_statistics of ``results``)."""
+    """Both claims, each with its numbers and verdict (``statistics``: stats.run_statistics of ``results``)."""
     return [early_epochs_claim(results), final_claim(statistics)]
 
 
@@ -125,7 +125,8 @@ def claims_sentences(claims: list[Mapping[str, Any]], *, synthetic: bool = False
             over = claim.get("over_seeds")
             if over and over.get("p_value") is not None:
                 sign = 1.0 if over["a"] == RESNET else -1.0
-                numbers += f"; over seeds, paired t-test p = {over['p_value']:.2g}, mean {sign * over['mean_difference']:+.3f}"
+                numbers += (f"; over seeds, paired t-test p = {over['p_value']:.2g}, "
+                            f"mean {sign * over['mean_difference']:+.3f}")
         note = f"; {claim['note']}" if claim.get("note") else ""
         lines.append(f"{head} is **{claim['verdict']}** ({numbers}{note}).")
     if synthetic and lines:

@@ -23,7 +23,7 @@ EPOCH_LABEL = "epoch {}"
 
 
 def metrics_table(summary: Mapping[str, Any]) -> pd.DataFrame:
-    """One row per evaluated split (val, test, test_tta, test_tta10): accuracy beside the majority-class baseline, F1, warnings."""
+    """One row per evaluated split: accuracy beside the majority-class baseline, F1, warnings."""
     rows = []
     for key in SPLIT_KEYS:
         if key not in summary:
@@ -101,8 +101,7 @@ def _compare(summaries: Mapping[str, Mapping[str, Any]], key: str, label: str) -
 
 def conclusions(summaries: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """Sentences computed from the numbers: winner on test accuracy and macro-F1, collapse, TTA, hardest class per
-    model. ``summaries``: {model: metrics.json}. The paper's claims are judged in fer_lib.analysis.claims, the statistics of
-    each comparison in :func:`run_statistics`."""
+    model; ``summaries``: {model: metrics.json}. (The paper's claims are judged in fer_lib.analysis.claims.)"""
     if not summaries:
         return ["No trained model in this run: nothing to conclude."]
     lines: list[str] = []
@@ -181,11 +180,9 @@ def synthetic_notice_markdown(how: str, synthetic: bool) -> str:
     return f"**Data:** {how}"
 
 
-def ensemble_summary(results: RunResults, statistics: Mapping[str, Any], split: str = "test"
-                     ) -> dict[str, Any] | None:
-    """Metrics of the averaged probabilities of the first seed's models on ``split`` (``test``, ``test_tta`` or ``test_tta10``):
-    from the predictions, or (a copy of the run without them, as in results/) from its statistics. None when
-    fewer than two models have predictions for that split."""
+def ensemble_summary(results: RunResults, statistics: Mapping[str, Any], split: str = "test") -> dict[str, Any] | None:
+    """Metrics of the averaged probabilities of the first seed's models on ``split``: from the predictions, or (a
+    copy of the run without them, as in results/) from its statistics; None with fewer than two models' predictions."""
     predictions = results.first.predictions(split)
     if len(predictions) < 2:
         saved = ((statistics.get("per_seed") or {}).get(str(results.first.seed)) or {}).get("ensemble", {})
@@ -195,9 +192,7 @@ def ensemble_summary(results: RunResults, statistics: Mapping[str, Any], split: 
     return {"split": split, "models": list(predictions), **metrics}
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# The statistics (fer_lib.analysis.stats.run_statistics) as tables and sentences
-# --------------------------------------------------------------------------------------------------------------------
+# --- The statistics (fer_lib.analysis.stats.run_statistics) as tables and sentences -----------------------------------
 
 
 def _per_seed(summary: Mapping[str, Any]) -> dict[int, Mapping[str, Any]]:
