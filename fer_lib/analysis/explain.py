@@ -296,17 +296,10 @@ def _relative(path: Path, folder: Path) -> str:
 
 def _choose_examples(order: np.ndarray, labels: np.ndarray, right_for_all: np.ndarray, examples: int) -> np.ndarray:
     """Up to ``examples`` faces every model gets right, in the seeded order, one per class before any repeats."""
-    candidates = [int(p) for p in order if right_for_all[p]]
-    chosen: list[int] = []
-    seen: set[int] = set()
-    for position in candidates:  # first pass: distinct classes
-        if len(chosen) < examples and int(labels[position]) not in seen:
-            chosen.append(position)
-            seen.add(int(labels[position]))
-    for position in candidates:  # then fill up
-        if len(chosen) < examples and position not in chosen:
-            chosen.append(position)
-    return np.array(chosen, dtype=np.int64)
+    candidates = np.asarray(order, dtype=np.int64)[right_for_all[order]]
+    _, firsts = np.unique(labels[candidates], return_index=True)  # each class's first candidate
+    distinct = candidates[np.sort(firsts)]
+    return np.concatenate([distinct, candidates[~np.isin(candidates, distinct)]])[:examples]
 
 
 def run_occlusion(results: RunResults, *, split: str = "test", per_class: int = RUN_PER_CLASS,
