@@ -26,12 +26,9 @@ COLLAPSE_MARGIN = 0.02  # ... or accuracy is within this margin of the majority-
 MAX_EVALUATION_BATCH = 256  # images per predict batch; fewer when a split (or a photo's faces) is smaller
 
 def evaluation_batch_size(train_batch_size: int, dataset: FerDataset | None = None, *, devices: int = 1) -> int:
-    """The batch size of every prediction of a run (validation, test, TTA), so one predict function is compiled.
-
-    256 (or the training batch size if larger); for a data set whose val and test splits are smaller, the smallest
-    power of two that holds the larger of them, so that tiny runs do not predict mostly padding. Rounded up to a
-    multiple of a distribution's ``devices``: each takes an equal share of a batch (three GPUs cannot split 256).
-    """
+    """The batch size of every prediction of a run (validation, test, TTA), so one predict function is compiled:
+    256, or for smaller val and test splits :func:`batch_holding` the larger (tiny runs do not predict mostly
+    padding); at least the training batch size; a multiple of ``devices`` (three GPUs cannot split 256)."""
     batch = MAX_EVALUATION_BATCH
     if dataset is not None:
         batch = batch_holding(max(len(dataset.val), len(dataset.test)))
@@ -68,12 +65,9 @@ def tta_views(images: np.ndarray, crop: int | None = None) -> list[np.ndarray]:
 
 def predict_proba(model: keras.Model, images: np.ndarray, *, tta: bool = False, tta_crop: int | None = None,
                   batch_size: int = 256) -> np.ndarray:
-    """Class probabilities (n, 7); with ``tta`` the average over the views of :func:`tta_views` (the image and its
-    mirror, or the ten views of ``tta_crop``).
-
-    The images are padded to a whole number of batches (the padding's predictions are dropped), so every batch has
-    one shape and XLA compiles the predict function once for any ``n`` (and any view).
-    """
+    """Class probabilities (n, 7); with ``tta`` the average over the views of :func:`tta_views`. The images are
+    padded to a whole number of batches (the padding's predictions dropped), so every batch has one shape and XLA
+    compiles the predict function once for any ``n`` (and any view)."""
     images = np.asarray(images)
     n = images.shape[0]
     part, parts = process_share()
@@ -203,5 +197,6 @@ def ensemble_probabilities(probabilities: Sequence[np.ndarray]) -> np.ndarray:
     """Average the class probabilities of several models (all on the same images, in the same order)."""
     shapes = {np.shape(p) for p in probabilities}
     if not probabilities or len(shapes) != 1:
-        raise ValueError(f"ensemble needs at least one probability array, all of one shape; got shapes {sorted(shapes)}")
+        raise ValueError(f"ensemble needs at least one probability array, all of one shape; got shapes "
+                         f"{sorted(shapes)}")
     return np.mean(np.stack(probabilities), axis=0)

@@ -1,13 +1,8 @@
 """The study's two models, built by name from their typed options (fer_lib.core.config) so params files can name them.
 
-* ``basic_cnn``: the paper's CNN (Fig. 1a): stacked convolution blocks with increasing filters, BatchNorm, ReLU,
-  max-pooling and dropout, then a ReLU dense head and a 7-way softmax.
-* ``resnet50v2``: ``keras.applications.ResNet50V2`` on 48x48 grayscale with a 7-way head. At 48x48 its last feature
-  map is 2x2, so ``input_size`` can upsample the input first (e.g. 96).
-
-Every model takes raw 0-255 pixels: it starts with the augmentation stage (rescale to [0, 1], random affine warp in
-training only), so augmentation runs on the accelerator inside the compiled graph. ``mixed_precision=True`` builds
-the body in bfloat16 with a float32 softmax.
+``basic_cnn`` is the paper's CNN (Fig. 1a), ``resnet50v2`` keras.applications' ResNet50V2, whose last feature map is
+2x2 at 48x48, so ``input_size`` can upsample the input first (e.g. 96). Every model takes raw 0-255 pixels and starts
+with the augmentation stage, so augmentation runs on the accelerator inside the compiled graph.
 """
 
 from __future__ import annotations
