@@ -364,10 +364,10 @@ class SampleBrowser(_Quiet, widgets.VBox):
             widgets.HBox([self.image, self.info], layout=widgets.Layout(align_items="center", grid_gap="12px")),
             self.preview_info, self.seed_slider, self.preview,
         )
-        self.split_dropdown.observe(lambda _: self._update_classes(), names="value")
-        self.class_dropdown.observe(lambda _: self._update_positions(), names="value")
-        self.index_slider.observe(lambda _: self._show_image(), names="value")
-        self.seed_slider.observe(lambda _: self._draw_preview(), names="value")
+        self._watch(self.split_dropdown, lambda _: self._update_classes())
+        self._watch(self.class_dropdown, lambda _: self._update_positions())
+        self._watch(self.index_slider, lambda _: self._show_image())
+        self._watch(self.seed_slider, lambda _: self._draw_preview())
         self._update_classes()
 
     # ---- state ------------------------------------------------------------------------------------------------------
@@ -404,8 +404,6 @@ class SampleBrowser(_Quiet, widgets.VBox):
         self._update_positions()
 
     def _update_positions(self) -> None:
-        if self._quiet:
-            return
         self.positions = np.flatnonzero(self.current_split.labels == self.class_dropdown.value)
         with self._quietly():
             self.index_slider.max = max(0, len(self.positions) - 1)
@@ -415,8 +413,6 @@ class SampleBrowser(_Quiet, widgets.VBox):
 
     @_reporting
     def _show_image(self) -> None:
-        if self._quiet:
-            return
         position = self.current_position
         name = EMOTIONS[int(self.class_dropdown.value)]
         if position is None:
@@ -440,7 +436,7 @@ class SampleBrowser(_Quiet, widgets.VBox):
         from fer_lib.core.augment import augment_preview  # Keras: only once an augmentation is drawn
 
         position = self.current_position
-        if self._quiet or position is None:
+        if position is None:
             return
         image = self.current_split.images[position]
         augmented = augment_preview(image[None], self.augmentation, variants=self.variants,
