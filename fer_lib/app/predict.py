@@ -492,11 +492,7 @@ def write_image(rgb: np.ndarray, path: Path) -> Path:
     """Write an RGB array as PNG or JPEG (by the suffix)."""
     from PIL import Image
 
-    image = Image.fromarray(np.asarray(rgb, dtype=np.uint8))
-    if path.suffix.lower() in (".jpg", ".jpeg"):
-        image.save(path, quality=92)
-    else:
-        image.save(path)
+    Image.fromarray(np.asarray(rgb, dtype=np.uint8)).save(path, quality=92)  # JPEG's quality; PNG ignores it
     return path
 
 
