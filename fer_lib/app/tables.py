@@ -62,12 +62,8 @@ def results_rows(run_dir: str | Path) -> list[dict[str, Any]]:
         low, high = ((value("test_accuracy", "low"), value("test_accuracy", "high")) if several
                      else ((bootstrap.get(model) or {}).get("low"), (bootstrap.get(model) or {}).get("high")))
         rows.append({**common, "model": label, "seeds": len(entry["seeds"]),
-                     "test_accuracy": value("test_accuracy", "mean"), "test_accuracy_std": value("test_accuracy", "std"),
-                     "test_accuracy_tta": value("test_accuracy_tta", "mean"),
-                     "test_accuracy_tta_std": value("test_accuracy_tta", "std"),
-                     "test_accuracy_tta10": value("test_accuracy_tta10", "mean"),
-                     "test_accuracy_tta10_std": value("test_accuracy_tta10", "std"),
-                     "macro_f1": value("macro_f1", "mean"), "macro_f1_std": value("macro_f1", "std"),
+                     **{name + suffix: value(name, key) for name, _, _ in stats.SEED_METRICS  # mean, then its std
+                        for suffix, key in (("", "mean"), ("_std", "std"))},
                      "majority_baseline": baseline, "low": low, "high": high, "epochs": epochs,
                      "train_minutes": minutes, "collapsed": bool(collapsed) and all(collapsed)})
     return rows
