@@ -173,7 +173,19 @@ def test_params_files_use_only_known_names() -> None:
     from fer_lib.app.params import STUDY_DEFAULTS
 
     for file in (REPO_ROOT / "params").glob("*.yaml"):
-        assert set(yaml.safe_load(file.read_text())) <= set(STUDY_DEFAULTS), file
+        if not file.name.startswith("space-"):
+            assert set(yaml.safe_load(file.read_text())) <= set(STUDY_DEFAULTS), file
+
+
+def test_space_files_are_valid_searches_around_their_params() -> None:
+    """params/space-*.yaml: every name a study parameter (dotted ones too), every end and choice a valid value."""
+    from fer_lib.app import tune
+
+    spaces = sorted((REPO_ROOT / "params").glob("space-*.yaml"))
+    assert spaces
+    for file in spaces:
+        base = REPO_ROOT / "params" / f"{file.stem.removeprefix('space-')}.yaml"
+        assert tune.load_space(file, [base], []), file
 
 
 def test_makefile_targets_and_commands() -> None:

@@ -270,7 +270,8 @@ def test_the_pruner_stops_bad_trials_and_best_yaml_names_the_good_one(tmp_path: 
     pruned = [rate for rate, state in states if state == "PRUNED"]
     assert pruned and set(pruned) <= {"0.0001", "0.3"}, states  # only bad trials are pruned ...
     assert min(min(epochs_run.get(r, [9])) for r in (0.0001, 0.3)) < 9  # ... before their last epoch
-    assert all(n == 9 for n in epochs_run[0.01])  # the good one always trains to the end
+    assert all(n == 9 for n in epochs_run[0.01])  # the good one always trains to the end ...
+    assert {state for rate, state in states if rate == "0.01"} == {"COMPLETE"}  # ... and counts
     assert tune.write_outputs(study, job, folder) == 0
     best = yaml.safe_load((folder / "best.yaml").read_text())
     assert best["learning_rate"] == 0.01 and best["name"] == "stub-tuned"
@@ -286,8 +287,8 @@ def test_a_real_tune_writes_the_table_both_plots_and_a_best_yaml_that_runs(proje
     smoke = records.project_root() / "params" / "smoke.yaml"
     code, stdout, err = run_cli(["tune", "--params", str(smoke), "--space", str(space), "--trials", "2",
                                  "-p", "synthetic=true", *TINY, "-p", "models=[basic_cnn]", "-p", "epochs=2",
-                                 "--workers", "1", "--out", str(out)], capsys)
-    assert code == 0, err
+                                 "--workers", "2", "--out", str(out)], capsys)
+    assert code == 0, err  # two workers, and still two trials in all (a worker counts the others' running ones)
     (folder,) = [p for p in out.iterdir() if p.name.startswith("tune-smoke-")]
     table = pd.read_csv(folder / "trials.csv")
     assert len(table) == 2 and set(table["state"]) == {"COMPLETE"}
@@ -327,3 +328,29 @@ def test_a_bad_space_file_is_one_line_and_exit_2_before_anything_is_written(
                             "--space", str(tmp_path / "space.yaml"), "--trials", "2", "--out", str(out)], capsys)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not out.exists()
+
+
+def test_sigterm_stops_the_local_workers(tmp_path: Path) -> None:
+    """A scheduler's or a deadline's SIGTERM to `fer-study sweep/tune` stops its workers too (none is orphaned)."""
+    script = tmp_path / "supervisor.py"
+    pids = tmp_path / "pids"
+    script.write_text(
+        "import subprocess, sys\n"
+        "from fer_lib.app import trials\n"
+        "def launch(command, env):\n"
+        "    child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        f"    open({str(pids)!r}, 'a').write(f'{{child.pid}}\\n')\n"
+        "    return child\n"
+        "try:\n"
+        "    trials.run_local_workers('s.journal', 'study', [None, None], launch=launch)\n"
+        "except KeyboardInterrupt:\n"
+        "    sys.exit(130)\n")
+    supervisor = subprocess.Popen([sys.executable, str(script)])
+    deadline = time.monotonic() + 30
+    while not pids.is_file() or len(pids.read_text().split()) < 2:
+        assert time.monotonic() < deadline and supervisor.poll() is None
+        time.sleep(0.1)
+    supervisor.send_signal(signal.SIGTERM)
+    assert supervisor.wait(timeout=20) == 130
+    from fer_lib.app.runs import process_alive
+    assert not any(process_alive(int(pid)) for pid in pids.read_text().split())

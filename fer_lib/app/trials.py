@@ -154,7 +154,23 @@ def worker_command(storage_url: str, study_name: str) -> list[str]:
 def run_local_workers(storage_url: str, study_name: str, devices: Sequence[str | None],
                       launch: Callable[..., subprocess.Popen] = subprocess.Popen) -> list[int]:
     """``len(devices)`` worker processes on this machine, each with its device (CUDA_VISIBLE_DEVICES); their exit
-    codes, once all have ended. Ctrl-C stops them (their trials are retried when the job runs again)."""
+    codes, once all have ended. Ctrl-C or SIGTERM stops them (their trials are retried when the job runs again)."""
+    import signal
+    import threading
+
+    def stop(signum: int, frame: Any) -> None:  # SIGTERM (a scheduler, a deadline) as Ctrl-C: no orphaned workers
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop) if threading.current_thread() is threading.main_thread() else None
+    try:
+        return _run_workers(storage_url, study_name, devices, launch)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run_workers(storage_url: str, study_name: str, devices: Sequence[str | None],
+                 launch: Callable[..., subprocess.Popen]) -> list[int]:
     processes, sharing = [], sum(device is None for device in devices)
     for device in devices:
         env = dict(os.environ)
@@ -168,6 +184,8 @@ def run_local_workers(storage_url: str, study_name: str, devices: Sequence[str |
     except KeyboardInterrupt:
         for process in processes:
             process.terminate()
+        for process in processes:
+            process.wait()
         raise
 
 

@@ -152,8 +152,16 @@ def start_tune(job: dict[str, Any], *, argv: Sequence[str], workers: str = "auto
         print(trials.launch_slurm(script, folder / "workers.sbatch", dry_run=dry_run).rstrip())
         return EXIT_OK
     if len(finished_trials(study)) < job["trials"]:
-        trials.run_local_workers(storage_url, job["folder"], trials.worker_devices(workers))
+        try:
+            trials.run_local_workers(storage_url, job["folder"], trials.worker_devices(workers))
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the workers are stopped; what finished is written
+            write_outputs(study, job, folder)
+            print(f"{PROG}: tune interrupted; the same command resumes it ({folder})", file=sys.stderr)
+            return 130
     return write_outputs(study, job, folder)
+
+
+COUNTED = ("COMPLETE", "PRUNED", "FAIL", "RUNNING")  # the trials --trials counts: every one started
 
 
 def finished_trials(study: Any) -> list[Any]:
@@ -162,9 +170,16 @@ def finished_trials(study: Any) -> list[Any]:
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
 
 
-def pruning_callback(trial: Any) -> Any:
+def started_trials(study: Any) -> list[Any]:
+    from optuna.trial import TrialState
+
+    return study.get_trials(deepcopy=False, states=tuple(TrialState[name] for name in COUNTED))
+
+
+def pruning_callback(trial: Any, epochs: int) -> Any:
     """A Keras callback that reports validation accuracy to the trial at every epoch end and stops training when the
-    pruner says so; epoch-level only (no batch hook), so Keras keeps dispatching asynchronously."""
+    pruner says so (never after the last of ``epochs``: a trial trained to the end counts); epoch-level only (no
+    batch hook), so Keras keeps dispatching asynchronously."""
     import keras
 
     class PruneAtEpochEnd(keras.callbacks.Callback):
@@ -172,7 +187,7 @@ def pruning_callback(trial: Any) -> Any:
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             trial.report(float((logs or {})["val_accuracy"]), epoch + 1)
-            if trial.should_prune():
+            if epoch + 1 < epochs and trial.should_prune():
                 self.pruned_at = epoch + 1
                 self.model.stop_training = True
 
@@ -192,16 +207,17 @@ def run_trial(trial: Any, job: Mapping[str, Any], datasets: dict[str, Any]) -> f
     values = suggest(trial, job["space"])
     params = resolve_params_files(job["params_files"], [*job["overrides"], *values])
     trial.set_user_attr("overrides", [*job["overrides"], *values])
-    config = DataConfig.from_mapping(params)
-    if repr(config) not in datasets:
-        datasets[repr(config)] = load_study_data(config, project_root=records.project_root())[0]
+    data_config = DataConfig.from_mapping(params)
+    data_key = repr(data_config)
+    if data_key not in datasets:
+        datasets[data_key] = load_study_data(data_config, project_root=records.project_root())[0]
     import_keras_quietly()
     from fer_lib.core.train import train_model
 
-    pruning = pruning_callback(trial)
+    config = TrainConfig.from_mapping({**params, "verbose": 0}, ignore_unknown=True)
+    pruning = pruning_callback(trial, config.epochs)
     out_dir = runs.unique_path(Path(job["dir"]) / "trials", f"trial-{trial.number}")  # a retry trains beside
-    result = train_model(datasets[repr(config)], job["model"],
-                         TrainConfig.from_mapping({**params, "verbose": 0}, ignore_unknown=True), out_dir,
+    result = train_model(datasets[data_key], job["model"], config, out_dir,
                          model_options=model_options(job["model"], params["model_options"].get(job["model"])),
                          augmentation=AugmentConfig.from_mapping(params["augmentation"]), extra_callbacks=[pruning])
     value = float(result.history["val_accuracy"].max())
@@ -218,16 +234,16 @@ def work(study: Any, job: Mapping[str, Any]) -> None:
     from optuna.trial import TrialState
 
     trials.retry_dead_trials(study)
-    if len(finished_trials(study)) >= job["trials"]:
+    if len(started_trials(study)) >= job["trials"]:
         return
     deadline = study.user_attrs.get("deadline")  # --timeout: no trial starts after it (running ones end as usual)
     timeout = None if deadline is None else deadline - time.time()
     if timeout is not None and timeout <= 0:
         return
     datasets: dict[str, Any] = {}
+    # the trials running on other workers count too: N workers never start more than --trials in all
     study.optimize(lambda trial: run_trial(trial, job, datasets), catch=(RuntimeError,), timeout=timeout,
-                   callbacks=[MaxTrialsCallback(job["trials"], states=(TrialState.COMPLETE, TrialState.PRUNED,
-                                                                       TrialState.FAIL))])
+                   callbacks=[MaxTrialsCallback(job["trials"], states=tuple(TrialState[n] for n in COUNTED))])
 
 
 def write_outputs(study: Any, job: Mapping[str, Any], folder: Path) -> int:
