@@ -141,11 +141,10 @@ def occlusion_sensitivity(predict: Predict, images: np.ndarray, labels: np.ndarr
     ``patch`` x ``patch`` square covers each pixel (averaged over the patches covering it; positive = the model
     needs that region, negative = covering it helps the true class).
 
-    ``predict``: images -> probabilities, e.g. ``lambda x: fer_lib.core.evaluate.predict_proba(model, x)``; it is called
-    with the occluded copies (and each image itself) in batches of about ``max_batch`` images, in the images' dtype.
-    Patches start every ``stride`` pixels (the last one flush with the border). ``fill``: None = each image's mean
-    pixel value (see the module's note), else a constant in the images' units (e.g. 127.5 for 0-255 pixels).
-    Raises ValueError naming the argument (``patch``, ``stride``, ``labels``, ``fill``, ...) that is wrong.
+    ``predict`` (images -> probabilities, e.g. ``functools.partial(predict_proba, model)``) is called with the
+    occluded copies (and each image itself) in batches of about ``max_batch`` images, in the images' dtype. Patches
+    start every ``stride`` pixels (the last one flush with the border). ``fill``: None = each image's mean pixel value
+    (see the module's note), else a constant in the images' units (e.g. 127.5 for 0-255 pixels).
     """
     return _occlusion(predict, images, np.asarray(labels), patch=patch, stride=stride, fill=fill,
                       max_batch=max_batch)[0]

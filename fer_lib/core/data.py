@@ -325,9 +325,8 @@ def _preview(text: str, limit: int = 40) -> str:
 def write_bundle(source: str | os.PathLike[str], destination: str | os.PathLike[str]) -> Path:
     """Pack a FER2013 source (csv or folder layout) into one compressed ``.npz`` that :func:`load_fer2013` reads.
 
-    Each image is kept as an encoded file: a folder layout's JPEG/PNG files byte for byte (compressed together they
-    lose their repeated headers: 48 MiB of FER2013 JPEGs become about 38 MiB), a csv's pixels as PNG (lossless).
-    The source's splits are kept as they are (validation is carved at load time, as for the source itself), with
+    Each image is kept as an encoded file (a folder layout's JPEG/PNG files byte for byte, smaller compressed
+    together; a csv's pixels as lossless PNG), the splits as in the source (validation is carved at load time), with
     ids, labels and a SHA-256 of each split's decoded pixels, which the reader checks.
     """
     layout, root = detect_layout(Path(source).expanduser())
