@@ -376,10 +376,9 @@ def run_occlusion(results: RunResults, *, split: str = "test", per_class: int = 
         predict = functools.partial(predict_proba, model, batch_size=batch_size)  # one compiled batch shape
         maps, base = _occlusion(predict, data.images[rows], labels[rows], patch=patch, stride=stride, fill=fill,
                                 max_batch=16 * batch_size)
-        where = {int(position): i for i, position in enumerate(rows)}
-        class_rows = np.array([where[int(p)] for p in np.concatenate(chosen)], dtype=np.int64)
+        class_rows = np.searchsorted(rows, np.concatenate(chosen))  # positions in the split -> rows of the maps
         means, counts = mean_maps_by_class(maps[class_rows], labels[rows][class_rows])
-        example_rows = [where[int(p)] for p in example_positions]
+        example_rows = np.searchsorted(rows, example_positions)
         results[name] = ModelOcclusion(name, files[name], means, counts, chosen, maps[example_rows],
                                        base[example_rows], time.perf_counter() - tick + load_seconds.get(name, 0.0))
         del model  # free it before the next model is loaded
