@@ -117,14 +117,10 @@ def _ramp(dist: np.ndarray) -> np.ndarray:
 
 
 def _upsample_matrix(coarse: int, fine: int) -> np.ndarray:
-    """Bilinear interpolation matrix (fine x coarse) used to smooth texture noise."""
+    """Linear interpolation matrix (fine x coarse) used to smooth texture noise: column j interpolates the j-th unit
+    vector of the coarse grid at the fine grid's positions."""
     pos = np.linspace(0.0, coarse - 1.0, fine)
-    lo = np.clip(np.floor(pos).astype(int), 0, coarse - 2)
-    frac = pos - lo
-    mat = np.zeros((fine, coarse), dtype=np.float32)
-    mat[np.arange(fine), lo] = 1.0 - frac
-    mat[np.arange(fine), lo + 1] = frac
-    return mat
+    return np.stack([np.interp(pos, np.arange(coarse), unit) for unit in np.eye(coarse)], axis=1).astype(np.float32)
 
 
 def _draw_nuisance(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
