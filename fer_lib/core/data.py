@@ -160,9 +160,7 @@ def majority_class_accuracy(labels: np.ndarray) -> float:
 
 def first_of_each_class(labels: np.ndarray) -> np.ndarray:
     """Position of the first image of every class present, in csv label order (for previews and grids)."""
-    labels = np.asarray(labels)
-    return np.array([int(np.argmax(labels == code)) for code in range(NUM_CLASSES) if (labels == code).any()],
-                    dtype=np.int64)
+    return np.unique(np.asarray(labels), return_index=True)[1].astype(np.int64)  # unique sorts: label order
 
 
 def subsample(dataset: FerDataset, n_train: int, *, seed: int = 0) -> FerDataset:
