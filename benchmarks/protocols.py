@@ -8,9 +8,9 @@ time per protocol (the last epoch that would not end in time is not started), or
 work for protocols of the same speed, whatever else runs on the machine; each one's wall time is recorded), in
 float32 and with the ten-view TTA scored, each protocol otherwise as its params file says:
   paper      params/paper.yaml (Adam 1e-3, batch 64, the paper's augmentation);
-  strong     params/strong.yaml (every part of the recipe; SGD 0.02, batch 128);
-  -erasing   strong without random erasing;  -ema  strong without the moving average;  -mixing  strong without
-             mixup and cutmix (one ablation each).
+  strong     params/strong.yaml (SGD 0.02, batch 128, every part of the recipe but mixup and cutmix);
+  no-erasing strong without random erasing;  no-ema  strong without the moving average;  with-mixing  strong with
+             mixup and cutmix (alpha 1, half of the batches): every part on (one ablation each).
 Each protocol runs in its own process with one thread per operation pool; ``--parallel`` of them run side by side,
 so each gets the same share of the machine. The best validation epoch is selected (never test); test (PublicTest)
 is scored once, with and without the flip and ten-view TTA. The JSON names the device, versions, settings, per
@@ -35,9 +35,9 @@ CPU = {"mixed_precision": False, "tta_crop": 40, "models": ["basic_cnn"], "epoch
 PROTOCOLS: dict[str, tuple[str, dict]] = {
     "paper": ("paper.yaml", {"model_options": SMALL_CNN, "tta": True}),
     "strong": ("strong.yaml", {"model_options": SMALL_CNN}),
-    "-erasing": ("strong.yaml", {"model_options": SMALL_CNN, "augmentation": {"erasing": 0.0}}),
-    "-ema": ("strong.yaml", {"model_options": SMALL_CNN, "ema": False}),
-    "-mixing": ("strong.yaml", {"model_options": SMALL_CNN, "mixup_alpha": 0.0, "cutmix_alpha": 0.0}),
+    "no-erasing": ("strong.yaml", {"model_options": SMALL_CNN, "augmentation": {"erasing": 0.0}}),
+    "no-ema": ("strong.yaml", {"model_options": SMALL_CNN, "ema": False}),
+    "with-mixing": ("strong.yaml", {"model_options": SMALL_CNN, "mixup_alpha": 1.0, "cutmix_alpha": 1.0}),
 }
 
 
@@ -89,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parallel", type=int, default=2, help="protocols side by side (one thread each)")
     parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS))
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    parser.add_argument("--add-to", metavar="RECORD",
+                        help="an earlier record of the same settings: its protocols are kept, these are added")
+    parser.add_argument("--rename", metavar="OLD=NEW", action="append", default=[],
+                        help="with --add-to: an earlier row's protocol under today's name (its configuration got a "
+                             "new name since; recorded in the settings)")
     parser.add_argument("--only", help=argparse.SUPPRESS)  # one protocol, in this process
     parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -101,6 +106,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--minutes must be in (0, 15], got {args.minutes}")
     if not Path(args.data).exists():
         parser.error(f"--data '{args.data}' does not exist (FER2013: train/ and test/)")
+    earlier: list[dict] = []
+    if args.add_to:
+        previous = json.loads(Path(args.add_to).read_text())
+        same = {"epochs_per_protocol": args.epochs, "parallel": args.parallel, "data": args.data}
+        if any(previous["settings"].get(key) != value for key, value in same.items()):
+            parser.error(f"--add-to {args.add_to}: its settings differ from these ({same})")
+        renames = dict(text.split("=", 1) for text in args.rename)
+        earlier = [{**row, "protocol": renames.get(row["protocol"], row["protocol"]),
+                    **({"recorded_as": row["protocol"]} if row["protocol"] in renames else {})}
+                   for row in previous["protocols"]]
+        earlier = [row for row in earlier if row["protocol"] not in args.protocols and row["protocol"] in PROTOCOLS]
 
     import tempfile
 
@@ -127,14 +143,17 @@ def main(argv: list[str] | None = None) -> int:
                 status = "done" if process.returncode == 0 else f"FAILED (see {work / (name + '.log')})"
                 print(f"protocols: {name} {status} ({time.monotonic() - started:.0f} s)", flush=True)
         time.sleep(2)
-    rows = [records.read_json(work / f"{name}.json") for name in args.protocols if (work / f"{name}.json").is_file()]
+    rows = earlier + [records.read_json(work / f"{name}.json") for name in args.protocols
+                      if (work / f"{name}.json").is_file()]
     device = device_info()
     record = {"date": records.now(), "device": device["summary"], "device_details": device, "backend": keras_backend(),
               "versions": package_versions(),
               "settings": {"data": args.data, "val": "10% of train/ carved (stratified, seed 0)", "model": SMALL_CNN,
                            "minutes_per_protocol": None if args.epochs else args.minutes,
                            "epochs_per_protocol": args.epochs, "parallel": args.parallel,
-                           "threads_per_protocol": 1, "selection": "best validation epoch; test scored once"},
+                           "threads_per_protocol": 1, "selection": "best validation epoch; test scored once",
+                           **({"carried_over": {"from": Path(args.add_to).name, "renamed": args.rename}}
+                              if args.add_to else {})},
               "protocols": rows}
     out = Path(args.out)
     path = records.write_json(runs.unique_path(out, f"{record['date'][:10]}-{record['backend']}-protocols-fer2013",
@@ -145,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{row['test_accuracy_tta'] or float('nan'):6.3f} {row['test_accuracy_tta10'] or float('nan'):7.3f} "
               f"{row['last_train_accuracy']:6.3f}")
     print(f"written to {path}")
-    return 0 if len(rows) == len(args.protocols) else 1
+    return 0 if len(rows) == len(earlier) + len(args.protocols) else 1
 
 
 if __name__ == "__main__":

@@ -56,7 +56,8 @@ done
 # bench's scaling rows train with keras.distribution.DataParallel over both, as on a machine with 2 GPUs. The
 # deadline leaves room for the tune stage after the study stages (it is skipped when one round does not fit): on 2
 # busy cores, 750 s for everything.
-# The tune stage's space: a dotted name too (params/space-strong.yaml has top-level ones only).
+# The strong stage with every part of the recipe on (strong.yaml leaves mixup and cutmix off). The tune stage's space:
+# small, a dotted name among its keys.
 cat > "$tmp/space.yaml" <<'YAML'
 learning_rate: {low: 0.002, high: 0.05, log: true}
 augmentation.erasing: {low: 0.0, high: 0.5}
@@ -69,6 +70,7 @@ env -u OUT -u KERAS_BACKEND -u PYTHONPATH -u JUPYTER_PATH JAX_NUM_CPU_DEVICES=2 
   --stages bench,strong,paper,tune --parallel --bench-protocols strong --bench-min-steps 2 \
   -p epochs=1 -p warmup_epochs=0 -p batch_size=16 -p mixed_precision=false -p "seeds=[0,1]" \
   --bench-scaling data_parallel --stage-param paper:distribution=data_parallel \
+  --stage-param strong:mixup_alpha=1.0 --stage-param strong:cutmix_alpha=1.0 \
   --stage-param tune:epochs=2 --stage-param tune:trials=3 --stage-param tune:workers=2 \
   --stage-param tune:pruner=none --stage-param "tune:space=$tmp/space.yaml"
 
