@@ -437,8 +437,8 @@ def plot_occlusion_examples(images: np.ndarray, labels: Sequence[int], example_m
     """Single faces (rows): the face, then each model's occlusion map over it (columns).
 
     ``images``: (k, H, W[, 1]) 0-255 faces; ``labels``: their true classes; ``example_maps``: {model: (k, H, W)}
-    (:attr:`fer_lib.analysis.explain.RunOcclusion.example_maps`); ``probabilities``: {model: (k,)} each model's probability of
-    the true class, shown in the panel titles with the panel's largest drop (each panel has its own colour scale).
+    (explain.RunOcclusion.example_maps); ``probabilities``: {model: (k,)} each model's probability of the true class,
+    shown in the panel titles with the panel's largest drop (each panel has its own colour scale).
     """
     images = np.asarray(images)
     models = list(example_maps)

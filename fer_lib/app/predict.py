@@ -271,8 +271,8 @@ def select_model_files(run_dir: str | Path, model: str = ENSEMBLE) -> dict[str, 
         evaluated = records.run_models(run_dir)
         if evaluated:  # e.g. a run brought back from a GPU machine without its weights
             raise PredictError(f"run '{run_dir}' has no trained model to predict with: its models "
-                               f"({', '.join(sorted(set(evaluated)))}) were evaluated but their {records.BEST_MODEL_FILE} "
-                               f"files are not in the run folder; choose a run that has them")
+                               f"({', '.join(sorted(set(evaluated)))}) were evaluated but their "
+                               f"{records.BEST_MODEL_FILE} files are not in the run folder; choose a run that has them")
         raise PredictError(f"run '{run_dir}' has no trained model (no {records.BEST_MODEL_FILE} of a finished model): "
                            f"finish it with `fer-study resume {run_dir}` or choose another run")
     if model == ENSEMBLE:
@@ -387,7 +387,8 @@ class Predictor:
     @property
     def description(self) -> str:
         """What predicts, in words: 'basic_cnn' or 'ensemble of basic_cnn + resnet50v2', with seeds."""
-        parts = [name + (f" ({len(paths)} seeds)" if len(paths) > 1 else "") for name, paths in self.model_files.items()]
+        parts = [name + (f" ({len(paths)} seeds)" if len(paths) > 1 else "")
+                 for name, paths in self.model_files.items()]
         return "ensemble of " + " + ".join(parts) if len(parts) > 1 else parts[0]
 
     @property

@@ -204,8 +204,9 @@ def _read_csv(csv_file: Path, *, resize: bool) -> RawSplits:
     bad = ~emotion.isin(range(NUM_CLASSES))
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
+        codes = ", ".join(f"{i} {e}" for i, e in enumerate(EMOTIONS))
         raise FerDataError(f"{csv_file}, line {line_numbers[row]}: emotion {frame['emotion'].iloc[row]!r} is not an "
-                           f"integer code 0-{NUM_CLASSES - 1} ({', '.join(f'{i} {e}' for i, e in enumerate(EMOTIONS))})")
+                           f"integer code 0-{NUM_CLASSES - 1} ({codes})")
 
     usage = frame["Usage"].str.strip()
     bad = ~usage.isin(CSV_USAGE_TO_SPLIT.keys())
