@@ -74,7 +74,7 @@ class FerDataset:
     val: Split
     test: Split
     source: str
-    layout: str  # "csv", "folders" or "synthetic"
+    layout: str  # "csv", "folders", "bundle" or "synthetic"
     val_origin: str  # how validation was obtained, e.g. "carved 10% of train/ (stratified, seed 0)"
     fingerprint: str
     is_synthetic: bool = False
