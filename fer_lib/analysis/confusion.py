@@ -96,8 +96,7 @@ BLUES = colormaps["Blues"]  # the saved confusion figures' colormap (fer_lib.ana
 
 
 def cell_colours(intensity: float) -> tuple[str, str]:
-    """Background and text colour (CSS hex) for an intensity in [0, 1] on matplotlib's Blues; dark cells get white
-    text to stay legible."""
+    """Background and text colour (CSS hex) of an intensity in [0, 1] on Blues: white text on dark cells, legible."""
     intensity = float(np.clip(intensity, 0.0, 1.0))
     return to_hex(BLUES(intensity)), ("#ffffff" if intensity > 0.5 else "#08306b")
 
@@ -111,8 +110,7 @@ def cell_tooltip(counts: np.ndarray, true_class: int, predicted_class: int) -> s
 
 
 def split_title(split: str) -> str:
-    """How a prediction split is named to a user (``test_tta``: the test split with flip TTA; ``test_tta10``: with
-    ten-view TTA)."""
+    """How a prediction split is named to a user."""
     return {"test_tta": "test (with flip TTA)", "test_tta10": "test (with ten-view TTA)"}.get(split, split)
 
 

@@ -274,8 +274,7 @@ def _seed_sentence(c: Mapping[str, Any]) -> str:
 
 
 def curves_table(histories: Mapping[str, pd.DataFrame], seed: int = 0) -> pd.DataFrame:
-    """Training curves of one seed's models in one long table (model, seed, epoch, split, metric, value): what
-    fer_lib.analysis.plots.plot_curves draws."""
+    """Training curves of one seed's models in one long table, what plots.plot_curves draws."""
     frames = []
     for model, history in histories.items():
         curves = [c for c in ("accuracy", "val_accuracy", "loss", "val_loss") if c in history]

@@ -117,8 +117,7 @@ def _ramp(dist: np.ndarray) -> np.ndarray:
 
 
 def _upsample_matrix(coarse: int, fine: int) -> np.ndarray:
-    """Linear interpolation matrix (fine x coarse) used to smooth texture noise: column j interpolates the j-th unit
-    vector of the coarse grid at the fine grid's positions."""
+    """Linear interpolation matrix (fine x coarse) that smooths texture noise: column j interpolates unit vector j."""
     pos = np.linspace(0.0, coarse - 1.0, fine)
     return np.stack([np.interp(pos, np.arange(coarse), unit) for unit in np.eye(coarse)], axis=1).astype(np.float32)
 
