@@ -108,9 +108,12 @@ test: install
 	$(MAKE) --no-print-directory test-jax
 	$(MAKE) --no-print-directory test-notebooks
 
+# The tests marked `alone` (whole runs of the real notebooks) after the others, in one process: beside another test
+# on 2 cores each would take more than a minute.
 test-tf: install
-	@echo "==> pytest (KERAS_BACKEND=$${KERAS_BACKEND:-tensorflow}, $(PYTEST_WORKERS) workers)"
-	$(PYTEST) $(XDIST) $(PYTEST_ARGS)
+	@echo "==> pytest (KERAS_BACKEND=$${KERAS_BACKEND:-tensorflow}, $(PYTEST_WORKERS) workers), then the 'alone' tests"
+	$(PYTEST) $(XDIST) -m "not alone" $(PYTEST_ARGS)
+	$(PYTEST) -m alone $(PYTEST_ARGS)
 
 # The backend tests on JAX and the distribution tests in one process per worker on JAX's 2 CPU devices (see
 # test-distribution): with the distribution off, which is `auto`'s choice on a CPU, 2 devices change nothing.

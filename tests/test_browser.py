@@ -154,7 +154,12 @@ class Lab:
         return json.loads(body) if body else None
 
     def kernel_states(self) -> list[str]:
-        return [kernel["execution_state"] for kernel in self.api("/api/kernels")]
+        try:
+            return [kernel["execution_state"] for kernel in self.api("/api/kernels")]
+        except urllib.error.HTTPError as error:  # jupyter_server answers 500 while a kernel is still being made
+            if error.code == 500:                 # (its last_activity is None then); ask again
+                return ["starting"]
+            raise
 
     def notebook_kernel_state(self, notebook: str) -> str | None:
         """The state of the kernel of one open notebook (other tests' kernels may still be running)."""

@@ -501,6 +501,7 @@ def test_list_without_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 
 @pytest.mark.slow
 @pytest.mark.notebooks
+@pytest.mark.alone
 def test_smoke_study_end_to_end(tmp_path: Path) -> None:
     """params/smoke.yaml through the real notebooks, shrunk to the least that runs every cell: the basic CNN only,
     on two seeds (per-seed folders, mean ± std over seeds and the intervals in summary.json and the report).
@@ -589,6 +590,7 @@ def test_smoke_study_end_to_end(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.notebooks
+@pytest.mark.alone
 def test_a_run_killed_during_training_resumes_and_completes_with_every_epoch_once(tmp_path: Path) -> None:
     """kill -9 of the runner (and its kernel) in a 02_train notebook; `fer-study resume` finishes the run."""
     import psutil

@@ -195,6 +195,8 @@ def test_makefile_targets_and_commands() -> None:
     assert re.search(r"^\.DEFAULT_GOAL := install$", MAKEFILE, re.M)
     assert "KERAS_BACKEND=jax JAX_PLATFORMS=cpu JAX_NUM_CPU_DEVICES=2" in MAKEFILE
     assert '$(PYTEST) -m "backend or distribution" $(XDIST)' in MAKEFILE and "XDIST := -n $(PYTEST_WORKERS)" in MAKEFILE
+    # the whole runs of the real notebooks alone, after the parallel pass (each under a minute only with the cores)
+    assert '$(PYTEST) $(XDIST) -m "not alone"' in MAKEFILE and "$(PYTEST) -m alone" in MAKEFILE
     assert "--nbval-lax" in MAKEFILE and "--nbval-sanitize-with notebooks/sanitize.cfg" in MAKEFILE
     # every notebook is validated, and the ones that read 02_train's run only after it (a fresh clone has no other)
     passes = [line.split()[1:] for line in MAKEFILE.splitlines() if line.startswith("\t$(NBVAL) ")]
