@@ -132,7 +132,7 @@ def test_console_script_and_package() -> None:
 
 def test_pytest_markers_are_registered() -> None:
     markers = {line.split(":")[0] for line in PYPROJECT["tool"]["pytest"]["ini_options"]["markers"]}
-    assert markers == {"backend", "slow", "real_data", "browser", "notebooks", "distribution"}
+    assert markers == {"backend", "slow", "alone", "real_data", "browser", "notebooks", "distribution"}
     assert PYPROJECT["tool"]["pytest"]["ini_options"]["testpaths"] == ["tests"]
 
 
