@@ -28,7 +28,6 @@ import yaml
 
 PROJECT = Path(__file__).resolve().parent.parent
 MAX_FILES, MAX_BYTES = 8, 16 * 1024 * 1024
-TUNE_OUTPUTS = ("trials.csv", "optimization_history.png", "param_importances.png", "best.yaml")  # gpu/stages.py's
 MIN_PLOT_BYTES = 10_000  # an Optuna plot with its axes and points is tens of kB; a blank or broken one is not
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -66,19 +65,23 @@ def check_tune(tar: tarfile.TarFile, names: list[str]) -> tuple[list[str], str]:
     folders = sorted({name.split("/")[0] for name in paths if "/" in name})
     if len(folders) != 1 or not folders[0].startswith("tune-") or any("/" not in name for name in paths):
         return [f"stage tune: expected one tune-* folder in its archive, found {folders or paths}"], ""
+    sys.path.insert(0, str(PROJECT))
+    from fer_lib.app import tune
+    from fer_lib.app.params import ParamsError, resolve_params_files
+
     folder = folders[0]
     files = {name.split("/", 1)[1] for name in paths}
-    problems = [f"stage tune: no {name} in {folder}" for name in TUNE_OUTPUTS if name not in files]
+    problems = [f"stage tune: no {name} in {folder}" for name in tune.OUTPUTS if name not in files]
     problems += [f"stage tune: {folder} holds {name}, beyond the search's outputs" for name in sorted(files)
-                 if name not in TUNE_OUTPUTS]
+                 if name not in tune.OUTPUTS]
     rows: list[dict] = []
-    if "trials.csv" in files:
-        rows = list(csv.DictReader(io.StringIO(tar.extractfile(f"{folder}/trials.csv").read().decode())))
+    if tune.TRIALS_CSV in files:
+        rows = list(csv.DictReader(io.StringIO(tar.extractfile(f"{folder}/{tune.TRIALS_CSV}").read().decode())))
         complete = [row for row in rows if row.get("state") == "COMPLETE"]
         if len(rows) < 2 or len(complete) < 2:
             problems.append(f"stage tune: trials.csv has {len(rows)} trial(s), {len(complete)} complete; "
                             f"expected at least 2 complete")
-    for plot in ("optimization_history.png", "param_importances.png"):
+    for plot in (tune.HISTORY_PLOT, tune.IMPORTANCES_PLOT):
         if plot in files:
             member = tar.getmember(f"{folder}/{plot}")
             if tar.extractfile(member).read(8) != PNG_SIGNATURE:
@@ -86,11 +89,8 @@ def check_tune(tar: tarfile.TarFile, names: list[str]) -> tuple[list[str], str]:
             elif member.size < MIN_PLOT_BYTES:
                 problems.append(f"stage tune: {plot} is {member.size} bytes, too small for a plot (at least "
                                 f"{MIN_PLOT_BYTES})")
-    if "best.yaml" in files:
-        text = tar.extractfile(f"{folder}/best.yaml").read().decode()
-        sys.path.insert(0, str(PROJECT))
-        from fer_lib.app.params import ParamsError, resolve_params_files
-
+    if tune.BEST_FILE in files:
+        text = tar.extractfile(f"{folder}/{tune.BEST_FILE}").read().decode()
         with tempfile.TemporaryDirectory() as temporary:
             best = Path(temporary) / "best.yaml"
             best.write_text(text)

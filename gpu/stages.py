@@ -16,6 +16,7 @@ still returns every finished stage.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import os
@@ -36,7 +37,6 @@ TUNE_DEFAULTS = ["epochs=20"]  # ... with short trials: -p and --stage-param tun
 # The search's options (--stage-param tune:KEY=VALUE with one of these keys; any other key is a study parameter).
 TUNE_OPTIONS = {"space": "params/space-strong.yaml", "trials": 12, "workers": 3, "model": "basic_cnn",
                 "pruner": "successive_halving"}
-TUNE_OUTPUTS = ("trials.csv", "optimization_history.png", "param_importances.png", "best.yaml")  # its archive
 STAGES = ("bench", *STUDY_STAGES, TUNE_STAGE)
 DEFAULT_STAGES = ("bench", *STUDY_STAGES)  # the tune stage only when asked for (a search needs its own deadline)
 NOTEBOOK_SECONDS = 20.0  # a notebook kernel's start, imports and data load (measured: ~10 s on the H200 machine)
@@ -59,9 +59,15 @@ def params_file(stage: str) -> str:
     return STUDY_STAGES[TUNE_PROTOCOL if stage == TUNE_STAGE else stage]
 
 
+def project_module(project: Path, name: str) -> Any:
+    """A module of the unpacked project (``fer_lib.app.params``, ...): this script runs before it is on sys.path."""
+    if str(project) not in sys.path:
+        sys.path.insert(0, str(project))
+    return importlib.import_module(name)
+
+
 def params_of(project: Path, stage: str, overrides: list[str], data: str | None) -> dict[str, Any]:
-    sys.path.insert(0, str(project))
-    from fer_lib.app.params import resolve_params_files
+    resolve_params_files = project_module(project, "fer_lib.app.params").resolve_params_files
 
     return resolve_params_files([project / params_file(stage)], overrides, {"data": data} if data else None)
 
@@ -141,7 +147,7 @@ def write_tune_outputs(python: str, folder: Path, project: Path, timeout: float)
     code = ("import pathlib, sys; from fer_lib.app import trials, tune; "
             "study, job = trials.load_study(sys.argv[1], sys.argv[2]); "
             "sys.exit(tune.write_outputs(study, job, pathlib.Path(sys.argv[3])))")
-    journal = folder / "trials.journal"  # fer_lib.app.trials.JOURNAL_FILE, the search's default storage
+    journal = folder / project_module(project, "fer_lib.app.trials").JOURNAL_FILE  # the search's default storage
     try:
         done = subprocess.run([python, "-c", code, str(journal), folder.name, str(folder)],
                               cwd=project, capture_output=True, text=True, timeout=timeout)
@@ -388,7 +394,8 @@ def main(argv: list[str] | None = None) -> int:
         if stopped and folders:  # its command ends after its workers, so a stopped search wrote no outputs
             write_tune_outputs(python, folders[-1], args.project, PACK_SECONDS - 5)
         # the table, the plots and best.yaml; not the trials' own training records (weights among them)
-        finish(stage, status, [f / name for f in folders for name in TUNE_OUTPUTS if (f / name).is_file()], runs_dir)
+        outputs = project_module(args.project, "fer_lib.app.tune").OUTPUTS
+        finish(stage, status, [f / name for f in folders for name in outputs if (f / name).is_file()], runs_dir)
 
     # In priority order, each study stage starts when its estimate fits the time left: alone (sequentially), or
     # with --parallel beside the others, stretched by PARALLEL_SLOWDOWN for the shared GPU. One that fits only alone

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from fer_lib.app import provenance
+from fer_lib.app import provenance, tune
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -227,8 +227,6 @@ def test_the_tune_stage_is_a_stage_to_ask_for_not_a_default_one() -> None:
 
 
 def test_the_space_file_of_the_tune_stage_is_a_valid_space_around_the_strong_protocol() -> None:
-    from fer_lib.app import tune
-
     space = tune.load_space(REPO_ROOT / "params" / "space-strong.yaml", [REPO_ROOT / "params" / "strong.yaml"],
                             stages.TUNE_DEFAULTS)
     assert {"learning_rate", "weight_decay"} <= set(space)
@@ -299,7 +297,7 @@ def test_the_tune_stage_runs_fer_study_tune_with_its_options_overrides_and_a_tim
 
     def fake_launch(name: str, command: list[str], cwd: Path, *, group: bool = False) -> subprocess.Popen:
         launched.append((command, group))
-        for name_ in (*stages.TUNE_OUTPUTS, "trials.journal", "trials/trial-0/best.keras"):
+        for name_ in (*tune.OUTPUTS, "trials.journal", "trials/trial-0/best.keras"):
             (folder / name_).parent.mkdir(parents=True, exist_ok=True)
             (folder / name_).write_text(name_)
         return real_launch(name, [sys.executable, "-c", "pass"], cwd)
@@ -327,7 +325,7 @@ def test_the_tune_stage_runs_fer_study_tune_with_its_options_overrides_and_a_tim
     (entry,) = json.loads((tmp_path / "out" / "summary.json").read_text())["stages"]
     assert entry["status"] == "complete" and entry["estimate_seconds"] == pytest.approx(timing["search"], abs=0.1)
     with tarfile.open(tmp_path / "out" / "1-tune.tar.gz") as tar:
-        assert sorted(tar.getnames()) == sorted(f"{folder.name}/{name}" for name in stages.TUNE_OUTPUTS)
+        assert sorted(tar.getnames()) == sorted(f"{folder.name}/{name}" for name in tune.OUTPUTS)
 
 
 def test_a_search_stopped_at_the_deadline_still_returns_its_outputs_from_the_journal(tmp_path: Path) -> None:
@@ -348,7 +346,7 @@ def test_a_search_stopped_at_the_deadline_still_returns_its_outputs_from_the_jou
     study.enqueue_trial({"learning_rate": 0.05, "label_smoothing": 0.0})  # one the deadline left waiting
     assert stages.write_tune_outputs(sys.executable, folder, REPO_ROOT, timeout=50)
     (tmp_path / "out").mkdir()
-    packed = stages.pack([folder / name for name in stages.TUNE_OUTPUTS], tmp_path / "out" / "1-tune.tar.gz",
+    packed = stages.pack([folder / name for name in tune.OUTPUTS], tmp_path / "out" / "1-tune.tar.gz",
                          tmp_path / "runs" / "tune")
     assert packed["files"] == 4
     (tmp_path / "out" / "summary.json").write_text(json.dumps({"stages": [
@@ -405,7 +403,7 @@ def test_check_results_wants_the_tune_outputs_in_one_tune_folder(tmp_path: Path)
 
 
 def test_collected_tune_outputs_are_shareable() -> None:
-    for name in stages.TUNE_OUTPUTS:
+    for name in tune.OUTPUTS:
         assert collect_results.shareable(name), name
     assert not collect_results.shareable("trials/trial-0/best.keras")
     assert not collect_results.shareable("trials.journal")

@@ -209,7 +209,7 @@ def test_launch_slurm_dry_run_prints_the_golden_sbatch_script(project: Path, tmp
     assert code == 0, err
     (folder,) = [p for p in out.iterdir() if sweep.is_sweep_dir(p)]
     script = stdout[stdout.index("#!/bin/bash"):]
-    assert (folder / sweep.SLURM_FILE).read_text().rstrip() == script.rstrip()
+    assert (folder / trials.SLURM_FILE).read_text().rstrip() == script.rstrip()
     assert not records.list_runs(out), "a dry run runs nothing"
     assert (folder / "logs").is_dir(), "sbatch does not make the tasks' log folder"
     normalised = (script.replace(sys.executable, "<python>").replace(folder.name, "<study>")

@@ -127,6 +127,12 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
 
 
+def override_text(value: Any) -> str:
+    """A value as the YAML text of a ``key=value`` override (flow style, one line): what ``parse_override`` reads
+    back as the same value."""
+    return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("...").strip()
+
+
 def parse_override(text: str) -> dict[str, Any]:
     """``key=value`` (value parsed as YAML; ``a.b=value`` sets a nested key) as a one-key mapping."""
     if "=" not in text:

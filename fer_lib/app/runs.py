@@ -7,6 +7,8 @@ No Keras here: listing runs is instant.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
+import json
 import os
 import platform
 import re
@@ -29,6 +31,13 @@ def slug(name: str) -> str:
     """``name`` as a folder-name part: letters, digits, ``_.-=`` kept, anything else one dash."""
     text = re.sub(r"[^A-Za-z0-9_.=-]+", "-", name.strip()).strip("-.")
     return text or "run"
+
+
+def job_folder(kind: str, name: str, definition: Mapping[str, Any]) -> str:
+    """The folder name of a sweep or a search, ``<kind>-<name>-<digest>``: named after what it is (the digest of
+    its JSON ``definition``), so the same command run again finds it and resumes."""
+    digest = hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{kind}-{slug(name)}-{digest}"
 
 
 def timestamp(now: _dt.datetime | None = None) -> str:

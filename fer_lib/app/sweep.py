@@ -12,7 +12,6 @@ results against the swept keys (fer_lib.app.tables.comparison_rows, fer_lib.anal
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import sys
@@ -24,13 +23,12 @@ import yaml
 
 from fer_lib.app import runs, trials
 from fer_lib.app.errors import EXIT_FAILED, EXIT_OK, PROG, UserError, one_line
-from fer_lib.app.params import load_yaml, seed_list
+from fer_lib.app.params import load_yaml, override_text, seed_list
 from fer_lib.core import records
 
 SWEEP_FILE = "sweep.json"
 COMPARISON_CSV = "comparison.csv"
 COMPARISON_PLOT = "comparison.png"
-SLURM_FILE = "workers.sbatch"
 
 
 def split_values(text: str) -> list[str]:
@@ -40,8 +38,7 @@ def split_values(text: str) -> list[str]:
         values = load_yaml(f"[{text}]")
     except yaml.YAMLError as error:
         raise UserError(f"--grid values {text!r} are not a YAML list ({one_line(str(error))})") from None
-    return [yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("\n...").strip()
-            if value is not None else "" for value in values]
+    return [override_text(value) if value is not None else "" for value in values]
 
 
 def parse_grid(texts: Sequence[str]) -> dict[str, list[str]]:
@@ -105,11 +102,10 @@ def prepare_sweep(params_files: Sequence[str | Path], overrides: Sequence[str], 
             raise UserError(f"sweep point {values}: {error}") from None
     definition = {"name": sweep_name, "grid": grid, "overrides": list(overrides), "data": data,
                   "params": [Path(f).read_text() for f in params_files]}
-    digest = hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:10]
     return {"grid": grid, "name": sweep_name, "points": combinations, "params_files": [str(f) for f in params_files],
             "overrides": list(overrides), "data": data, "out": None if out is None else str(out),
             "notebooks_dir": str(notebooks_dir or runner.DEFAULT_NOTEBOOKS_DIR),  # the workers' too
-            "folder": f"sweep-{runs.slug(sweep_name)}-{digest}"}
+            "folder": runs.job_folder("sweep", sweep_name, definition)}
 
 
 def point_key(point: Mapping[str, str]) -> str:
@@ -186,13 +182,9 @@ def start_sweep(sweep: dict[str, Any], *, argv: Sequence[str], workers: str = "a
           + (f"again: {len(sweep['points']) - enqueued} kept, {enqueued} to run" if again else f"{enqueued} to run")
           + (f", {len(retried)} of a killed worker again" if retried else "") + ")", flush=True)
     if launch == "slurm":
-        if "://" not in storage_url:
-            print(f"{PROG}: warning: the Slurm workers share the journal file {storage_url}: it must be on a file "
-                  f"system every node sees", file=sys.stderr)
         tasks = len(devices) if workers != "auto" else len(sweep["points"])  # auto: a GPU for every point
-        script = trials.slurm_script(storage_url, sweep["folder"], tasks,
-                                     log_dir=sweep_dir / "logs", project=records.project_root(), command=[PROG, *argv])
-        print(trials.launch_slurm(script, sweep_dir / SLURM_FILE, dry_run=dry_run).rstrip())
+        print(trials.launch_slurm(storage_url, sweep["folder"], tasks, sweep_dir, command=[PROG, *argv],
+                                  dry_run=dry_run).rstrip())
         return EXIT_OK
     try:
         if enqueued or retried or any(p["status"] in ("pending", "running") for p in record["points"]):

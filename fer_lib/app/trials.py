@@ -27,8 +27,10 @@ from typing import Any
 
 from fer_lib.app import runs
 from fer_lib.app.errors import PROG, UserError
+from fer_lib.core import records
 
 JOURNAL_FILE = "trials.journal"
+SLURM_FILE = "workers.sbatch"
 HEARTBEAT_SECONDS = 60  # a database's workers record a heartbeat this often ...
 GRACE_SECONDS = 180  # ... and a trial silent for this long is failed and retried
 MAX_RETRIES = 3
@@ -206,17 +208,25 @@ exec {worker}
 
 def slurm_script(storage_url: str, study_name: str, workers: int, *, log_dir: Path, project: Path,
                  command: Sequence[str]) -> str:
-    """An sbatch script of ``workers`` array tasks, one GPU each, every one a ``fer-study worker`` of the study
-    (``log_dir``, where the tasks' logs go, is made: sbatch does not make it)."""
-    log_dir.mkdir(parents=True, exist_ok=True)
+    """An sbatch script of ``workers`` array tasks, one GPU each, every one a ``fer-study worker`` of the study."""
     worker = " ".join(shlex.quote(part) for part in worker_command(storage_url, study_name))
     return SLURM_TEMPLATE.format(PROG=PROG, study=study_name, command=" ".join(command), job_name=study_name[:64],
                                  last=workers - 1, log_dir=shlex.quote(str(log_dir)),
                                  project=shlex.quote(str(project)), worker=worker)
 
 
-def launch_slurm(script: str, path: Path, *, dry_run: bool) -> str:
-    """Write the script to ``path`` and submit it with sbatch (``dry_run``: only write it); sbatch's answer."""
+def launch_slurm(storage_url: str, study_name: str, tasks: int, folder: Path, *, command: Sequence[str],
+                 dry_run: bool) -> str:
+    """``--launch slurm`` of a sweep or a search: its script written to ``folder``/workers.sbatch (and ``logs/``
+    made beside it, which sbatch does not make) and submitted (``dry_run``: only written); the script or sbatch's
+    answer."""
+    if "://" not in storage_url:
+        print(f"{PROG}: warning: the Slurm workers share the journal file {storage_url}: it must be on a file "
+              f"system every node sees", file=sys.stderr)
+    (folder / "logs").mkdir(parents=True, exist_ok=True)
+    script = slurm_script(storage_url, study_name, tasks, log_dir=folder / "logs", project=records.project_root(),
+                          command=command)
+    path = folder / SLURM_FILE
     path.write_text(script)
     if dry_run:
         return script

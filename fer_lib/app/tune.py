@@ -14,8 +14,6 @@ for ``fer-study run --params best.yaml``) and each trial's training records in `
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -26,16 +24,12 @@ import yaml
 
 from fer_lib.app import runs, trials
 from fer_lib.app.errors import EXIT_OK, PROG, UserError
-from fer_lib.app.params import ParamsError, load_params_file, load_yaml, resolve_params_files
+from fer_lib.app.params import ParamsError, load_params_file, load_yaml, override_text, resolve_params_files
 from fer_lib.core import records
 
 PRUNERS = ("successive_halving", "hyperband", "none")
-OUTPUTS = ("trials.csv", "optimization_history.png", "param_importances.png", "best.yaml")
-
-
-def _dump(value: Any) -> str:
-    """A value as the YAML text of a ``-p key=value`` override."""
-    return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("...").strip()
+TRIALS_CSV, HISTORY_PLOT, IMPORTANCES_PLOT, BEST_FILE = OUTPUTS = (
+    "trials.csv", "optimization_history.png", "param_importances.png", "best.yaml")  # what a search returns
 
 
 def load_space(path: str | Path, params_files: Sequence[str | Path], overrides: Sequence[str]) -> dict[str, Any]:
@@ -66,7 +60,7 @@ def load_space(path: str | Path, params_files: Sequence[str | Path], overrides: 
             values, kind = [low, high], "int" if all(isinstance(v, int) for v in (low, high)) else "float"
         for value in values:
             try:
-                resolve_params_files(params_files, [*overrides, f"{key}={_dump(value)}"])
+                resolve_params_files(params_files, [*overrides, f"{key}={override_text(value)}"])
             except ParamsError as error:
                 raise UserError(f"{where}: {value!r} is not a value the study accepts: {error}") from None
         checked[key] = {**dict(spec), "kind": kind}
@@ -78,14 +72,14 @@ def suggest(trial: Any, space: Mapping[str, Any]) -> list[str]:
     overrides = []
     for key, spec in space.items():
         if spec["kind"] == "choices":
-            value = load_yaml(trial.suggest_categorical(key, [_dump(c) for c in spec["choices"]]))
+            value = load_yaml(trial.suggest_categorical(key, [override_text(c) for c in spec["choices"]]))
         elif spec["kind"] == "int":
             value = trial.suggest_int(key, spec["low"], spec["high"], log=bool(spec.get("log")),
                                       step=int(spec.get("step", 1)))
         else:
             value = trial.suggest_float(key, spec["low"], spec["high"], log=bool(spec.get("log")),
                                         step=spec.get("step"))
-        overrides.append(f"{key}={_dump(value)}")
+        overrides.append(f"{key}={override_text(value)}")
     return overrides
 
 
@@ -121,12 +115,11 @@ def prepare_tune(params_files: Sequence[str | Path], overrides: Sequence[str], s
     space = load_space(space_file, params_files, extra)
     definition = {"params": [Path(f).read_text() for f in params_files], "overrides": extra,
                   "space": Path(space_file).read_text(), "model": model, "pruner": pruner}
-    digest = hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:10]
     return {"kind": "tune", "params_files": [str(f) for f in params_files], "overrides": extra, "space": space,
             "space_file": str(space_file), "trials": trials_wanted, "model": model, "pruner": pruner,
             "epochs": params["epochs"], "name": params["name"], "out": None if out is None else str(out),
             "timeout": timeout,  # not part of the digest: the same search, another budget
-            "folder": f"tune-{runs.slug(params['name'])}-{digest}"}
+            "folder": runs.job_folder("tune", params["name"], definition)}
 
 
 def start_tune(job: dict[str, Any], *, argv: Sequence[str], workers: str = "auto", storage: str | None = None,
@@ -146,10 +139,9 @@ def start_tune(job: dict[str, Any], *, argv: Sequence[str], workers: str = "auto
     print(f"{PROG}: tune folder {folder} ({job['trials']} trials of {job['model']} over "
           f"{', '.join(job['space'])}; {len(finished_trials(study))} finished already)", flush=True)
     if launch == "slurm":
-        tasks = int(workers) if workers != "auto" else 1
-        script = trials.slurm_script(storage_url, job["folder"], tasks, log_dir=folder / "logs",
-                                     project=records.project_root(), command=[PROG, *argv])
-        print(trials.launch_slurm(script, folder / "workers.sbatch", dry_run=dry_run).rstrip())
+        tasks = len(trials.worker_devices(workers)) if workers != "auto" else 1
+        print(trials.launch_slurm(storage_url, job["folder"], tasks, folder, command=[PROG, *argv],
+                                  dry_run=dry_run).rstrip())
         return EXIT_OK
     if len(finished_trials(study)) < job["trials"]:
         try:
@@ -258,18 +250,18 @@ def write_outputs(study: Any, job: Mapping[str, Any], folder: Path) -> int:
     from optuna.trial import TrialState
     from optuna.visualization import matplotlib as optuna_plots
 
-    study.trials_dataframe().to_csv(folder / "trials.csv", index=False)
+    study.trials_dataframe().to_csv(folder / TRIALS_CSV, index=False)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         print(f"{PROG}: error: no trial of {folder} completed (trials.csv says why)", file=sys.stderr)
         return 1
-    for name, draw in (("optimization_history.png", optuna_plots.plot_optimization_history),
-                       ("param_importances.png", optuna_plots.plot_param_importances)):
-        if name == "param_importances.png" and len(complete) < 2:
+    for name, draw in ((HISTORY_PLOT, optuna_plots.plot_optimization_history),
+                       (IMPORTANCES_PLOT, optuna_plots.plot_param_importances)):
+        if name == IMPORTANCES_PLOT and len(complete) < 2:
             print(f"{PROG}: {name} needs two complete trials; {len(complete)} completed", flush=True)
             continue
         axes = draw(study)
-        if name == "optimization_history.png":
+        if name == HISTORY_PLOT:
             axes.set_ylabel("best validation accuracy of the trial")
         axes.figure.set_size_inches(8, 5)
         axes.figure.savefig(folder / name, dpi=110, bbox_inches="tight")
@@ -282,6 +274,6 @@ def write_outputs(study: Any, job: Mapping[str, Any], folder: Path) -> int:
               f"{best.value:.4f} ({job['model']}, {len(complete)} complete trials; the table: trials.csv).\n"
               f"# Its values: {', '.join(values)}. Run it as the study:\n"
               f"#     {PROG} run --params {folder / 'best.yaml'}\n")
-    (folder / "best.yaml").write_text(header + yaml.safe_dump(params, sort_keys=True))
+    (folder / BEST_FILE).write_text(header + yaml.safe_dump(params, sort_keys=True))
     print(f"{PROG}: best trial {best.number}: val accuracy {best.value:.4f}; {folder / 'best.yaml'}", flush=True)
     return EXIT_OK
