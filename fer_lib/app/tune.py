@@ -153,19 +153,22 @@ def start_tune(job: dict[str, Any], *, argv: Sequence[str], workers: str = "auto
     return write_outputs(study, job, folder)
 
 
-COUNTED = ("COMPLETE", "PRUNED", "FAIL", "RUNNING")  # the trials --trials counts: every one started
+FINISHED = ("COMPLETE", "PRUNED", "FAIL")
+COUNTED = (*FINISHED, "RUNNING")  # the trials --trials counts: every one started
+
+
+def trial_states(*names: str) -> tuple[Any, ...]:
+    from optuna.trial import TrialState
+
+    return tuple(TrialState[name] for name in names)
 
 
 def finished_trials(study: Any) -> list[Any]:
-    from optuna.trial import TrialState
-
-    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
+    return study.get_trials(deepcopy=False, states=trial_states(*FINISHED))
 
 
 def started_trials(study: Any) -> list[Any]:
-    from optuna.trial import TrialState
-
-    return study.get_trials(deepcopy=False, states=tuple(TrialState[name] for name in COUNTED))
+    return study.get_trials(deepcopy=False, states=trial_states(*COUNTED))
 
 
 def pruning_callback(trial: Any, epochs: int) -> Any:
@@ -221,9 +224,8 @@ def run_trial(trial: Any, job: Mapping[str, Any], datasets: dict[str, Any]) -> f
 
 
 def work(study: Any, job: Mapping[str, Any]) -> None:
-    """A worker of a search: trials until the study has ``trials`` finished ones."""
+    """A worker of a search: trials until the study has ``trials`` started ones (this worker's and the others')."""
     from optuna.study import MaxTrialsCallback
-    from optuna.trial import TrialState
 
     trials.retry_dead_trials(study)
     if len(started_trials(study)) >= job["trials"]:
@@ -235,23 +237,19 @@ def work(study: Any, job: Mapping[str, Any]) -> None:
     datasets: dict[str, Any] = {}
     # the trials running on other workers count too: N workers never start more than --trials in all
     study.optimize(lambda trial: run_trial(trial, job, datasets), catch=(RuntimeError,), timeout=timeout,
-                   callbacks=[MaxTrialsCallback(job["trials"], states=tuple(TrialState[n] for n in COUNTED))])
+                   callbacks=[MaxTrialsCallback(job["trials"], states=trial_states(*COUNTED))])
 
 
 def write_outputs(study: Any, job: Mapping[str, Any], folder: Path) -> int:
     """trials.csv, the two plots and best.yaml; the exit code (1 when no trial completed)."""
-    import warnings
-
     import matplotlib
-    import optuna
 
     matplotlib.use("Agg")
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # Optuna's own plots
-    from optuna.trial import TrialState
+    trials.quiet_optuna()  # Optuna's matplotlib plots are "experimental": a warning per plot otherwise
     from optuna.visualization import matplotlib as optuna_plots
 
     study.trials_dataframe().to_csv(folder / TRIALS_CSV, index=False)
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    complete = study.get_trials(deepcopy=False, states=trial_states("COMPLETE"))
     if not complete:
         print(f"{PROG}: error: no trial of {folder} completed (trials.csv says why)", file=sys.stderr)
         return 1
