@@ -1,13 +1,7 @@
-"""The paper's augmentation as one configurable Keras stage that stays XLA-compilable on every backend.
+"""The paper's augmentation (ImageDataGenerator's) as one configurable Keras stage, XLA-compilable on every backend.
 
-The paper uses Keras's ImageDataGenerator: rescale to [0, 1], random rotation, width/height shift (0.2), zoom, shear
-and horizontal flip. Keras 3's RandomRotation/Translation/Zoom/Shear layers set ``supports_jit = False``, which makes
-the whole model run eagerly on JAX (orders of magnitude slower), so all geometric changes here are drawn as one
-random affine matrix per image and applied with a single ``keras.ops.image.affine_transform`` call; a random
-resized crop (torchvision's RandomResizedCrop) is one more factor of that matrix. Random erasing is a second layer
-that fills a random rectangle through a mask (fixed shapes, no dynamic slicing). Both run only when
-``training=True``; at inference they are the identity.
-"""
+Keras 3's RandomRotation/Translation/Zoom/Shear set ``supports_jit = False`` (the whole model then runs eagerly on JAX),
+so every geometric change, crops included, is one random affine matrix per image; erasing fills a mask. Training only."""
 
 from __future__ import annotations
 
@@ -37,6 +31,9 @@ class _AugmentLayer(keras.layers.Layer):
     def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
         return input_shape
 
+    def _uniform(self, shape: Any, low: float, high: float) -> Any:
+        return keras.random.uniform(shape, low, high, seed=self.seed_generator, dtype="float32")
+
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), **self.config.as_dict(), "seed": self.seed}
 
@@ -50,10 +47,8 @@ class RandomAffine(_AugmentLayer):
         if not training or not (config.rotation or config.width_shift or config.height_shift or config.zoom
                                 or config.shear or config.horizontal_flip or config.crops):
             return images
-        batch = ops.shape(images)[0]
-        height, width = images.shape[1], images.shape[2]
-        transform = self._random_transforms(batch, height, width)
-        return ops.image.affine_transform(images, transform, interpolation="bilinear", fill_mode=self.config.fill_mode,
+        transform = self._random_transforms(ops.shape(images)[0], images.shape[1], images.shape[2])
+        return ops.image.affine_transform(images, transform, interpolation="bilinear", fill_mode=config.fill_mode,
                                           data_format="channels_last")
 
     def _random_transforms(self, batch: Any, height: int, width: int) -> Any:
@@ -61,7 +56,7 @@ class RandomAffine(_AugmentLayer):
         config = self.config
 
         def uniform(limit: float) -> Any:
-            return keras.random.uniform((batch,), -limit, limit, seed=self.seed_generator, dtype="float32")
+            return self._uniform((batch,), -limit, limit)
 
         theta = uniform(math.radians(config.rotation))
         shear = uniform(math.radians(config.shear))
@@ -69,11 +64,9 @@ class RandomAffine(_AugmentLayer):
         zoom_y = 1.0 + uniform(config.zoom)
         shift_x = uniform(config.width_shift) * width
         shift_y = uniform(config.height_shift) * height
+        flip = ops.ones((batch,), dtype="float32")
         if config.horizontal_flip:
-            coin = keras.random.uniform((batch,), 0.0, 1.0, seed=self.seed_generator, dtype="float32")
-            flip = ops.where(coin < 0.5, -1.0, 1.0)
-        else:
-            flip = ops.ones((batch,), dtype="float32")
+            flip = ops.where(self._uniform((batch,), 0.0, 1.0) < 0.5, -1.0, 1.0)
         cos, sin = ops.cos(theta), ops.sin(theta)
         # A = rotation @ shear @ diag(zoom_x * flip, zoom_y), shear as in ImageDataGenerator: [[1, -sin s], [0, cos s]]
         a00 = cos * zoom_x * flip
@@ -91,39 +84,27 @@ class RandomAffine(_AugmentLayer):
         return ops.stack([a00, a01, a02, a10, a11, a12, zeros, zeros], axis=1)
 
     def _random_crops(self, batch: Any, width: int, height: int) -> tuple[Any, Any, Any, Any]:
-        """Per image: the crop's centre (pixels) and its size as a share of the width and height.
-
-        As torchvision's RandomResizedCrop: the area share s ~ U(crop_scale), the aspect ratio r (width / height)
-        log-uniform in crop_aspect, the crop's width sqrt(s r) and height sqrt(s / r) (of the image's), placed
-        uniformly inside the image. Where torchvision redraws a crop that does not fit (10 tries), r is clipped to
-        [s, 1 / s] here, so every crop fits and keeps the drawn area.
-        """
+        """Per image, torchvision's RandomResizedCrop: its centre (pixels) and size (shares of width and height);
+        where torchvision redraws a crop that does not fit, the aspect ratio is clipped to [s, 1 / s] so it fits."""
         config = self.config
         center_x, center_y = (width - 1) / 2.0, (height - 1) / 2.0
         if not config.crops:
             ones = ops.ones((batch,), dtype="float32")
             return ones * center_x, ones * center_y, ones, ones
 
-        def uniform(low: float, high: float) -> Any:
-            return keras.random.uniform((batch,), low, high, seed=self.seed_generator, dtype="float32")
-
-        share = uniform(*config.crop_scale)
+        share = self._uniform((batch,), *config.crop_scale)
         log_low, log_high = math.log(config.crop_aspect[0]), math.log(config.crop_aspect[1])
-        ratio = ops.clip(ops.exp(uniform(log_low, log_high)), share, 1.0 / share)
+        ratio = ops.clip(ops.exp(self._uniform((batch,), log_low, log_high)), share, 1.0 / share)
         crop_w, crop_h = ops.sqrt(share * ratio), ops.sqrt(share / ratio)
-        crop_x = center_x + (uniform(-0.5, 0.5) * (1.0 - crop_w)) * width
-        crop_y = center_y + (uniform(-0.5, 0.5) * (1.0 - crop_h)) * height
+        crop_x = center_x + (self._uniform((batch,), -0.5, 0.5) * (1.0 - crop_w)) * width
+        crop_y = center_y + (self._uniform((batch,), -0.5, 0.5) * (1.0 - crop_h)) * height
         return crop_x, crop_y, crop_w, crop_h
 
 
 @keras.saving.register_keras_serializable(package="fer_lib")
 class RandomErasing(_AugmentLayer):
-    """Random erasing (Zhong et al. 2020) as torchvision's RandomErasing draws it, on [0, 1] images.
-
-    With probability ``erasing`` per image, a rectangle of area share a ~ U(erasing_area) and aspect ratio r (height /
-    width, torchvision's) log-uniform in erasing_aspect, clipped to [a, 1 / a] so it fits (torchvision redraws up to
-    10 times instead), is placed uniformly inside the image and filled with ``erasing_value`` / 255 or uniform noise.
-    """
+    """Random erasing (Zhong et al. 2020) as torchvision's RandomErasing draws it, on [0, 1] images; the aspect ratio
+    is clipped so the box fits where torchvision redraws it, and it is filled with ``erasing_value`` / 255 or noise."""
 
     SEED_OFFSET = 1
 
@@ -134,7 +115,7 @@ class RandomErasing(_AugmentLayer):
         batch, height, width = ops.shape(images)[0], images.shape[1], images.shape[2]
 
         def uniform(low: float, high: float) -> Any:
-            return keras.random.uniform((batch, 1, 1, 1), low, high, seed=self.seed_generator, dtype="float32")
+            return self._uniform((batch, 1, 1, 1), low, high)
 
         share = uniform(*config.erasing_area)
         log_low, log_high = (math.log(v) for v in config.erasing_aspect)
@@ -146,7 +127,7 @@ class RandomErasing(_AugmentLayer):
         inside = (rows >= top) & (rows < top + box_h) & (cols >= left) & (cols < left + box_w)
         chosen = uniform(0.0, 1.0) < config.erasing
         if config.erasing_value == "random":
-            fill = keras.random.uniform(ops.shape(images), 0.0, 1.0, seed=self.seed_generator, dtype="float32")
+            fill = self._uniform(ops.shape(images), 0.0, 1.0)
         else:
             fill = ops.full_like(images, config.erasing_value / 255.0)
         return ops.where(inside & chosen, fill, images)
@@ -155,8 +136,7 @@ class RandomErasing(_AugmentLayer):
 def build_augmentation(config: AugmentConfig | None = None, *, seed: int | None = None,
                        name: str = "preprocess") -> keras.Sequential:
     """Rescale to [0, 1], then (in training only) the random affine warp and erasing: the stage every model starts
-    with. ``config`` is an :class:`AugmentConfig` (None: the identity; a mapping is a TypeError: build it with
-    ``AugmentConfig.from_mapping``)."""
+    with (``config`` None: the identity; a mapping is a TypeError: build it with ``AugmentConfig.from_mapping``)."""
     require_config(config, AugmentConfig, "build_augmentation's config", optional=True)
     options = (config or AugmentConfig()).as_dict()
     return keras.Sequential([keras.layers.Rescaling(1.0 / 255.0, dtype="float32", name="rescale"),
@@ -166,11 +146,8 @@ def build_augmentation(config: AugmentConfig | None = None, *, seed: int | None 
 
 def augment_preview(images: np.ndarray, config: AugmentConfig | None = None, *,
                     variants: int = 8, seed: int = 0) -> np.ndarray:
-    """``variants`` random augmentations of each image, as floats in [0, 1] of shape (n, variants, H, W, C).
-
-    For the notebooks' and widgets' previews: a new ``seed`` draws new augmentations. ``config`` is an
-    :class:`AugmentConfig` (None: the identity warp), as for :func:`build_augmentation`.
-    """
+    """``variants`` random augmentations of each image, as floats in [0, 1] of shape (n, variants, H, W, C), for the
+    notebooks' and widgets' previews (a new ``seed`` draws new ones; ``config`` as for :func:`build_augmentation`)."""
     require_config(config, AugmentConfig, "augment_preview's config", optional=True)
     images = np.asarray(images)
     if images.ndim == 3:

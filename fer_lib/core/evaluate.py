@@ -1,8 +1,5 @@
-"""Evaluate a model with scikit-learn metrics, next to the majority-class baseline, and flag collapsed models.
-
-The headline accuracy of FER2013 models only means something beside the accuracy of always answering "happy"
-(about 0.25): a model whose predictions collapse onto one class is reported as collapsed, not as a result.
-"""
+"""Evaluate a model with scikit-learn metrics, next to the majority-class baseline, and flag collapsed models:
+FER2013 accuracy only means something beside always answering "happy" (about 0.25)."""
 
 from __future__ import annotations
 
@@ -21,17 +18,13 @@ from fer_lib.core.labels import EMOTIONS, NUM_CLASSES
 
 COLLAPSE_SHARE = 0.9  # one class takes at least this share of all predictions ...
 COLLAPSE_MARGIN = 0.02  # ... or accuracy is within this margin of the majority-class accuracy
-
-
 MAX_EVALUATION_BATCH = 256  # images per predict batch; fewer when a split (or a photo's faces) is smaller
 
+
 def evaluation_batch_size(train_batch_size: int, dataset: FerDataset | None = None, *, devices: int = 1) -> int:
-    """The batch size of every prediction of a run (validation, test, TTA), so one predict function is compiled:
-    256, or for smaller val and test splits :func:`batch_holding` the larger (tiny runs do not predict mostly
-    padding); at least the training batch size; a multiple of ``devices`` (three GPUs cannot split 256)."""
-    batch = MAX_EVALUATION_BATCH
-    if dataset is not None:
-        batch = batch_holding(max(len(dataset.val), len(dataset.test)))
+    """The batch size of every prediction of a run, so one predict function is compiled: 256 or :func:`batch_holding`
+    the larger of val and test, at least the training batch, a multiple of ``devices`` (three GPUs cannot split 256)."""
+    batch = MAX_EVALUATION_BATCH if dataset is None else batch_holding(max(len(dataset.val), len(dataset.test)))
     batch = max(batch, int(train_batch_size))
     return -(-batch // devices) * devices
 
@@ -42,9 +35,8 @@ def batch_holding(n: int) -> int:
 
 
 def tta_views(images: np.ndarray, crop: int | None = None) -> list[np.ndarray]:
-    """The views test-time averaging averages: the images and their mirrors; with ``crop``, ten views instead: the
-    four corner crops and the centre crop of ``crop`` x ``crop`` pixels, each resized back to the full size
-    (bilinear, rounded to grey levels), and their mirrors (torchvision's TenCrop, resized for our 48x48 models)."""
+    """The views test-time averaging averages: the images and their mirrors; with ``crop``, torchvision's TenCrop
+    (four corners and the centre, resized back bilinearly and rounded to grey levels, and their mirrors)."""
     images = np.asarray(images)
     if crop is None:
         return [images, np.ascontiguousarray(images[:, :, ::-1])]
@@ -65,9 +57,8 @@ def tta_views(images: np.ndarray, crop: int | None = None) -> list[np.ndarray]:
 
 def predict_proba(model: keras.Model, images: np.ndarray, *, tta: bool = False, tta_crop: int | None = None,
                   batch_size: int = 256) -> np.ndarray:
-    """Class probabilities (n, 7); with ``tta`` the average over the views of :func:`tta_views`. The images are
-    padded to a whole number of batches (the padding's predictions dropped), so every batch has one shape and XLA
-    compiles the predict function once for any ``n`` (and any view)."""
+    """Class probabilities (n, 7), with ``tta`` averaged over :func:`tta_views`; padded to whole batches, so XLA
+    compiles the predict function once for any ``n``."""
     images = np.asarray(images)
     n = images.shape[0]
     part, parts = process_share()
@@ -85,8 +76,8 @@ def predict_proba(model: keras.Model, images: np.ndarray, *, tta: bool = False, 
 
 
 def process_share() -> tuple[int, int]:
-    """(this process's index, processes) under the current multi-process keras.distribution, (0, 1) otherwise: each
-    process feeds its consecutive share of every global batch."""
+    """(this process's index, processes) under a multi-process keras.distribution, else (0, 1): each process feeds
+    its consecutive share of every global batch."""
     import keras  # a model is at hand (or in training): Keras is imported already
 
     distribution = keras.distribution.distribution()
@@ -133,7 +124,6 @@ def evaluate_predictions(labels: np.ndarray, probabilities: np.ndarray) -> dict[
     precision, recall, f1, support = skm.precision_recall_fscore_support(labels, predicted, labels=classes,
                                                                          zero_division=0)
     counts = confusion_counts(labels, predicted)
-    normalised = row_normalise(counts)
     prediction_shares = np.bincount(predicted, minlength=NUM_CLASSES) / max(1, predicted.size)
     result: dict[str, Any] = {
         "n": int(labels.size),
@@ -149,7 +139,7 @@ def evaluate_predictions(labels: np.ndarray, probabilities: np.ndarray) -> dict[
             for i, name in enumerate(EMOTIONS)
         },
         "confusion_matrix": counts.tolist(),
-        "confusion_matrix_normalised": normalised.round(6).tolist(),
+        "confusion_matrix_normalised": row_normalise(counts).round(6).tolist(),
         "class_names": list(EMOTIONS),
     }
     result["collapse_warning"] = collapse_warning(result)

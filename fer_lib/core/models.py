@@ -1,9 +1,6 @@
 """The study's two models, built by name from their typed options (fer_lib.core.config) so params files can name them.
 
-``basic_cnn`` is the paper's CNN (Fig. 1a), ``resnet50v2`` keras.applications' ResNet50V2, whose last feature map is
-2x2 at 48x48, so ``input_size`` can upsample the input first (e.g. 96). Every model takes raw 0-255 pixels and starts
-with the augmentation stage, so augmentation runs on the accelerator inside the compiled graph.
-"""
+Both take raw 0-255 pixels and start with the augmentation stage, so augmentation runs inside the compiled graph."""
 
 from __future__ import annotations
 
@@ -59,22 +56,18 @@ def basic_cnn(inputs: Any, options: BasicCnnOptions, bn_momentum: float | None =
 
 
 def resnet50v2(inputs: Any, options: ResNet50V2Options, bn_momentum: float | None = None) -> Any:
-    """ResNet50V2 from keras.applications on (optionally upsampled) input; returns pooled features.
-
-    With ImageNet weights the grayscale input is replicated to 3 channels and scaled to [-1, 1] as ResNet50V2 expects.
-    """
+    """keras.applications' ResNet50V2 on the input, upsampled to ``input_size`` (its last feature map is 2x2 at
+    48x48); with ImageNet weights, gray replicated to RGB in [-1, 1] as it expects. Returns pooled features."""
     x = inputs
     if options.input_size != IMAGE_SIZE:
         x = keras.layers.Resizing(options.input_size, options.input_size, interpolation="bilinear",
                                   name="upsample")(x)
-    channels = 1
     if options.weights == "imagenet":
         x = keras.layers.Concatenate(axis=-1, name="gray_to_rgb")([x, x, x])
         x = keras.layers.Rescaling(2.0, offset=-1.0, name="to_minus1_1")(x)
-        channels = 3
-    backbone = keras.applications.ResNet50V2(include_top=False, weights=options.weights_path if options.weights
-                                             else None, input_shape=(options.input_size, options.input_size,
-                                                                     channels), pooling="avg")
+    weights = options.weights_path if options.weights else None
+    backbone = keras.applications.ResNet50V2(include_top=False, weights=weights, pooling="avg",
+                                             input_shape=(options.input_size, options.input_size, x.shape[-1]))
     if bn_momentum is not None:  # None: keras.applications' 0.99
         for layer in backbone.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
@@ -85,18 +78,15 @@ def resnet50v2(inputs: Any, options: ResNet50V2Options, bn_momentum: float | Non
     return x
 
 
+# one builder per model of fer_lib.core.config.MODEL_OPTIONS (a test checks that the two agree)
 BUILDERS: dict[str, Callable[..., Any]] = {"basic_cnn": basic_cnn, "resnet50v2": resnet50v2}
-"""One builder per model of fer_lib.core.config.MODEL_OPTIONS (a test checks that the two agree)."""
 
 
 def build_model(name: str, options: Config | None = None, *, augmentation: AugmentConfig | None = None,
                 mixed_precision: bool = False, seed: int | None = None,
                 bn_momentum: float | None = None) -> keras.Model:
-    """Build a registered model on 48x48x1 raw pixels, with the augmentation stage first and a float32 softmax.
-
-    ``options`` are the model's typed options (None: its defaults, e.g. ``BasicCnnOptions()``); ``augmentation`` an
-    :class:`AugmentConfig` (None: only the rescaling); ``bn_momentum`` every BatchNorm's (None: the model's own).
-    """
+    """Build a registered model on 48x48x1 raw pixels, with the augmentation stage first and a float32 softmax;
+    None means the model's default options, only the rescaling, and each model's own BatchNorm momentum."""
     options = model_options(name) if options is None else options
     require_config(options, MODEL_OPTIONS[name], f"build_model's options for {name}")
     require_config(augmentation, AugmentConfig, "build_model's augmentation", optional=True)

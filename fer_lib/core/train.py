@@ -1,38 +1,17 @@
 """Train a registered model on a loaded data set from a :class:`TrainConfig`, resumably, with its records on disk.
 
-One call, :func:`train_model`, covers what the study needs: optimizer (with gradient-norm clipping, weight decay on
-kernels only, an exponential moving average of the weights), learning-rate schedule or ReduceLROnPlateau, epochs,
-batch size, label smoothing, mixup/cutmix, class weights and seed from the config; history to CSV, the best weights
-on a validation metric and early stopping as callbacks. A killed run resumes from its last backup when called again
-with the same ``out_dir``.
-
-The loop is built to keep an accelerator busy (it is the one training program of the study: the benchmark times it
-too):
-
-* every callback is epoch-level, so Keras keeps asynchronous step dispatch (a callback that overrides
-  ``on_train_batch_end``, as BackupAndRestore and ModelCheckpoint do, makes Keras wait for the device after every
-  batch);
-* training uses full batches only (a fresh seeded shuffle per epoch, the remainder left out for that epoch) and
-  validation pads its last batch, so XLA compiles each step function once instead of twice;
-* on TensorFlow (the CPU), those batches reach ``fit`` as arrays in a tf.data pipeline rather than through Python
-  (:func:`fit_inputs`: twice the steps per second on 2 cores);
-* validation is a padded ``predict`` whose compiled function the final evaluation reuses;
-* the best weights are kept in host memory, and the resumable backup (weights plus optimizer state) is written every
-  ``backup_every_seconds`` / ``backup_every_epochs``, not after every 3-second GPU epoch;
-* with ``distribution`` on (JAX), the model is built, trained and evaluated inside a
-  ``keras.distribution.DataParallel`` scope: each device takes an equal share of every batch (all of the above holds
-  unchanged), and with several processes (machines) each feeds only its share (:func:`make_distribution`).
-"""
+Built to keep an accelerator busy (README, "the training loop"): epoch-level callbacks only (a batch hook makes Keras
+wait for the device after every batch), full batches and padded predictions (each step function compiles once), the
+best weights in host memory, timed backups and, on JAX, optionally a ``keras.distribution.DataParallel`` scope."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import math
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -114,14 +93,8 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizer
 
 
 class EmaWarmup:
-    """Keras's ``use_ema`` with its momentum warmed up as TensorFlow's ExponentialMovingAverage(num_updates) does:
-    min(ema_momentum, (1 + n) / (10 + n)) at step n.
-
-    Keras averages from the first step with the fixed momentum, so after n steps the average still holds
-    momentum**n of the first step's (near-random) weights: 0.999**2000 = 14%. On a 12-epoch CPU run of the strong
-    protocol that kept validation at the majority class (benchmarks/results/2026-12-02-tensorflow-protocols-fer2013
-    .json, its first record); with the warmup the average holds no more than recent steps.
-    """
+    """Keras's ``use_ema`` with the momentum warmed up as in TensorFlow's ExponentialMovingAverage(num_updates):
+    Keras's fixed momentum keeps 0.999**2000 = 14% of the random first weights in the average (README, protocols)."""
 
     def _update_model_variables_moving_average(self, trainable_variables: list) -> None:
         if not self.use_ema:
@@ -156,12 +129,8 @@ def one_hot(labels: np.ndarray) -> np.ndarray:
 
 
 class DataParallel(keras.distribution.DataParallel):
-    """Keras's DataParallel; with several processes, the model's output is replicated on every device.
-
-    Keras's ``predict`` returns host arrays, and a batch-sharded output would span the other machines' devices,
-    which no process can read: replicated (a gather of 7 probabilities per image), every process reads every
-    prediction. One process has all its devices at hand and keeps the output sharded.
-    """
+    """Keras's DataParallel; with several processes the output is replicated on every device, since ``predict``
+    cannot read a shard on another machine's devices (one process keeps the output sharded)."""
 
     def get_tensor_layout(self, path: str) -> keras.distribution.TensorLayout | None:
         if self.num_processes > 1 and path.split("/")[-2:] == ["predictions", "output"]:
@@ -173,12 +142,8 @@ _JOINED = False  # keras.distribution.initialize may run once per process
 
 
 def join_processes() -> int:
-    """Join the other processes of a multi-machine run, once, before JAX computes anything; their number.
-
-    ``keras.distribution.initialize`` reads KERAS_DISTRIBUTION_JOB_ADDRESSES (the coordinator's host:port),
-    KERAS_DISTRIBUTION_NUM_PROCESSES and KERAS_DISTRIBUTION_PROCESS_ID; with those unset, JAX finds Slurm's (srun)
-    and Open MPI's (mpirun) own variables.
-    """
+    """Join the other processes of a multi-machine run, once, before JAX computes anything; their number
+    (``keras.distribution.initialize`` reads KERAS_DISTRIBUTION_*, else JAX reads srun's or mpirun's variables)."""
     global _JOINED
     processes, _ = launch_from_environment()
     if processes > 1 and not _JOINED:
@@ -188,12 +153,8 @@ def join_processes() -> int:
 
 
 def make_distribution(config: TrainConfig) -> DataParallel | None:
-    """The run's DataParallel (None: one device), by the rule of ``TrainConfig.distribution_devices``.
-
-    The batch must divide by its devices (a ParamsError otherwise). Data is sharded by the training loop itself
-    (``auto_shard_dataset=False``): each process's :class:`TrainBatches` yields its share of every global batch,
-    and every prediction feeds each process's share of every padded batch (``evaluate.predict_proba``).
-    """
+    """The run's DataParallel (None: one device), by the rule of ``TrainConfig.distribution_devices``; the loop
+    shards the data itself (:class:`TrainBatches`, ``evaluate.predict_proba``), so ``auto_shard_dataset=False``."""
     backend = keras.backend.backend()
     processes = join_processes() if backend == "jax" and config.distribution != "none" else 1
     devices = keras.distribution.list_devices() if backend == "jax" else []
@@ -223,34 +184,20 @@ def distribution_record(distribution: keras.distribution.Distribution | None, co
 
 
 class TrainBatches(keras.utils.PyDataset):
-    """The training split as full batches: a fresh shuffle per epoch, seeded by (seed, epoch), remainder left out;
-    with mixup or cutmix, each batch mixed with a seeded permutation of itself and its targets mixed alike.
-
-    Every batch has the same shape, so XLA compiles the train step once (a ragged last batch compiles it a second
-    time). Which images sit out an epoch changes with the shuffle; seeding by epoch (and batch, for the mixing) makes
-    a resumed run draw the same batches as an uninterrupted one. Fit it with ``shuffle=False`` (:func:`fit_inputs`
-    does): Keras would otherwise shuffle the batch order once more, with Python's global random state. The mixing
-    runs on the host, on raw pixels, before the model's own augmentation: no step of the model changes. ``share``
-    (process index, processes) makes it yield only this process's consecutive share of every global batch of
-    ``batch_size`` (cut after the mixing): the processes of a multi-machine run together train on the very batches
-    one process would.
-    """
+    """The training split as full batches (one shape: XLA compiles the step once), reshuffled by (seed, epoch) so
+    that a resumed run draws the same batches; mixing runs on the host. Fit with ``shuffle=False``."""
 
     def __init__(self, split: Split, batch_size: int, *, seed: int, first_epoch: int = 0,
                  class_weights: np.ndarray | None = None, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
                  mix_probability: float = 1.0, share: tuple[int, int] = (0, 1)) -> None:
         super().__init__()
-        self.share = share
-        self.images = split.images
-        self.targets = one_hot(split.labels)
+        self.images, self.targets = split.images, one_hot(split.labels)
         self.sample_weights = None if class_weights is None else class_weights[split.labels].astype("float32")
-        self.batch_size = batch_size
-        self.seed = seed
+        self.batch_size, self.seed, self.share = batch_size, seed, share
         self.mixing = [(name, alpha) for name, alpha in (("mixup", mixup_alpha), ("cutmix", cutmix_alpha)) if alpha]
         self.mix_probability = mix_probability
-        self.epoch = first_epoch
+        self.epoch, self._in_epoch = first_epoch, False
         self._order = self._permutation(first_epoch)
-        self._in_epoch = False
 
     def _permutation(self, epoch: int) -> np.ndarray:
         return np.random.default_rng([self.seed, epoch]).permutation(len(self.targets))
@@ -289,12 +236,8 @@ class TrainBatches(keras.utils.PyDataset):
         return max(0, epochs - self.epoch) * len(self) * self.batch_size * int(self.images[0].nbytes)
 
     def remaining_epochs(self, epochs: int) -> tuple[np.ndarray, ...]:
-        """The batches of epochs ``self.epoch`` .. ``epochs - 1`` one after another, as (images, targets[, weights]).
-
-        Exactly what iterating this sequence yields as ``fit`` drives it (``on_epoch_begin`` and ``on_epoch_end``
-        around each epoch), so ``fit`` fed these arrays unshuffled with ``steps_per_epoch=len(self)`` trains on the
-        same batches in the same order.
-        """
+        """The batches of epochs ``self.epoch`` .. ``epochs - 1`` concatenated: what ``fit`` draws from this sequence,
+        so fed unshuffled with ``steps_per_epoch=len(self)`` they train on the same batches in the same order."""
         batches = [self.batch(epoch, index, self._permutation(epoch))
                    for epoch in range(self.epoch, epochs) for index in range(len(self))]
         if not batches:
@@ -304,13 +247,8 @@ class TrainBatches(keras.utils.PyDataset):
 
 def mix_batch(images: np.ndarray, targets: np.ndarray, rng: np.random.Generator,
               mixing: Sequence[tuple[str, float]], probability: float) -> tuple[np.ndarray, np.ndarray]:
-    """Mixup or cutmix of one batch with a permutation of itself (timm's batch mode), targets mixed alike.
-
-    With ``probability``, one of ``mixing`` (chosen evenly) mixes the batch: mixup blends every image with its
-    partner by lambda ~ Beta(alpha, alpha) (rounded to whole grey levels: the images stay uint8); cutmix pastes the
-    partner's box of area share 1 - lambda (clipped to the image; lambda then is the share left). Targets become
-    lambda * own + (1 - lambda) * partner's, so each row still sums to 1.
-    """
+    """With ``probability``, mixup or cutmix (one of ``mixing``) of a batch with a permutation of itself (timm's batch
+    mode), lambda ~ Beta(alpha, alpha): mixup rounds to grey levels, cutmix's lambda is what its clipped box left."""
     if rng.random() >= probability:
         return images, targets
     name, alpha = mixing[int(rng.integers(len(mixing)))]
@@ -334,17 +272,9 @@ ARRAY_FEED_LIMIT_BYTES = 512 * 2**20  # above this, TensorFlow is fed the PyData
 
 
 def fit_inputs(batches: TrainBatches, epochs: int) -> dict[str, Any]:
-    """The data arguments of ``model.fit`` for ``batches``: the same batches in the same order either way.
-
-    On TensorFlow, the remaining epochs' batches as one tf.data pipeline over arrays, with tf.data's autotuning
-    off. Measured on a 2-core CPU (benchmarks/results/*-smoke-feed-*.json), a ResNet50V2 step then runs about
-    twice as fast as when a PyDataset's batches cross from Python through ``from_generator``; and with autotuning
-    on, the pipeline's end waits for the autotuner's thread to wake (0 to 60 s after the last epoch, seen as a
-    25-40 s pause after ResNet50V2's last epoch). This is fer_lib's one use of the TensorFlow API: Keras offers no
-    switch for either, and it is imported only on the TensorFlow backend (the GPU machines have no TensorFlow).
-    Elsewhere (JAX iterates batches in Python either way), or when the arrays would pass
-    ``ARRAY_FEED_LIMIT_BYTES``, the PyDataset itself.
-    """
+    """``model.fit``'s data arguments for ``batches``, the same batches either way: on TensorFlow, arrays in a tf.data
+    pipeline with autotuning off (twice the steps per second on 2 cores, no wait at the end; README), else the
+    PyDataset. fer_lib's one use of the TensorFlow API, imported only here."""
     if keras.backend.backend() != "tensorflow" or batches.remaining_epochs_nbytes(epochs) > ARRAY_FEED_LIMIT_BYTES:
         return {"x": batches, "shuffle": False}  # Keras would shuffle the batch order again, with Python's random
     import tensorflow as tf
@@ -356,20 +286,13 @@ def fit_inputs(batches: TrainBatches, epochs: int) -> dict[str, Any]:
 
 
 class EpochRecord(keras.callbacks.Callback):
-    """Validates at the end of each epoch and adds what history.csv records beside the training metrics.
-
-    Validation is a padded ``predict`` (one compiled function, shared with the final evaluation) scored with the
-    compiled loss, so ``val_loss``/``val_accuracy``/``val_top2_accuracy`` mean what Keras's own validation means.
-    ``train_images_per_second`` counts training time only; ``epoch_seconds`` includes validation. Runs first among
-    the epoch-end callbacks, so the others (checkpoint, early stopping, the CSV) see the validation metrics.
-    """
+    """Validates each epoch by a padded ``predict`` (compiled once, as the final evaluation's) and the compiled loss,
+    and adds the timings; runs first among the epoch-end callbacks, so the others see the validation metrics."""
 
     def __init__(self, val: Split, n_train_per_epoch: int, loss: keras.losses.Loss, batch_size: int) -> None:
         super().__init__()
         self.val_images, self.val_targets = val.images, one_hot(val.labels)
-        self.n_train_per_epoch = n_train_per_epoch
-        self.loss = loss
-        self.batch_size = batch_size
+        self.n_train_per_epoch, self.loss, self.batch_size = n_train_per_epoch, loss, batch_size
         self._start = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -392,10 +315,8 @@ class EpochRecord(keras.callbacks.Callback):
 
 
 class SwapEma(keras.callbacks.Callback):
-    """Swaps the model's weights with the optimizer's moving average of them (Keras's ``use_ema``), and back when
-    called again: placed around the epoch-end callbacks that validate, select and record, so that they see the
-    averaged weights while training and the resumable backup go on with the raw ones. (Keras's SwapEMAWeights swaps
-    around its own evaluation, or for a whole epoch end; the backup needs the raw weights within it.)"""
+    """Swaps the weights with their moving average, and back when called again: placed around the callbacks that
+    validate, select and record, while the backup keeps the raw ones (Keras's SwapEMAWeights swaps all of them)."""
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         optimizer = self.model.optimizer
@@ -406,10 +327,7 @@ class SwapEma(keras.callbacks.Callback):
 
 
 class StopOnDivergence(keras.callbacks.Callback):
-    """Stops at the first epoch whose training loss is NaN or infinite, naming the model, the epoch and a remedy.
-
-    Epoch-level (Keras's TerminateOnNaN checks every batch and so turns off asynchronous dispatch).
-    """
+    """Stops at the first epoch whose training loss is not finite, saying what to try (TerminateOnNaN is per batch)."""
 
     def __init__(self, model_name: str, config: TrainConfig) -> None:
         super().__init__()
@@ -477,11 +395,8 @@ class BestWeights(keras.callbacks.Callback):
 
 
 class PeriodicBackup(keras.callbacks.BackupAndRestore):
-    """Keras's BackupAndRestore (weights and optimizer state), written every N epochs or M seconds, not every epoch.
-
-    With the best weights beside it, so a resumed run keeps its best epoch. Declared ``async_safe``: it saves only at
-    epoch ends, so its (inherited, no-op for ``save_freq="epoch"``) batch hook need not stop asynchronous dispatch.
-    """
+    """Keras's BackupAndRestore with the best weights beside it, written every N epochs or M seconds; ``async_safe``:
+    its inherited batch hook does nothing with ``save_freq="epoch"``."""
 
     async_safe = True
 
@@ -498,10 +413,8 @@ class PeriodicBackup(keras.callbacks.BackupAndRestore):
         self._epochs_since_save += 1
         if self._current_epoch >= self.params.get("epochs", math.inf):
             return  # training ends now: on_train_end removes the backup anyway
-        due = time.monotonic() - self._last_save >= self.every_seconds
-        if self.every_epochs is not None and self._epochs_since_save >= self.every_epochs:
-            due = True
-        if due:
+        epochs_due = self.every_epochs is not None and self._epochs_since_save >= self.every_epochs
+        if epochs_due or time.monotonic() - self._last_save >= self.every_seconds:
             self._save_model()
             self.best.save(Path(self.backup_dir))
             self._last_save, self._epochs_since_save = time.monotonic(), 0
@@ -520,48 +433,30 @@ class ProgressFile(keras.callbacks.Callback):
         logs = logs or {}
         if self._first_epoch is None:
             self._first_epoch = epoch
-        done = epoch + 1 - self._first_epoch
-        per_epoch = (time.monotonic() - self._started) / done
-        record = {"model": self.model_name, "epoch": epoch + 1, "epochs": self.epochs,
-                  "accuracy": logs.get("accuracy"), "val_accuracy": logs.get("val_accuracy"),
-                  "loss": logs.get("loss"), "images_per_second": logs.get("train_images_per_second"),
-                  "seconds_left": per_epoch * (self.epochs - epoch - 1)}
-        write_json(self.path, record)
+        per_epoch = (time.monotonic() - self._started) / (epoch + 1 - self._first_epoch)
+        write_json(self.path, {"model": self.model_name, "epoch": epoch + 1, "epochs": self.epochs,
+                               "accuracy": logs.get("accuracy"), "val_accuracy": logs.get("val_accuracy"),
+                               "loss": logs.get("loss"), "images_per_second": logs.get("train_images_per_second"),
+                               "seconds_left": per_epoch * (self.epochs - epoch - 1)})
 
 
-def _in_distribution_scope(train: Callable[..., TrainResult]) -> Callable[..., TrainResult]:
-    """Run ``train`` inside the scope of the config's distribution (:func:`make_distribution`), so that the model is
-    built, compiled, trained and saved with its variables on every device of the mesh; the distribution is made
-    first, as it may have to join the other processes before anything computes."""
-    @functools.wraps(train)
-    def in_scope(dataset: FerDataset, model_name: str, params: TrainConfig, out_dir: str | Path,
-                 **kwargs: Any) -> TrainResult:
-        require_config(params, TrainConfig, "train_model's params")
-        with distribution_scope(make_distribution(params)):
-            return train(dataset, model_name, params, out_dir, **kwargs)
-    return in_scope
-
-
-@_in_distribution_scope
 def train_model(dataset: FerDataset, model_name: str, params: TrainConfig, out_dir: str | Path,
                 *, model_options: Config | None = None, augmentation: AugmentConfig | None = None,
                 extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> TrainResult:
     """Train ``model_name`` on ``dataset.train``, select on ``dataset.val``, and keep every record in ``out_dir``.
 
-    ``out_dir`` gets ``history.csv`` (one row per epoch), ``best.keras`` (the model at its best epoch on ``monitor``,
-    without optimizer state), ``train_config.json``, ``progress.json`` and, while training, ``backup/`` for
-    resuming. Calling again with the ``out_dir`` of a killed run resumes it from its last backup (epochs after the
-    backup are trained again and recorded once); the ``out_dir`` of a finished run is refused rather than
-    overwritten. A NaN or infinite training loss stops training with :class:`TrainingDiverged`.
-
-    ``params`` is a :class:`TrainConfig`, ``model_options`` the model's typed options (None: its defaults) and
-    ``augmentation`` an :class:`AugmentConfig` (None: none); mappings are a TypeError: the configs are built where
-    the params come in (fer_lib.app.study.run_model does, from resolved params). With ``params.distribution`` on
-    several devices, all of it runs in that DataParallel's scope (``TrainResult.distribution``: evaluate in it too).
-    """
+    Calling again resumes a killed run from ``backup/``; a finished one (``best.keras``) is refused, never overwritten.
+    With several devices, evaluate in ``TrainResult.distribution``."""
     require_config(params, TrainConfig, "train_model's params")
+    with distribution_scope(make_distribution(params)):  # made first: it may join the other processes
+        return _train_in_scope(dataset, model_name, params, out_dir, model_options, augmentation, extra_callbacks)
+
+
+def _train_in_scope(dataset: FerDataset, model_name: str, config: TrainConfig, out_dir: str | Path,
+                    model_options: Config | None, augmentation: AugmentConfig | None,
+                    extra_callbacks: Sequence[keras.callbacks.Callback]) -> TrainResult:
+    """:func:`train_model` in the distribution's scope: the model's variables live on every device of its mesh."""
     require_config(augmentation, AugmentConfig, "train_model's augmentation", optional=True)
-    config = params
     options = model_options if model_options is not None else MODEL_OPTIONS[model_name]()
     config.check_training_split(len(dataset.train))
     out_dir = Path(out_dir)
@@ -573,7 +468,7 @@ def train_model(dataset: FerDataset, model_name: str, params: TrainConfig, out_d
     resumed_from = _backup_epoch(backup_dir)
     _keep_history_rows(history_file, resumed_from)  # epochs after the last backup are trained again
 
-    distribution = keras.distribution.distribution()  # the one @_in_distribution_scope made (None: one device)
+    distribution = keras.distribution.distribution()  # the one train_model made (None: one device)
     keras.utils.set_random_seed(config.seed)
     model = build_model(model_name, options, augmentation=augmentation, mixed_precision=config.mixed_precision,
                         seed=config.seed, bn_momentum=config.bn_momentum)
@@ -585,13 +480,9 @@ def train_model(dataset: FerDataset, model_name: str, params: TrainConfig, out_d
     optimizer = make_optimizer(config, len(batches))
     if config.decay_kernels_only:
         kernels_only(optimizer, model)
-    model.compile(
-        optimizer=optimizer,
-        loss=loss,
-        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
-                 keras.metrics.TopKCategoricalAccuracy(k=2, name="top2_accuracy")],
-        jit_compile=config.jit_compile,
-    )
+    model.compile(optimizer=optimizer, loss=loss, jit_compile=config.jit_compile,
+                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
+                           keras.metrics.TopKCategoricalAccuracy(k=2, name="top2_accuracy")])
     write_json(out_dir / TRAIN_CONFIG_FILE, {
         "model": model_name, "model_options": options.as_dict(),
         "augmentation": {} if augmentation is None else augmentation.as_dict(), "train": config.as_dict(),
@@ -599,8 +490,7 @@ def train_model(dataset: FerDataset, model_name: str, params: TrainConfig, out_d
                  "val_origin": dataset.val_origin, "n_train": len(dataset.train), "n_val": len(dataset.val)},
         "distribution": distribution_record(distribution, config)})
 
-    mode = "max" if config.monitor.endswith("accuracy") else "min"
-    best = BestWeights(config.monitor, mode)
+    best = BestWeights(config.monitor, "max" if config.monitor.endswith("accuracy") else "min")
     if resumed_from:
         best.load(backup_dir)
     callbacks = training_callbacks(config, model_name, dataset, out_dir, best, loss,
@@ -645,11 +535,8 @@ def load_finished(out_dir: str | Path) -> TrainResult:
 
 
 def load_inference_model(path: str | Path) -> keras.Model:
-    """A model saved by :func:`save_inference_model` (uncompiled), e.g. ``best.keras``.
-
-    The one way fer_lib loads a trained model (resumed evaluation, occlusion maps, predict on photos); importing this
-    module registers fer_lib's augmentation layer, which the saved models contain.
-    """
+    """The one way fer_lib loads a model saved by :func:`save_inference_model` (uncompiled), e.g. ``best.keras``;
+    importing this module registers fer_lib's augmentation layers, which the saved models contain."""
     return keras.saving.load_model(path, compile=False)
 
 
@@ -659,22 +546,18 @@ def training_callbacks(config: TrainConfig, model_name: str, dataset: FerDataset
     """The epoch-end callbacks, in the order they must run (validation first, the backup after the CSV row)."""
     mode = best.mode
     callbacks: list[keras.callbacks.Callback] = [SwapEma()] if config.ema else []  # the average in ...
-    callbacks += [
-        EpochRecord(dataset.val, n_train_per_epoch, loss,
-                    evaluation_batch_size(config.batch_size, dataset, devices=devices)),
-        StopOnDivergence(model_name, config),
-    ]
+    callbacks += [EpochRecord(dataset.val, n_train_per_epoch, loss,
+                              evaluation_batch_size(config.batch_size, dataset, devices=devices)),
+                  StopOnDivergence(model_name, config)]
     if config.reduce_lr_on_plateau:
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
             monitor=config.monitor, mode=mode, factor=config.plateau_factor, patience=config.plateau_patience,
             min_lr=config.learning_rate * 1e-3))
     callbacks += [best, HistoryFile(out_dir / HISTORY_FILE)]
-    callbacks += [SwapEma()] if config.ema else []  # ... and out: the backup keeps the raw weights training goes on with
-    callbacks += [
-        PeriodicBackup(out_dir / BACKUP_DIR, best, every_epochs=config.backup_every_epochs,
-                       every_seconds=config.backup_every_seconds),
-        ProgressFile(out_dir / PROGRESS_FILE, model_name, config.epochs),
-    ]
+    callbacks += [SwapEma()] if config.ema else []  # ... and out: the backup keeps the raw weights training goes on
+    callbacks += [PeriodicBackup(out_dir / BACKUP_DIR, best, every_epochs=config.backup_every_epochs,
+                                 every_seconds=config.backup_every_seconds),
+                  ProgressFile(out_dir / PROGRESS_FILE, model_name, config.epochs)]
     if config.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(monitor=config.monitor, mode=mode,
                                                        patience=config.early_stopping_patience))
@@ -682,11 +565,8 @@ def training_callbacks(config: TrainConfig, model_name: str, dataset: FerDataset
 
 
 def save_inference_model(model: keras.Model, path: Path) -> Path:
-    """Save architecture and weights only: an uncompiled copy, so no optimizer slots (Adam's are twice the weights).
-
-    ``keras.models.clone_model`` of a compiled model compiles the clone (Keras 3.15), so the copy is rebuilt from
-    the model's config instead.
-    """
+    """Save an uncompiled copy, without optimizer slots (Adam's are twice the weights); rebuilt from the config, as
+    ``keras.models.clone_model`` of a compiled model compiles the clone (Keras 3.15)."""
     copy = model.__class__.from_config(model.get_config())
     copy.set_weights(model.get_weights())
     copy.save(path)
@@ -706,11 +586,9 @@ def _backup_epoch(backup_dir: Path) -> int:
 
 def _keep_history_rows(history_file: Path, rows: int) -> None:
     """Cut history.csv to its first ``rows`` epochs (all of it is removed when ``rows`` is 0)."""
-    if not history_file.exists():
-        return
     if rows == 0:
-        history_file.unlink()
-        return
-    history = pd.read_csv(history_file)
-    if len(history) > rows:
-        history.iloc[:rows].to_csv(history_file, index=False)
+        history_file.unlink(missing_ok=True)
+    elif history_file.exists():
+        history = pd.read_csv(history_file)
+        if len(history) > rows:
+            history.iloc[:rows].to_csv(history_file, index=False)
