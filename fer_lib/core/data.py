@@ -1,11 +1,7 @@
-"""Load FER2013 from any of its real layouts into train / val / test arrays, with honest splits and a cache.
+"""Load FER2013 from any of its real layouts (:data:`ACCEPTED_LAYOUTS`) into train / val / test arrays.
 
-The layouts (:data:`ACCEPTED_LAYOUTS`, detected from what the path holds): ``fer2013.csv`` (train = ``Training``,
-val = ``PublicTest``, test = ``PrivateTest``); the folder re-packaging ``train/<class>/``, ``test/<class>/`` and an
-optional ``val/`` (without it, validation is a stratified, seeded fraction carved from ``train/``); a data bundle
-(:func:`write_bundle`) of either, for a machine without the original. Labels always follow the csv's order, never
-alphabetical folder order, and validation is never taken from test. Decoded arrays are cached by a fingerprint of
-the source, so a second load is fast and a changed source is decoded again.
+Labels follow the csv's order, never alphabetical folder order; validation is never taken from test (without a val
+split it is carved from train); decoded arrays are cached by a fingerprint of the source, so a changed one is decoded.
 """
 
 from __future__ import annotations
@@ -16,6 +12,7 @@ import io
 import os
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +29,12 @@ CSV_COLUMNS: tuple[str, ...] = ("emotion", "pixels", "Usage")
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".pgm")
 PIXELS_PER_IMAGE = IMAGE_SIZE * IMAGE_SIZE
 CACHE_FORMAT_VERSION = "1"
-FER2013_SOURCE_HINT = (
-    "FER2013 is available for research use from the Kaggle challenge 'Challenges in Representation Learning: "
-    "Facial Expression Recognition Challenge' (fer2013.csv) or its folder re-packaging 'FER-2013' "
-    "(train/<class>/*.jpg, test/<class>/*.jpg)."
-)
-ACCEPTED_LAYOUTS = (
-    "accepted layouts: (1) fer2013.csv with columns emotion, pixels, Usage, or a folder holding it; "
-    "(2) a folder with train/<class>/*.jpg|png and test/<class>/... (optional val/), class folders named "
-    + ", ".join(EMOTIONS) + "; (3) a fer-study data bundle (.npz, see `make gpu-bundle`)"
-)
+FER2013_SOURCE_HINT = ("FER2013 is available for research use from the Kaggle challenge 'Challenges in "
+                       "Representation Learning: Facial Expression Recognition Challenge' (fer2013.csv) or its folder "
+                       "re-packaging 'FER-2013' (train/<class>/*.jpg, test/<class>/*.jpg).")
+ACCEPTED_LAYOUTS = ("accepted layouts: (1) fer2013.csv with columns emotion, pixels, Usage, or a folder holding it; "
+                    "(2) a folder with train/<class>/*.jpg|png and test/<class>/... (optional val/), class folders "
+                    "named " + ", ".join(EMOTIONS) + "; (3) a fer-study data bundle (.npz, see `make gpu-bundle`)")
 BUNDLE_FORMAT = "fer-study-data-bundle/1"
 
 
@@ -98,43 +91,33 @@ class DataSummary:
 
 
 # --- Public entry points ----------------------------------------------------------------------------------------------
-
-
 def load_fer2013(path: str | os.PathLike[str], *, val_fraction: float = 0.1, seed: int = 0, resize: bool = False,
                  cache_dir: str | os.PathLike[str] | None = None) -> FerDataset:
-    """Load FER2013 from ``path`` (csv file, folder holding it, or folder layout) into a :class:`FerDataset`.
-
-    ``val_fraction`` and ``seed`` only matter when the source has no validation split of its own. ``resize`` lets
-    images that are not 48x48 be resized instead of rejected. Decoded arrays are cached under ``cache_dir`` (default
-    ``$FER_STUDY_CACHE`` or ``~/.cache/fer-study``) keyed by a fingerprint of the source files.
-    """
+    """Load FER2013 from ``path`` (a csv, a folder or a bundle), cached under ``cache_dir`` (default
+    :func:`default_cache_dir`); ``val_fraction`` and ``seed`` only carve validation for a source without one."""
     if not 0.0 < float(val_fraction) < 1.0:
         raise FerDataError(f"val_fraction must be strictly between 0 and 1, got {val_fraction!r}")
-    source = Path(path).expanduser()
-    layout, root = detect_layout(source)
+    layout, root = detect_layout(Path(path).expanduser())
     fingerprint = source_fingerprint(layout, root, resize=resize)
     raw = _read_cache(cache_dir, fingerprint)
     if raw is None:
-        readers = {"csv": _read_csv, "folders": _read_folders, "bundle": _read_bundle}
-        raw = readers[layout](root, resize=resize)
+        raw = {"csv": _read_csv, "folders": _read_folders, "bundle": _read_bundle}[layout](root, resize=resize)
         _write_cache(cache_dir, fingerprint, raw)
     return _assemble(raw, layout=layout, root=root, fingerprint=fingerprint, val_fraction=val_fraction, seed=seed)
 
 
 def detect_layout(path: Path) -> tuple[str, Path]:
-    """Return ``("csv", csv_file)`` or ``("folders", root)`` for ``path``, or raise a clear :class:`FerDataError`."""
+    """``(layout, csv file, folder or bundle)`` for ``path``, or a clear :class:`FerDataError`."""
     if not path.exists():
         raise FerDataError(f"FER2013 data not found at '{path}': the path does not exist. {ACCEPTED_LAYOUTS}. "
                            f"{FER2013_SOURCE_HINT}")
     if path.is_file():
-        if path.suffix.lower() == ".csv":
-            return "csv", path
-        if path.suffix.lower() == ".npz":
-            return "bundle", path
-        raise FerDataError(f"'{path}' is a file but neither a .csv nor a data bundle (.npz); {ACCEPTED_LAYOUTS}")
-    csv_file = path / "fer2013.csv"
-    if csv_file.is_file():
-        return "csv", csv_file
+        layout = {".csv": "csv", ".npz": "bundle"}.get(path.suffix.lower())
+        if layout is None:
+            raise FerDataError(f"'{path}' is a file but neither a .csv nor a data bundle (.npz); {ACCEPTED_LAYOUTS}")
+        return layout, path
+    if (path / "fer2013.csv").is_file():
+        return "csv", path / "fer2013.csv"
     if (path / "train").is_dir():
         return "folders", path
     raise FerDataError(f"'{path}' holds neither fer2013.csv nor a train/ folder; {ACCEPTED_LAYOUTS}. "
@@ -184,8 +167,7 @@ def source_fingerprint(layout: str, root: Path, *, resize: bool = False) -> str:
     return digest.hexdigest()[:20]
 
 
-# --- The two readers: each returns {split: (images uint8 (n,48,48,1), labels int64 (n,), ids str (n,))} ---------------
-
+# --- The readers: each returns {split: (images uint8 (n,48,48,1), labels int64 (n,), ids str (n,))} ------------------
 RawSplits = dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
@@ -200,33 +182,27 @@ def _read_csv(csv_file: Path, *, resize: bool) -> RawSplits:
                            f"{', '.join(CSV_COLUMNS)}, found {', '.join(map(str, frame.columns)) or 'none'}")
     line_numbers = np.arange(len(frame)) + 2  # 1-based, after the header line
 
+    def check(good: pd.Series | np.ndarray, problem: Callable[[int], str]) -> None:
+        """Raise at the first row where ``good`` is False, naming the file, the line and ``problem(row)``."""
+        bad = np.flatnonzero(~np.asarray(good))
+        if bad.size:
+            raise FerDataError(f"{csv_file}, line {line_numbers[bad[0]]}: {problem(int(bad[0]))}")
+
     emotion = pd.to_numeric(frame["emotion"].str.strip(), errors="coerce")
-    bad = ~emotion.isin(range(NUM_CLASSES))
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        codes = ", ".join(f"{i} {e}" for i, e in enumerate(EMOTIONS))
-        raise FerDataError(f"{csv_file}, line {line_numbers[row]}: emotion {frame['emotion'].iloc[row]!r} is not an "
-                           f"integer code 0-{NUM_CLASSES - 1} ({codes})")
-
+    codes = ", ".join(f"{i} {e}" for i, e in enumerate(EMOTIONS))
+    check(emotion.isin(range(NUM_CLASSES)),
+          lambda row: f"emotion {frame['emotion'].iloc[row]!r} is not an integer code 0-{NUM_CLASSES - 1} ({codes})")
     usage = frame["Usage"].str.strip()
-    bad = ~usage.isin(CSV_USAGE_TO_SPLIT.keys())
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise FerDataError(f"{csv_file}, line {line_numbers[row]}: unknown Usage {frame['Usage'].iloc[row]!r}; "
-                           f"expected one of {', '.join(CSV_USAGE_TO_SPLIT)}")
-
+    check(usage.isin(CSV_USAGE_TO_SPLIT.keys()),
+          lambda row: f"unknown Usage {frame['Usage'].iloc[row]!r}; expected one of {', '.join(CSV_USAGE_TO_SPLIT)}")
     pixels = frame["pixels"].str.strip()
-    malformed = ~pixels.str.fullmatch(r"\d+(?:\s+\d+)*")
-    if malformed.any():
-        row = int(np.flatnonzero(malformed.to_numpy())[0])
-        raise FerDataError(f"{csv_file}, line {line_numbers[row]}: pixels must be {PIXELS_PER_IMAGE} integers 0-255 "
-                           f"separated by spaces, got {_preview(frame['pixels'].iloc[row])}")
+    check(pixels.str.fullmatch(r"\d+(?:\s+\d+)*"),
+          lambda row: f"pixels must be {PIXELS_PER_IMAGE} integers 0-255 separated by spaces, got "
+                      f"{_preview(frame['pixels'].iloc[row])}")
     counts = pixels.str.count(r"\d+").to_numpy()
-    wrong = counts != PIXELS_PER_IMAGE
-    if wrong.any() and not resize:
-        row = int(np.flatnonzero(wrong)[0])
-        raise FerDataError(f"{csv_file}, line {line_numbers[row]}: pixels holds {counts[row]} values, expected "
-                           f"{PIXELS_PER_IMAGE} (a {IMAGE_SIZE}x{IMAGE_SIZE} image)")
+    if not resize:
+        check(counts == PIXELS_PER_IMAGE, lambda row: f"pixels holds {counts[row]} values, expected "
+                                                      f"{PIXELS_PER_IMAGE} (a {IMAGE_SIZE}x{IMAGE_SIZE} image)")
 
     images = np.empty((len(frame), IMAGE_SIZE, IMAGE_SIZE, 1), dtype=np.uint8)
     for row, text in enumerate(pixels):
@@ -243,22 +219,23 @@ def _read_csv(csv_file: Path, *, resize: bool) -> RawSplits:
 
     labels = emotion.to_numpy().astype(np.int64)
     ids = np.array([f"{csv_file.name}:line{n}" for n in line_numbers])
-    raw: RawSplits = {}
-    for usage_name, split in CSV_USAGE_TO_SPLIT.items():
-        rows = np.flatnonzero((usage == usage_name).to_numpy())
-        raw[split] = (images[rows], labels[rows], ids[rows])
-    return raw
+    in_split = {split: (usage == usage_name).to_numpy() for usage_name, split in CSV_USAGE_TO_SPLIT.items()}
+    return {split: (images[rows], labels[rows], ids[rows]) for split, rows in in_split.items()}
 
 
 def _read_folders(root: Path, *, resize: bool) -> RawSplits:
     raw: RawSplits = {}
     for split in SPLITS:
-        folder = root / split
-        if not folder.is_dir():
+        if not (root / split).is_dir():
             if split == "val":
                 continue
             raise FerDataError(f"'{root}' has no {split}/ folder; {ACCEPTED_LAYOUTS}")
-        raw[split] = _read_split_folder(folder, resize=resize)
+        files = _split_folder_files(root / split)
+        images = np.empty((len(files), IMAGE_SIZE, IMAGE_SIZE, 1), dtype=np.uint8)
+        for index, (file, _) in enumerate(files):
+            images[index, :, :, 0] = _decode_image(file, resize=resize)
+        labels = np.array([code for _, code in files], dtype=np.int64)
+        raw[split] = (images, labels, np.array([str(file.relative_to(root)) for file, _ in files]))
     return raw
 
 
@@ -266,9 +243,7 @@ def _split_folder_files(folder: Path) -> list[tuple[Path, int]]:
     """The image files of one split folder with their label codes, in a fixed order (class folders, then names)."""
     codes = {name: code for code, name in enumerate(EMOTIONS)}
     files: list[tuple[Path, int]] = []
-    for entry in sorted(folder.iterdir()):
-        if entry.name.startswith("."):
-            continue
+    for entry in sorted(entry for entry in folder.iterdir() if not entry.name.startswith(".")):
         if not entry.is_dir():
             raise FerDataError(f"unexpected file '{entry}' in {folder}: expected one sub-folder per class "
                                f"({', '.join(EMOTIONS)})")
@@ -280,34 +255,21 @@ def _split_folder_files(folder: Path) -> list[tuple[Path, int]]:
     return files
 
 
-def _read_split_folder(folder: Path, *, resize: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    files = _split_folder_files(folder)
-    images = np.empty((len(files), IMAGE_SIZE, IMAGE_SIZE, 1), dtype=np.uint8)
-    for index, (file, _) in enumerate(files):
-        images[index, :, :, 0] = _decode_image(file, resize=resize)
-    labels = np.array([code for _, code in files], dtype=np.int64)
-    ids = np.array([str(file.relative_to(folder.parent)) for file, _ in files])
-    return images, labels, ids
-
-
 def _decode_image(file: Path, *, resize: bool, encoded: bytes | None = None) -> np.ndarray:
     """Decode one image file (or its ``encoded`` bytes, named ``file`` in messages) to 48x48 uint8 grayscale."""
     if encoded is None and file.suffix.lower() not in IMAGE_SUFFIXES:
         raise FerDataError(f"'{file}' is not an image file: expected one of {', '.join(IMAGE_SUFFIXES)}")
     try:
-        with Image.open(file if encoded is None else io.BytesIO(encoded)) as image:
-            image = image.convert("L")
-            if image.size != (IMAGE_SIZE, IMAGE_SIZE):
-                if not resize:
-                    raise FerDataError(
-                        f"'{file}' is {image.size[0]}x{image.size[1]}, expected {IMAGE_SIZE}x{IMAGE_SIZE}; "
-                        f"pass resize=True to resize such images")
-                image = _resized(image)
-            return np.asarray(image, dtype=np.uint8)
-    except FerDataError:
-        raise
+        with Image.open(file if encoded is None else io.BytesIO(encoded)) as opened:
+            image = opened.convert("L")  # convert() reads every pixel: a truncated file fails here
     except (OSError, ValueError) as error:  # PIL raises UnidentifiedImageError (an OSError) or OSError when truncated
         raise FerDataError(f"'{file}' is corrupt or unreadable as an image ({type(error).__name__}: {error})") from None
+    if image.size != (IMAGE_SIZE, IMAGE_SIZE):
+        if not resize:
+            raise FerDataError(f"'{file}' is {image.size[0]}x{image.size[1]}, expected {IMAGE_SIZE}x{IMAGE_SIZE}; "
+                               f"pass resize=True to resize such images")
+        image = _resized(image)
+    return np.asarray(image, dtype=np.uint8)
 
 
 def _resized(image: Image.Image) -> Image.Image:
@@ -319,33 +281,25 @@ def _preview(text: str, limit: int = 40) -> str:
 
 
 # --- Data bundles: a whole source in one compressed file, for machines without the original (the offline GPU bundle)
-
-
 def write_bundle(source: str | os.PathLike[str], destination: str | os.PathLike[str]) -> Path:
-    """Pack a FER2013 source (csv or folder layout) into one compressed ``.npz`` that :func:`load_fer2013` reads.
-
-    Each image is kept as an encoded file (a folder layout's JPEG/PNG files byte for byte, smaller compressed
-    together; a csv's pixels as lossless PNG), the splits as in the source (validation is carved at load time), with
-    ids, labels and a SHA-256 of each split's decoded pixels, which the reader checks.
-    """
+    """Pack a csv or folder source into one ``.npz`` that :func:`load_fer2013` reads: images stay encoded (files
+    byte for byte, csv pixels as PNG), each split with its ids, labels and its pixels' SHA-256, checked on reading."""
     layout, root = detect_layout(Path(source).expanduser())
     if layout == "bundle":
         raise FerDataError(f"'{root}' is already a data bundle")
     arrays: dict[str, np.ndarray] = {"format": np.array(BUNDLE_FORMAT), "source": np.array(str(root)),
                                      "source_layout": np.array(layout)}
-    if layout == "folders":
-        decoded = _read_folders(root, resize=False)
-        for split in decoded:
-            files = _split_folder_files(root / split)
-            arrays.update(_pack_split(split, [file.read_bytes() for file, _ in files], *decoded[split]))
-    else:
-        for split, (images, labels, ids) in _read_csv(root, resize=False).items():
+    decoded = _read_folders(root, resize=False) if layout == "folders" else _read_csv(root, resize=False)
+    for split, (images, labels, ids) in decoded.items():
+        if layout == "folders":
+            encoded = [file.read_bytes() for file, _ in _split_folder_files(root / split)]
+        else:
             encoded = []
             for image in images:
                 buffer = io.BytesIO()
                 Image.fromarray(image[:, :, 0]).save(buffer, format="PNG", optimize=True)
                 encoded.append(buffer.getvalue())
-            arrays.update(_pack_split(split, encoded, images, labels, ids))
+        arrays.update(_pack_split(split, encoded, images, labels, ids))
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=destination.parent, suffix=".npz.tmp", delete=False) as handle:
@@ -356,8 +310,7 @@ def write_bundle(source: str | os.PathLike[str], destination: str | os.PathLike[
 
 def _pack_split(split: str, encoded: list[bytes], images: np.ndarray, labels: np.ndarray,
                 ids: np.ndarray) -> dict[str, np.ndarray]:
-    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum([len(item) for item in encoded])
+    offsets = np.cumsum([0, *map(len, encoded)], dtype=np.int64)
     return {f"{split}_encoded": np.frombuffer(b"".join(encoded), dtype=np.uint8), f"{split}_offsets": offsets,
             f"{split}_labels": labels, f"{split}_ids": ids,
             f"{split}_pixels_sha256": np.array(hashlib.sha256(images.tobytes()).hexdigest())}
@@ -373,9 +326,7 @@ def _read_bundle(file: Path, *, resize: bool) -> RawSplits:
         raise FerDataError(f"'{file}' is not a fer-study data bundle (expected format {BUNDLE_FORMAT!r}, got "
                            f"{str(contents.get('format', 'none'))!r}); make one with `make gpu-bundle`")
     raw: RawSplits = {}
-    for split in SPLITS:
-        if f"{split}_encoded" not in contents:
-            continue
+    for split in (split for split in SPLITS if f"{split}_encoded" in contents):
         blob, offsets = contents[f"{split}_encoded"].tobytes(), contents[f"{split}_offsets"]
         ids = contents[f"{split}_ids"]
         images = np.empty((len(ids), IMAGE_SIZE, IMAGE_SIZE, 1), dtype=np.uint8)
@@ -383,8 +334,7 @@ def _read_bundle(file: Path, *, resize: bool) -> RawSplits:
             images[index, :, :, 0] = _decode_image(Path(f"{file}:{name}"), resize=resize,
                                                    encoded=blob[offsets[index]:offsets[index + 1]])
         if hashlib.sha256(images.tobytes()).hexdigest() != str(contents[f"{split}_pixels_sha256"]):
-            # The same bytes as the source's files, decoded here: what loading the source on this machine would
-            # give. A different decoder (another libjpeg) can differ by a grey level; say so rather than hide it.
+            # What the source's files decode to on this machine; another libjpeg can differ by a grey level.
             warnings.warn(f"{file}: the decoded {split} pixels differ from those of the machine that made the "
                           f"bundle (another JPEG decoder); they are what the source's files decode to here",
                           stacklevel=2)
@@ -395,14 +345,13 @@ def _read_bundle(file: Path, *, resize: bool) -> RawSplits:
 
 
 # --- Splits, validation carving and the cache -------------------------------------------------------------------------
-
-
 def _assemble(raw: RawSplits, *, layout: str, root: Path, fingerprint: str, val_fraction: float,
               seed: int) -> FerDataset:
     splits = {name: Split(name, *arrays) for name, arrays in raw.items()}
     for name in ("train", "test"):
         if len(splits[name]) == 0:
-            where = {"csv": f"no rows with Usage {_usage_for(name)}", "folders": f"no images in {name}/",
+            usage = next(usage for usage, split in CSV_USAGE_TO_SPLIT.items() if split == name)
+            where = {"csv": f"no rows with Usage {usage}", "folders": f"no images in {name}/",
                      "bundle": f"no {name} images in the bundle"}[layout]
             raise FerDataError(f"'{root}': the {name} split is empty ({where})")
     if "val" in splits and len(splits["val"]) > 0:
@@ -416,28 +365,21 @@ def _assemble(raw: RawSplits, *, layout: str, root: Path, fingerprint: str, val_
                                f"split of val_fraction {val_fraction:g} from it (it would hold {n_val}); add images, "
                                f"a val/ folder, or change val_fraction")
         val_idx, train_idx = _stratified_partition(splits["train"].labels, n_val, seed)
-        full_train = splits["train"]
-        splits["train"] = full_train.take(np.sort(train_idx))
-        splits["val"] = dataclasses.replace(full_train.take(np.sort(val_idx)), name="val")
+        splits["val"] = dataclasses.replace(splits["train"].take(np.sort(val_idx)), name="val")
+        splits["train"] = splits["train"].take(np.sort(train_idx))
         val_origin = f"carved {val_fraction:.0%} of train/ (stratified, seed {seed})"
-    return FerDataset(train=splits["train"], val=splits["val"], test=splits["test"], source=str(root), layout=layout,
-                      val_origin=val_origin, fingerprint=fingerprint)
-
-
-def _usage_for(split: str) -> str:
-    return next(usage for usage, name in CSV_USAGE_TO_SPLIT.items() if name == split)
+    return FerDataset(**splits, source=str(root), layout=layout, val_origin=val_origin, fingerprint=fingerprint)
 
 
 def _stratified_partition(labels: np.ndarray, n_first: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices of a stratified, seeded draw of ``n_first`` items, and of the rest."""
     from sklearn.model_selection import train_test_split
 
-    indices = np.arange(labels.shape[0])
     counts = np.bincount(labels, minlength=NUM_CLASSES)
     # sklearn cannot stratify a class with a single image, nor draw fewer items than there are classes: then the
     # draw is plain random (only tiny hand-made sets get here; FER2013's smallest class has 436 images)
     stratify = labels if counts[counts > 0].min() >= 2 and n_first >= np.count_nonzero(counts) else None
-    first, rest = train_test_split(indices, train_size=n_first, random_state=seed, stratify=stratify)
+    first, rest = train_test_split(np.arange(len(labels)), train_size=n_first, random_state=seed, stratify=stratify)
     return first, rest
 
 
@@ -450,14 +392,11 @@ def _cache_file(cache_dir: str | os.PathLike[str] | None, fingerprint: str) -> P
 
 
 def _read_cache(cache_dir: str | os.PathLike[str] | None, fingerprint: str) -> RawSplits | None:
-    file = _cache_file(cache_dir, fingerprint)
-    if not file.is_file():
-        return None
     try:
-        with np.load(file, allow_pickle=False) as stored:
+        with np.load(_cache_file(cache_dir, fingerprint), allow_pickle=False) as stored:
             return {split: (stored[f"{split}_images"], stored[f"{split}_labels"], stored[f"{split}_ids"])
                     for split in SPLITS if f"{split}_images" in stored.files}
-    except (OSError, ValueError, KeyError):  # a damaged cache is rebuilt, never trusted
+    except (OSError, ValueError, KeyError):  # a missing or damaged cache is rebuilt, never trusted
         return None
 
 
@@ -465,9 +404,8 @@ def _write_cache(cache_dir: str | os.PathLike[str] | None, fingerprint: str, raw
     file = _cache_file(cache_dir, fingerprint)
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
-        arrays = {}
-        for split, (images, labels, ids) in raw.items():
-            arrays.update({f"{split}_images": images, f"{split}_labels": labels, f"{split}_ids": ids})
+        arrays = {f"{split}_{part}": array for split, split_arrays in raw.items()
+                  for part, array in zip(("images", "labels", "ids"), split_arrays)}
         with tempfile.NamedTemporaryFile(dir=file.parent, suffix=".npz.tmp", delete=False) as handle:
             np.savez(handle, **arrays)
         os.replace(handle.name, file)
@@ -476,12 +414,9 @@ def _write_cache(cache_dir: str | os.PathLike[str] | None, fingerprint: str, raw
 
 
 # --- Synthetic data and data discovery --------------------------------------------------------------------------------
-
-SYNTHETIC_NOTICE = (
-    "SYNTHETIC DATA: these results come from fer_lib's generated cartoon faces, not from FER2013, and say nothing "
-    "about real facial expression recognition. To use real data, download FER2013 (" + FER2013_SOURCE_HINT + ") and "
-    "pass --data DIR, set FER2013_DIR, or place it in data/fer2013."
-)
+SYNTHETIC_NOTICE = ("SYNTHETIC DATA: these results come from fer_lib's generated cartoon faces, not from FER2013, and "
+                    "say nothing about real facial expression recognition. To use real data, download FER2013 ("
+                    + FER2013_SOURCE_HINT + ") and pass --data DIR, set FER2013_DIR, or place it in data/fer2013.")
 
 
 def load_synthetic(n_train: int = 2000, n_val: int = 500, n_test: int = 500, *, seed: int = 0,
@@ -503,17 +438,14 @@ def load_synthetic(n_train: int = 2000, n_val: int = 500, n_test: int = 500, *, 
 
 def discover_data(explicit: str | os.PathLike[str] | None = None, *,
                   project_root: str | os.PathLike[str] = ".") -> tuple[Path | None, str]:
-    """Where FER2013 is: ``explicit`` (must exist), else ``$FER2013_DIR``, else ``data/fer2013``; None if nowhere.
-
-    Returns the path (or None, meaning: run on synthetic data) and a sentence saying how it was chosen.
-    """
+    """Where FER2013 is, and how it was chosen: ``explicit`` (must exist), else ``$FER2013_DIR``, else
+    ``data/fer2013``; None (run on synthetic data) if nowhere."""
     if explicit is not None and str(explicit) != "":
         path = Path(explicit).expanduser()
         if not path.exists():
             raise FerDataError(f"data folder '{path}' does not exist. {ACCEPTED_LAYOUTS}. {FER2013_SOURCE_HINT}")
         return path, f"given explicitly: {path}"
-    from_env = os.environ.get("FER2013_DIR")
-    if from_env:
+    if from_env := os.environ.get("FER2013_DIR"):
         path = Path(from_env).expanduser()
         if not path.exists():
             raise FerDataError(f"FER2013_DIR points to '{path}', which does not exist. {FER2013_SOURCE_HINT}")
@@ -532,11 +464,8 @@ def data_source(config: DataConfig, *, project_root: str | os.PathLike[str] = ".
 
 
 def load_study_data(config: DataConfig, *, project_root: str | os.PathLike[str] = ".") -> tuple[FerDataset, str]:
-    """The data set a run uses, and a sentence saying where it came from (loudly, when it is synthetic).
-
-    Every problem of the data (layout, a file, a row, too few images) is a :class:`FerDataError` naming it: the
-    runner calls this before it makes a run folder, and the notebooks then load the same data from the cache.
-    """
+    """The data set a run uses and where it came from (loudly when synthetic); every problem of the data is a
+    :class:`FerDataError` naming it, which the runner raises before it makes a run folder."""
     require_config(config, DataConfig, "load_study_data's config")
     path, how = data_source(config, project_root=project_root)
     if path is None:

@@ -1,8 +1,5 @@
-"""FER2013's class labels, in the original csv's order.
-
-Every source (csv, folders, synthetic) maps onto these codes, so a label means the same thing everywhere; folder
-names are never sorted alphabetically into codes.
-"""
+"""FER2013's class labels in the original csv's order, onto which every source (csv, folders, synthetic) maps, so a
+label means the same thing everywhere (folder names are never sorted alphabetically into codes)."""
 
 EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 NUM_CLASSES: int = len(EMOTIONS)

@@ -1,14 +1,5 @@
-"""What a run folder holds on disk: its file names, where each model's records go, and the one JSON writer.
-
-A run folder (made by ``fer_lib.app.runs``)::
-
-    params.yaml  manifest.json  summary.json  report.html  notebooks/  figures/  logs/
-    models/<model>/                   a run of one seed
-    seeds/seed-<s>/models/<model>/    a run of several seeds, one folder per seed
-
-Each model folder holds ``history.csv`` (one row per epoch, numbered from 1), ``best.keras``, ``train_config.json``,
-``training.json``, ``progress.json``, ``metrics.json`` and ``predictions_<split>.npz``. Readers never care which
-of the two layouts a run has: :func:`seed_folders` gives every seed's folder, a run of one seed included.
+"""What a run folder holds on disk (its layout: docs/CONTRACTS.md): file names, where each model's records go,
+and the one JSON writer. Readers never care whether a run has one seed: :func:`seed_folders` gives every seed's folder.
 """
 
 from __future__ import annotations
@@ -44,8 +35,7 @@ def predictions_file(split: str) -> str:
 
 
 def model_dir(run_dir: str | Path, model: str, seed: int | None = None) -> Path:
-    """Where one model's records go: ``models/<model>/``, or ``seeds/seed-<s>/models/<model>/`` for one seed of a
-    run of several seeds (``seed`` None: the run has one seed)."""
+    """Where one model's records go: ``models/<model>/``, or ``seeds/seed-<s>/models/<model>/`` (``seed`` given)."""
     root = Path(run_dir) if seed is None else Path(run_dir) / SEEDS_DIR / f"seed-{int(seed)}"
     return root / MODELS_DIR / model
 
@@ -64,12 +54,11 @@ def write_params(run_dir: str | Path, params: Mapping[str, Any]) -> Path:
 
 
 def seed_folders(run_dir: str | Path) -> dict[int, Path]:
-    """Every seed of a run with the folder holding its ``models/``, in increasing order: ``seeds/seed-<s>/`` of a
-    run of several seeds, else ``{seed: run_dir}`` (the params' seed, 0 when unknown)."""
+    """Each seed's folder holding its models/, seeds in increasing order; one seed: ``{params' seed or 0: run_dir}``."""
     run_dir = Path(run_dir)
     folder = run_dir / SEEDS_DIR
     found = sorted(int(p.name.removeprefix("seed-")) for p in folder.glob("seed-*")
-                   if p.is_dir() and p.name.removeprefix("seed-").isdigit()) if folder.is_dir() else []
+                   if p.is_dir() and p.name.removeprefix("seed-").isdigit())
     if found:
         return {seed: folder / f"seed-{seed}" for seed in found}
     try:
@@ -91,10 +80,7 @@ def run_models(run_dir: str | Path) -> list[str]:
     return sorted(set.intersection(*per_seed)) if per_seed else []
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# Where runs are
-# --------------------------------------------------------------------------------------------------------------------
-
+# --- Where runs are --------------------------------------------------------------------------------------------------
 def project_root(start: str | Path | None = None) -> Path:
     """The folder holding pyproject.toml above ``start`` (default: the working directory), else ``start`` itself."""
     here = Path(start or Path.cwd()).resolve()
@@ -105,8 +91,8 @@ def project_root(start: str | Path | None = None) -> Path:
 
 
 def project_path(path: str | Path, folder: str = "") -> Path:
-    """``path`` as given when it exists from the working directory (or is absolute), else inside the project's
-    ``folder`` (a notebook runs in notebooks/, a user in the checkout: both name ``outputs/<run>`` the same)."""
+    """``path`` as given when absolute or existing, else in the project's ``folder``: so a notebook (in notebooks/)
+    and a user (in the checkout) both name ``outputs/<run>`` the same."""
     given = Path(path).expanduser()
     if given.is_absolute() or given.exists():
         return given
@@ -126,8 +112,7 @@ def is_run_dir(path: str | Path) -> bool:
 
 
 def list_runs(outputs_dir: str | Path | None = None, *, with_models: bool = False) -> list[Path]:
-    """The run folders under ``outputs_dir`` (default ``outputs/``), oldest first (names start with a timestamp);
-    ``with_models``: only those with a finished model."""
+    """Run folders under ``outputs_dir`` (default outputs/), oldest first; ``with_models``: with a finished model."""
     outputs = Path(outputs_dir) if outputs_dir is not None else default_outputs_dir()
     if not outputs.is_dir():
         return []
@@ -139,9 +124,8 @@ def latest_run(outputs_dir: str | Path | None = None) -> Path:
     """The newest run folder with a finished model."""
     found = list_runs(outputs_dir, with_models=True)
     if not found:
-        raise FileNotFoundError(f"no run folder with a trained model under "
-                                f"'{outputs_dir or default_outputs_dir()}': run `fer-study run` or the 02_train "
-                                f"notebook first")
+        raise FileNotFoundError(f"no run folder with a trained model under '{outputs_dir or default_outputs_dir()}': "
+                                f"run `fer-study run` or the 02_train notebook first")
     return found[-1]
 
 
@@ -156,9 +140,7 @@ def resolve_run_dir(run_dir: str | Path | None) -> Path:
 
 
 def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
+    if isinstance(value, (np.generic, np.ndarray)):  # a numpy scalar's tolist() is its item()
         return value.tolist()
     if isinstance(value, (Path, _dt.datetime)):
         return str(value)
@@ -166,8 +148,8 @@ def _json_default(value: Any) -> Any:
 
 
 def write_json(path: str | Path, data: Mapping[str, Any]) -> Path:
-    """Write a JSON file atomically (written beside it, then renamed: a reader never sees half a file, and the
-    runner reads manifests and progress while they change); numpy numbers and paths become JSON numbers and text."""
+    """Write JSON atomically (beside it, then renamed: the runner reads manifests and progress while they change);
+    numpy numbers and paths become JSON numbers and text."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(dict(data), indent=2, default=_json_default) + "\n"
@@ -182,11 +164,8 @@ def read_json(path: str | Path) -> dict[str, Any]:
 
 
 def read_history(path: str | Path) -> pd.DataFrame:
-    """A ``history.csv``: one row per epoch, ``epoch`` numbered from 1.
-
-    fer-study 0.1 wrote Keras's own numbering, from 0; such a file (its first epoch is 0, which a current one never
-    has) is renumbered here, the one place that knows.
-    """
+    """A ``history.csv``, ``epoch`` numbered from 1; one of fer-study 0.1 (Keras's numbering from 0, which a current
+    file never has) is renumbered here, the one place that knows."""
     history = pd.read_csv(path)
     if len(history) and int(history["epoch"].iloc[0]) == 0:
         history["epoch"] = history["epoch"].astype(int) + 1

@@ -1,15 +1,7 @@
-"""Seeded generator of SYNTHETIC 48x48 grayscale "expression faces".
+"""Seeded SYNTHETIC cartoon faces in FER2013's format, drawn with numpy, so pipelines and tests run without FER2013.
 
-Nothing here is real FER2013 data. The images are cartoon faces (an oval on a textured background, two eyes, two
-brows and a mouth) drawn with numpy so that the library's pipelines, demos and tests can run without downloading
-FER2013 and without any image library. They mimic FER2013's format: uint8 pixels, shape ``(n, 48, 48, 1)``, integer
-labels 0..6 in :data:`EMOTIONS` order.
-
-The class signal lives in the facial features (mouth shape and openness, brow angle and height, eye opening).
-Everything else -- face position, scale, in-plane rotation, brightness, contrast, lighting gradient, background
-texture, hair, sensor noise -- is random nuisance. Feature parameters are jittered per image so that neighbouring
-classes (fear/surprise, angry/disgust, sad/neutral) overlap: a small CNN learns the task in a few epochs, but not
-trivially.
+Only the features (mouth, brows, eyes) carry the class; pose, lighting, texture, hair and noise are random nuisance,
+and jitter makes neighbouring classes overlap, so a small CNN learns the task in a few epochs, but not trivially.
 """
 
 from __future__ import annotations
@@ -36,19 +28,16 @@ _CHUNK = 256  # images rendered per vectorised batch: bounds peak memory without
 #   asym      one-sided lift of the mouth (sign random per image)
 #   wave      amplitude of a sinusoidal wiggle along the mouth
 _PARAM_NAMES = ("eye_h", "brow_up", "brow_tilt", "mouth_w", "curv", "open", "asym", "wave")
-_CLASS_MEANS = np.array(
-    [
-        # eye_h brow_up tilt  mouth_w curv  open  asym  wave
-        [0.95, -1.5, 3.4, 5.5, -2.2, 0.10, 0.0, 0.0],  # angry
-        [1.10, -1.0, 1.8, 6.0, -1.0, 0.50, 1.8, 1.1],  # disgust
-        [2.40, 2.0, -1.4, 6.5, -0.5, 1.80, 0.0, 0.0],  # fear
-        [1.45, 0.3, 0.0, 8.5, 4.5, 1.50, 0.0, 0.0],  # happy
-        [1.45, 0.5, -2.8, 6.3, -3.0, 0.10, 0.0, 0.0],  # sad
-        [2.80, 3.2, 0.0, 4.0, 0.0, 4.00, 0.0, 0.0],  # surprise
-        [1.85, 0.0, 0.0, 6.5, 0.0, 0.05, 0.0, 0.0],  # neutral
-    ],
-    dtype=np.float64,
-)
+_CLASS_MEANS = np.array([
+    # eye_h brow_up tilt  mouth_w curv  open  asym  wave
+    [0.95, -1.5, 3.4, 5.5, -2.2, 0.10, 0.0, 0.0],  # angry
+    [1.10, -1.0, 1.8, 6.0, -1.0, 0.50, 1.8, 1.1],  # disgust
+    [2.40, 2.0, -1.4, 6.5, -0.5, 1.80, 0.0, 0.0],  # fear
+    [1.45, 0.3, 0.0, 8.5, 4.5, 1.50, 0.0, 0.0],  # happy
+    [1.45, 0.5, -2.8, 6.3, -3.0, 0.10, 0.0, 0.0],  # sad
+    [2.80, 3.2, 0.0, 4.0, 0.0, 4.00, 0.0, 0.0],  # surprise
+    [1.85, 0.0, 0.0, 6.5, 0.0, 0.05, 0.0, 0.0],  # neutral
+], dtype=np.float64)
 # Pixels per face-frame unit at scale 1: FER2013 crops are tight, so the nominal face (semi-axes 15 x 18 units) is
 # enlarged to fill most of the frame.
 _FACE_SCALE = 1.25
@@ -59,22 +48,15 @@ _PARAM_MIN = np.array([0.45, -3.0, -4.0, 3.0, -5.0, 0.0, -3.0, 0.0])
 
 
 def class_proportions(class_balance: str | Sequence[float]) -> np.ndarray:
-    """Return the 7 class probabilities (summing to 1) for ``class_balance``.
-
-    ``"balanced"`` gives a uniform split; ``"fer2013"`` reproduces the real training set's imbalance (few "disgust",
-    many "happy") so that code paths dealing with imbalance can be exercised on synthetic data; a sequence of 7
-    non-negative weights is normalised.
-    """
+    """The 7 class probabilities for ``class_balance``: ``"balanced"``, ``"fer2013"`` (the real training set's
+    imbalance, to exercise imbalance handling on synthetic data) or 7 non-negative weights, normalised."""
     expected = (f"class_balance must be 'balanced', 'fer2013' or a sequence of {NUM_CLASSES} non-negative weights; "
                 f"got {class_balance!r}")
     if isinstance(class_balance, str):
-        key = class_balance.strip().lower()
-        if key == "balanced":
-            return np.full(NUM_CLASSES, 1.0 / NUM_CLASSES)
-        if key == "fer2013":
-            counts = np.array([FER2013_TRAIN_COUNTS[e] for e in EMOTIONS], dtype=np.float64)
-            return counts / counts.sum()
-        raise ValueError(expected)
+        named = {"balanced": [1.0] * NUM_CLASSES, "fer2013": [FER2013_TRAIN_COUNTS[e] for e in EMOTIONS]}
+        if class_balance.strip().lower() not in named:
+            raise ValueError(expected)
+        class_balance = named[class_balance.strip().lower()]  # normalised below like any weights
     try:
         weights = np.asarray(class_balance, dtype=np.float64)
     except (TypeError, ValueError):
@@ -84,15 +66,13 @@ def class_proportions(class_balance: str | Sequence[float]) -> np.ndarray:
                          f"got shape {weights.shape}")
     if not np.all(np.isfinite(weights)) or np.any(weights < 0):
         raise ValueError(f"class_balance weights must be finite and non-negative; got {weights.tolist()}")
-    total = weights.sum()
-    if total <= 0:
+    if weights.sum() <= 0:
         raise ValueError("class_balance weights must not all be zero")
-    return weights / total
+    return weights / weights.sum()
 
 
 def _allocate_counts(n: int, proportions: np.ndarray) -> np.ndarray:
-    """Split ``n`` into integer class counts by largest remainder: every count within one image of ``n * p``, the
-    total exactly ``n``; ties go to the lower class code so the result is stable."""
+    """Split ``n`` into class counts by largest remainder (each within one of ``n * p``; ties to the lower code)."""
     exact = n * proportions
     counts = np.floor(exact).astype(np.int64)
     short = n - int(counts.sum())
@@ -149,21 +129,15 @@ def _draw_nuisance(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
 def _draw_features(rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
     """Per-image feature parameters: class mean + shared-width Gaussian jitter."""
     n = labels.shape[0]
-    params = _CLASS_MEANS[labels] + rng.normal(size=(n, len(_PARAM_NAMES))) * _PARAM_JITTER
-    params = np.maximum(params, _PARAM_MIN)
-    asym = _PARAM_NAMES.index("asym")
-    params[:, asym] *= rng.choice([-1.0, 1.0], n)  # disgust's sneer goes either way
+    params = np.maximum(_CLASS_MEANS[labels] + rng.normal(size=(n, len(_PARAM_NAMES))) * _PARAM_JITTER, _PARAM_MIN)
+    params[:, _PARAM_NAMES.index("asym")] *= rng.choice([-1.0, 1.0], n)  # disgust's sneer goes either way
     return params
 
 
 def _render(feats: np.ndarray, nz: dict[str, np.ndarray], rng: np.random.Generator,
             upsample: np.ndarray) -> np.ndarray:
-    """Render one batch of faces to uint8 ``(b, 48, 48)``.
-
-    Every shape is a soft mask computed from a signed distance evaluated on the pixel grid mapped into each face's
-    own rotated, scaled frame (u right, v down, origin at the face centre), so the whole batch is broadcast at once.
-    """
-    b = feats.shape[0]
+    """Render a batch of faces to uint8 ``(b, 48, 48)``: every shape is a soft mask of a signed distance in each
+    face's rotated, scaled frame (u right, v down, origin at the face centre), broadcast over the whole batch."""
     f32 = np.float32
 
     def col(a: np.ndarray) -> np.ndarray:
@@ -171,13 +145,11 @@ def _render(feats: np.ndarray, nz: dict[str, np.ndarray], rng: np.random.Generat
 
     eye_h, brow_up, brow_tilt, mouth_w, curv, mopen, asym, wave = (col(feats[:, i]) for i in range(len(_PARAM_NAMES)))
     yy, xx = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE].astype(f32)
-    dx = xx[None] - col(nz["cx"])
-    dy = yy[None] - col(nz["cy"])
+    dx, dy = xx[None] - col(nz["cx"]), yy[None] - col(nz["cy"])
     cos, sin = col(np.cos(nz["angle"])), col(np.sin(nz["angle"]))
     s = col(nz["scale"])
     inv_s = 1.0 / s
-    u = (cos * dx + sin * dy) * inv_s
-    v = (-sin * dx + cos * dy) * inv_s
+    u, v = (cos * dx + sin * dy) * inv_s, (-sin * dx + cos * dy) * inv_s
     au = np.abs(u)  # eyes and brows are mirror-symmetric
 
     # Face oval (semi-axes 15 x 18 face units, aspect jittered) and its hair cap.
@@ -208,7 +180,7 @@ def _render(feats: np.ndarray, nz: dict[str, np.ndarray], rng: np.random.Generat
     features = np.maximum(np.maximum(eyes, brows), mouth)
 
     # Compose: background texture, face, hair, features; then lighting, contrast and sensor noise.
-    coarse = rng.standard_normal(size=(b, 7, 7), dtype=f32)
+    coarse = rng.standard_normal(size=(feats.shape[0], 7, 7), dtype=f32)
     texture = (upsample @ coarse @ upsample.T) * col(nz["texture_amp"])
     face_lvl = col(nz["face"])
     img = col(nz["bg"]) + texture
@@ -227,17 +199,11 @@ def _render(feats: np.ndarray, nz: dict[str, np.ndarray], rng: np.random.Generat
 
 def make_synthetic_faces(n: int, *, seed: int = 0,
                          class_balance: str | Sequence[float] = "balanced") -> tuple[np.ndarray, np.ndarray]:
-    """Generate ``n`` synthetic faces and their labels, deterministically from ``seed``.
-
-    Returns ``(images, labels)``: uint8 ``(n, 48, 48, 1)`` like FER2013's pixels, and int64 ``(n,)`` codes 0..6 in
-    :data:`EMOTIONS` order. Class counts follow :func:`class_proportions` exactly up to rounding (largest remainder),
-    and the order is shuffled so any prefix is a roughly stratified sample. The images depend on both ``seed`` and
-    ``n``: draw separate splits with separate seeds rather than slicing (``n=100`` is no prefix of ``n=200``).
-    """
+    """``n`` faces, uint8 ``(n, 48, 48, 1)``, and int64 labels, shuffled so a prefix is roughly stratified; they depend
+    on ``seed`` and ``n`` (``n=100`` is no prefix of ``n=200``: draw splits with separate seeds, never slice)."""
     n = _check_int(n, "n", 1)
     seed = _check_int(seed, "seed", 0)
-    proportions = class_proportions(class_balance)
-    counts = _allocate_counts(n, proportions)
+    counts = _allocate_counts(n, class_proportions(class_balance))
 
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(NUM_CLASSES, dtype=np.int64), counts)
@@ -248,7 +214,6 @@ def make_synthetic_faces(n: int, *, seed: int = 0,
     upsample = _upsample_matrix(7, IMAGE_SIZE)
     images = np.empty((n, IMAGE_SIZE, IMAGE_SIZE, 1), dtype=np.uint8)
     for start in range(0, n, _CHUNK):
-        sl = slice(start, min(start + _CHUNK, n))
-        chunk_nz = {k: val[sl] for k, val in nuisance.items()}
-        images[sl, :, :, 0] = _render(feats[sl], chunk_nz, rng, upsample)
+        sl = slice(start, start + _CHUNK)
+        images[sl, :, :, 0] = _render(feats[sl], {k: val[sl] for k, val in nuisance.items()}, rng, upsample)
     return images, labels
