@@ -7,8 +7,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class UserError(Exception):
-    """A mistake in the command line, a params file or the data folder: reported in one line, exit code 2, before
-    anything is written."""
+    """A mistake in the command line, a params file or the data: one line, exit code 2, before anything is written."""
 
 
 def one_line(text: str) -> str:

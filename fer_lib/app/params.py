@@ -1,10 +1,7 @@
 """The study's parameters: the single list of their names and defaults, params files, overrides, one validation.
 
-A params mapping is flat and YAML-friendly (see ``params/*.yaml``): data keys (:class:`DataConfig`), the list of
-models and their options (``model_options``), augmentation ranges (:class:`AugmentConfig`) and training keys
-(:class:`TrainConfig`). :data:`STUDY_DEFAULTS` is the only list of names; every value is checked by the typed
-configs of fer_lib.core.config (no Keras is imported, so the supervising process validates a run without starting a
-backend). :func:`resolve_params` checks a mapping completely at the boundary, before anything runs.
+A params mapping is flat and YAML-friendly (``params/*.yaml``); :func:`resolve_params` checks it in full at the
+boundary through the typed configs of fer_lib.core.config, without Keras, before anything runs.
 """
 
 from __future__ import annotations
@@ -73,9 +70,7 @@ def _validate(params: dict[str, Any]) -> None:
 
     if not isinstance(params["name"], str) or not params["name"].strip():
         fail("name", "a non-empty string")
-    if isinstance(params["models"], str):
-        params["models"] = [params["models"]]
-    models = params["models"]
+    models = params["models"] = [params["models"]] if isinstance(params["models"], str) else params["models"]
     if not isinstance(models, list) or not models or any(m not in MODEL_OPTIONS for m in models) \
             or len(set(models)) != len(models):
         fail("models", f"a non-empty list without repeats of registered models ({', '.join(MODEL_OPTIONS)})")
@@ -85,9 +80,7 @@ def _validate(params: dict[str, Any]) -> None:
         if model not in MODEL_OPTIONS:
             fail("model_options", f"a mapping from model name ({', '.join(MODEL_OPTIONS)}) to a mapping of options")
         model_options(model, options)
-    if params["seeds"] is None:
-        params["seeds"] = [params["seed"]]
-    seeds = params["seeds"]
+    seeds = params["seeds"] = [params["seed"]] if params["seeds"] is None else params["seeds"]
     if (not isinstance(seeds, list) or not seeds or len(set(map(repr, seeds))) != len(seeds)
             or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds)):
         fail("seeds", "null or a non-empty list of distinct integers >= 0 (e.g. [0, 1, 2])")
@@ -105,8 +98,7 @@ def seed_list(params: Mapping[str, Any]) -> list[int]:
 
 
 def seed_folder(params: Mapping[str, Any]) -> int | None:
-    """The seed whose sub-folder a model of these params trains in (fer_lib.core.records.model_dir); None: a run of
-    one seed, whose models sit in ``models/``."""
+    """The seed whose sub-folder a model of these params trains in; None: one seed, its models in ``models/``."""
     return int(params["seed"]) if len(seed_list(params)) > 1 else None
 
 
@@ -128,8 +120,7 @@ def load_yaml(text: str) -> Any:
 
 
 def override_text(value: Any) -> str:
-    """A value as the YAML text of a ``key=value`` override (flow style, one line): what ``parse_override`` reads
-    back as the same value."""
+    """A value as the one-line YAML of a ``key=value`` override, which ``parse_override`` reads back as equal."""
     return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("...").strip()
 
 
@@ -173,22 +164,13 @@ def resolve_params_files(files: Iterable[str | Path], overrides: Iterable[str] =
             resolve_params(*layers)  # so that an error names the file that introduced it
         except ParamsError as error:
             raise ParamsError(f"{error} (in {file})" if str(file) not in str(error) else str(error)) from None
-    layers.append(extra)
-    layers.extend(parse_override(text) for text in overrides)
-    return resolve_params(*layers)
+    return resolve_params(*layers, extra, *(parse_override(text) for text in overrides))
 
 
 def for_notebook(params_file: str | Path | None, overrides: Mapping[str, Any] | None,
                  namespace: Mapping[str, Any]) -> dict[str, Any]:
-    """A notebook's resolved params: defaults, then ``params_file``, then ``overrides``, then any study parameter
-    that papermill injected as a variable (``-p epochs 5``).
-
-    The runner passes every resolved parameter in ``overrides`` (and no file); a notebook run by hand takes its cheap
-    defaults from ``params_file`` (``params/notebook.yaml``), found beside the project when given relatively.
-    """
-    layers: list[Mapping[str, Any] | None] = []
-    if params_file:
-        layers.append(load_params_file(project_path(params_file, "params")))
-    layers.append(dict(overrides or {}))
-    layers.append({key: value for key, value in namespace.items() if key in STUDY_DEFAULTS})
-    return resolve_params(*layers)
+    """A notebook's params: defaults, ``params_file`` (a run by hand's cheap defaults, relative to the project), then
+    ``overrides`` (the runner passes every resolved parameter here), then study parameters papermill injected."""
+    file_layer = [load_params_file(project_path(params_file, "params"))] if params_file else []
+    return resolve_params(*file_layer, dict(overrides or {}),
+                          {key: value for key, value in namespace.items() if key in STUDY_DEFAULTS})

@@ -1,11 +1,11 @@
 """Run folders: one per run under ``outputs/``, never overwritten; their manifests, and the listing of runs.
 
-The layout inside a run folder is fer_lib.core.records'; this module makes the folders and reads them as a whole.
-No Keras here: listing runs is instant.
+The layout inside a run folder is fer_lib.core.records'. No Keras here: listing runs is instant.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -24,18 +24,15 @@ NOTEBOOKS_DIR = "notebooks"  # the executed notebooks
 FIGURES_DIR = "figures"
 LOGS_DIR = "logs"  # each notebook kernel's own output (TensorFlow's start-up lines, warnings): nothing for the terminal
 REPORT_FILE = "report.html"
-STATUSES: tuple[str, ...] = ("running", "complete", "failed", "interrupted", "stopped")
 
 
 def slug(name: str) -> str:
     """``name`` as a folder-name part: letters, digits, ``_.-=`` kept, anything else one dash."""
-    text = re.sub(r"[^A-Za-z0-9_.=-]+", "-", name.strip()).strip("-.")
-    return text or "run"
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "-", name.strip()).strip("-.") or "run"
 
 
 def job_folder(kind: str, name: str, definition: Mapping[str, Any]) -> str:
-    """The folder name of a sweep or a search, ``<kind>-<name>-<digest>``: named after what it is (the digest of
-    its JSON ``definition``), so the same command run again finds it and resumes."""
+    """``<kind>-<name>-<digest of definition>``: a sweep's or search's folder, found (and resumed) by its rerun."""
     digest = hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:10]
     return f"{kind}-{slug(name)}-{digest}"
 
@@ -48,27 +45,23 @@ def unique_path(folder: str | Path, stem: str, suffix: str = "", *, taken: set[s
                 create: bool = False) -> Path:
     """``<folder>/<stem><suffix>``, or ``<stem>-2<suffix>``, ``-3``, ... when that exists (or is in ``taken``): never
     an existing one. ``create`` makes it as a folder on the spot (so two processes cannot both get it)."""
-    folder = Path(folder)
-    counter = 1
+    counter = 0
     while True:
-        candidate = folder / f"{stem}{'' if counter == 1 else f'-{counter}'}{suffix}"
         counter += 1
+        candidate = Path(folder) / f"{stem}{'' if counter == 1 else f'-{counter}'}{suffix}"
         if candidate.name in (taken or set()):
             continue
-        if not create:
-            if not candidate.exists():
-                return candidate
-            continue
-        try:
-            candidate.mkdir(parents=True)
+        if not create and not candidate.exists():
             return candidate
-        except FileExistsError:
-            continue
+        if create:
+            with contextlib.suppress(FileExistsError):
+                candidate.mkdir(parents=True)
+                return candidate
 
 
 def check_writable(out: str | Path | None, what: str = "--out") -> None:
-    """Refuse up front an output location that cannot be created: an existing file, or one below a file or a
-    folder this process may not write to (the run folder would fail later, after data were checked)."""
+    """Refuse up front, not after the data were checked, an output location that cannot be created: an existing
+    file, or one below a file or an unwritable folder."""
     if out is None:
         return
     path = Path(out).expanduser().absolute()
@@ -105,10 +98,7 @@ def read_manifest(run_dir: str | Path) -> dict[str, Any]:
         return {"status": "unreadable manifest"}
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# One run at a glance, and the listing (`fer-study list`, the runner's closing summary)
-# --------------------------------------------------------------------------------------------------------------------
-
+# ---- One run at a glance, and the listing (`fer-study list`, the runner's closing summary) ------------------------
 def model_headline(metrics_per_seed: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The few numbers a table of runs shows for one model: means over its seeds, collapsed only if every seed was."""
     def mean(values: list[Any]) -> float | None:
@@ -146,16 +136,12 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
     if synthetic is None and params:
         synthetic = bool(params.get("synthetic")) or None
     status = manifest.get("status") or ("complete" if models else "unknown")
-    if status == "running" and _process_gone(manifest):
-        status = "stopped"  # the runner died without recording it (killed hard, machine restarted)
+    pid = manifest.get("pid")
+    if status == "running" and isinstance(pid, int) and manifest.get("host") == platform.node() \
+            and not process_alive(pid):
+        status = "stopped"  # its runner, on this machine, died without recording it (killed hard, machine restarted)
     return {"id": run_dir.name, "path": str(run_dir), "status": status, "synthetic": synthetic,
             "name": params.get("name"), "started": manifest.get("started"), "models": models}
-
-
-def _process_gone(manifest: Mapping[str, Any]) -> bool:
-    """True when the manifest's runner process ran on this machine and no longer exists."""
-    pid = manifest.get("pid")
-    return isinstance(pid, int) and manifest.get("host") == platform.node() and not process_alive(pid)
 
 
 def process_alive(pid: int) -> bool:
@@ -198,7 +184,5 @@ def _fmt(value: Any) -> str:
 
 def format_table(rows: Sequence[Mapping[str, str]], columns: Sequence[str] = LIST_COLUMNS) -> str:
     widths = {c: max([len(c), *(len(row[c]) for row in rows)]) for c in columns}
-    lines = ["  ".join(c.ljust(widths[c]) for c in columns).rstrip(),
-             "  ".join("-" * widths[c] for c in columns)]
-    lines += ["  ".join(row[c].ljust(widths[c]) for c in columns).rstrip() for row in rows]
-    return "\n".join(lines)
+    header, underline = {c: c for c in columns}, {c: "-" * widths[c] for c in columns}
+    return "\n".join("  ".join(row[c].ljust(widths[c]) for c in columns).rstrip() for row in [header, underline, *rows])

@@ -1,7 +1,6 @@
 """The study's per-model step: train one model on the run's data, evaluate it on val and test, save the records.
 
-Called by the 02_train notebook (and the tests) with resolved params (fer_lib.app.params) and the loaded data set;
-the params become typed configs here, once.
+The 02_train notebook calls it with resolved params (fer_lib.app.params), which become typed configs here, once.
 """
 
 from __future__ import annotations
@@ -19,11 +18,8 @@ from fer_lib.core.train import device_count, distribution_scope, is_finished, lo
 
 def run_model(params: Mapping[str, Any], model_name: str, dataset: FerDataset, model_dir: str | Path, *,
               extra_callbacks: Sequence[Any] = ()) -> dict[str, Any]:
-    """Train one model and evaluate it on val and test (and test with flip and ten-view TTA); save metrics and
-    predictions.
-
-    Returns the run's summary (also written to ``metrics.json`` in ``model_dir``). Model selection uses val only.
-    """
+    """Train one model, evaluate it on val and test (and test with flip and ten-view TTA), save its predictions and
+    return its summary (also ``metrics.json``). Model selection uses val only."""
     model_dir = Path(model_dir)
     if is_finished(model_dir):  # a resumed run whose training had ended: evaluate the saved best model
         result = load_finished(model_dir)
@@ -34,16 +30,10 @@ def run_model(params: Mapping[str, Any], model_name: str, dataset: FerDataset, m
                              extra_callbacks=extra_callbacks)
     batch = evaluation_batch_size(params["batch_size"], dataset, devices=device_count(result.distribution))
     summary: dict[str, Any] = {
-        "model": model_name,
-        "synthetic": dataset.is_synthetic,
-        "data_source": dataset.source,
-        "val_origin": dataset.val_origin,
-        "params": int(result.model.count_params()),
-        "epochs_run": int(len(result.history)),
-        "best_epoch": result.best_epoch,
-        "monitor": result.monitor,
-        "best_val": result.best_value,
-        "train_seconds": result.train_seconds,
+        "model": model_name, "synthetic": dataset.is_synthetic, "data_source": dataset.source,
+        "val_origin": dataset.val_origin, "params": int(result.model.count_params()),
+        "epochs_run": int(len(result.history)), "best_epoch": result.best_epoch, "monitor": result.monitor,
+        "best_val": result.best_value, "train_seconds": result.train_seconds,
         "resumed_from_epoch": result.resumed_from_epoch,
     }
     scoring = EvalConfig.from_mapping(params, ignore_unknown=True)

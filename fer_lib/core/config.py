@@ -1,10 +1,7 @@
-"""The typed configs of the study and every rule a parameter value must follow, in one leaf module without Keras.
+"""The study's typed configs and the rule of every parameter, in one leaf module without Keras.
 
-Each config is a frozen dataclass whose fields carry their rule (:func:`spec`); building one checks every field, so
-a config that exists is valid. ``fer_lib.app.params`` builds them from a params mapping at the boundary (the
-supervising process validates a run without importing Keras); the models, the training loop and the data loader
-take them. Every problem is a :class:`ParamsError` in one style: ``parameter <name> must be <what is accepted>,
-got <value>``, with the name as a params file or ``-p`` spells it (``model_options.basic_cnn.dropout``).
+Building a config checks every field (:func:`spec`), so a config that exists is valid. Every problem is one
+:class:`ParamsError`: ``parameter <name> must be <what is accepted>, got <value>``, named as a params file spells it.
 """
 
 from __future__ import annotations
@@ -13,7 +10,7 @@ import dataclasses
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Self
 
 from fer_lib.core.labels import IMAGE_SIZE, NUM_CLASSES
 
@@ -27,71 +24,61 @@ class _Invalid(Exception):
 
 
 Rule = Callable[[Any], Any]  # value -> checked (possibly normalised) value, or raises _Invalid(expected)
+# Each rule's __doc__ is what it accepts (its _Invalid message), so that optional() can say it too.
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def integer(low: int, high: int | None = None) -> Rule:
-    expected = f"an integer >= {low}" if high is None else f"an integer in {low}..{high}"
-
-    def check(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+def _rule(expected: str, accepts: Callable[[Any], Any], convert: Callable[[Any], Any] = lambda value: value) -> Rule:
+    """A rule that returns ``convert(value)`` for a value that ``accepts``, else refuses it as ``expected``."""
+    def check(value: Any) -> Any:
+        if not accepts(value):
             raise _Invalid(expected)
-        return int(value)
+        return convert(value)
+    check.__doc__ = expected
     return check
+
+
+def integer(low: int, high: int | None = None) -> Rule:
+    return _rule(f"an integer >= {low}" if high is None else f"an integer in {low}..{high}",
+                 lambda value: isinstance(value, int) and not isinstance(value, bool) and value >= low
+                 and (high is None or value <= high), int)
 
 
 def number(low: float, high: float = math.inf, *, open_low: bool = False, open_high: bool = False) -> Rule:
-    expected = f"a number in {'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
-
-    def check(value: Any) -> float:
-        if not _is_number(value) or (value <= low if open_low else value < low) \
-                or (value >= high if open_high else value > high):
-            raise _Invalid(expected)
-        return float(value)
-    check.__doc__ = expected[2:]  # "number in [0, 1]": what interval() says of its ends
-    return check
+    return _rule(f"a number in {'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}",
+                 lambda value: _is_number(value) and (value > low if open_low else value >= low)
+                 and (value < high if open_high else value <= high), float)
 
 
-def fraction() -> Rule:
-    """A share in [0, 1): dropout rates, momentum."""
-    return number(0.0, 1.0, open_high=True)
-
-
-def boolean(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _Invalid("true or false")
-    return value
+fraction: Rule = number(0.0, 1.0, open_high=True)  # a share in [0, 1): dropout rates, momentum
+boolean: Rule = _rule("true or false", lambda value: isinstance(value, bool))
+text: Rule = _rule("a non-empty string", lambda value: isinstance(value, str) and value.strip())
 
 
 def choice(*options: Any) -> Rule:
-    expected = "one of " + ", ".join("null" if o is None else str(o) for o in options)
+    return _rule("one of " + ", ".join("null" if o is None else str(o) for o in options),
+                 lambda value: any(value == option and type(value) is type(option) for option in options))
 
+
+def either(literals: tuple[Any, ...], rule: Rule, expected: str) -> Rule:
+    """One of ``literals`` as it is, or a value ``rule`` accepts; anything else is refused as ``expected``."""
     def check(value: Any) -> Any:
-        if not any(value == option and type(value) is type(option) for option in options):
-            raise _Invalid(expected)
-        return value
+        if any(value is None if literal is None else value == literal for literal in literals):
+            return value
+        try:
+            return rule(value)
+        except _Invalid:
+            raise _Invalid(expected) from None
+    check.__doc__ = expected
     return check
 
 
 def optional(rule: Rule) -> Rule:
     """``rule``, or null."""
-    def check(value: Any) -> Any:
-        if value is None:
-            return None
-        try:
-            return rule(value)
-        except _Invalid as invalid:
-            raise _Invalid(f"null or {invalid}") from None
-    return check
-
-
-def text(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise _Invalid("a non-empty string")
-    return value
+    return either((None,), rule, f"null or {rule.__doc__}")
 
 
 def numbers(count: int | None = None, *, positive: bool = False, integers: bool = False,
@@ -100,40 +87,33 @@ def numbers(count: int | None = None, *, positive: bool = False, integers: bool 
     kind = ("positive " if positive else "") + ("integers" if integers else "numbers")
     expected = f"a list of {count} {kind}" if count else f"a non-empty list of {kind}" + (
         f" (at most {max_count})" if max_count else "")
-
-    def check(value: Any) -> tuple[Any, ...]:
-        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value \
-                or (count is not None and len(value) != count) or (max_count is not None and len(value) > max_count) \
-                or not all(_is_number(v) and (not integers or isinstance(v, int)) and (not positive or v > 0)
-                           for v in value):
-            raise _Invalid(expected)
-        return tuple(value)
-    return check
+    return _rule(expected, lambda value: (
+        not isinstance(value, (str, bytes)) and isinstance(value, Sequence) and len(value) > 0
+        and (count is None or len(value) == count) and (max_count is None or len(value) <= max_count)
+        and all(_is_number(v) and (not integers or isinstance(v, int)) and (not positive or v > 0) for v in value)),
+        tuple)
 
 
 def interval(low: float, high: float = math.inf, *, open_low: bool = True, open_high: bool = False) -> Rule:
     """A range ``[lo, hi]`` (as a tuple) with ``lo <= hi``, both in the given bounds."""
     bound = number(low, high, open_low=open_low, open_high=open_high)
-    expected = f"a list [low, high] with low <= high, both {bound.__doc__}"
+    expected = f"a list [low, high] with low <= high, both {bound.__doc__.removeprefix('a ')}"
 
     def check(value: Any) -> tuple[float, float]:
         try:
-            lo, hi = numbers(2)(value)
-            lo, hi = bound(lo), bound(hi)
+            lo, hi = map(bound, numbers(2)(value))
         except (_Invalid, ValueError):
             raise _Invalid(expected) from None
         if lo > hi:
             raise _Invalid(expected)
         return lo, hi
+    check.__doc__ = expected
     return check
 
 
 def spec(default: Any, rule: Rule) -> Any:
     """A dataclass field with its default and the rule every value is checked against."""
     return dataclasses.field(default=default, metadata={"rule": rule})
-
-
-C = TypeVar("C", bound="Config")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,9 +124,7 @@ class Config:
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
-            rule = field.metadata.get("rule")
-            if rule is None:
-                continue
+            rule = field.metadata.get("rule", lambda value: value)
             value = getattr(self, field.name)
             try:
                 object.__setattr__(self, field.name, rule(value))
@@ -165,7 +143,7 @@ class Config:
         return [field.name for field in dataclasses.fields(cls)]
 
     @classmethod
-    def from_mapping(cls: type[C], values: Mapping[str, Any] | None, *, ignore_unknown: bool = False) -> C:
+    def from_mapping(cls, values: Mapping[str, Any] | None, *, ignore_unknown: bool = False) -> Self:
         """Build from a plain mapping (a params file); unknown names are refused with the list of valid ones."""
         if values is not None and not isinstance(values, Mapping):
             raise ParamsError(f"parameter {cls.section.rstrip('.') or 'params'} must be a mapping of name: value, "
@@ -184,22 +162,7 @@ class Config:
                 for key, value in dataclasses.asdict(self).items()}
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# Data, augmentation, training
-# --------------------------------------------------------------------------------------------------------------------
-
-SYNTHETIC_BALANCES = ("balanced", "fer2013")
-
-
-def _balance(value: Any) -> Any:
-    if value in SYNTHETIC_BALANCES:
-        return value
-    try:
-        return list(numbers(NUM_CLASSES, positive=True)(value))
-    except _Invalid:
-        raise _Invalid(f"'balanced', 'fer2013' or a list of {NUM_CLASSES} positive weights") from None
-
-
+# ---- Data, augmentation, training ----------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class DataConfig(Config):
     """Which images a run uses and how its splits are drawn (fer_lib.core.data.load_study_data)."""
@@ -209,7 +172,9 @@ class DataConfig(Config):
     synthetic_train: int = spec(2000, integer(1))
     synthetic_val: int = spec(500, integer(1))
     synthetic_test: int = spec(500, integer(1))
-    synthetic_balance: str | list[float] = spec("balanced", _balance)
+    synthetic_balance: str | list[float] = spec("balanced", either(
+        ("balanced", "fer2013"), lambda value: list(numbers(NUM_CLASSES, positive=True)(value)),
+        f"'balanced', 'fer2013' or a list of {NUM_CLASSES} positive weights"))
     val_fraction: float = spec(0.1, number(0.0, 1.0, open_low=True, open_high=True))  # of train/, without val/
     subset: int | None = spec(None, optional(integer(NUM_CLASSES)))  # a stratified subset of the training split
     resize: bool = spec(False, boolean)  # resize images that are not 48x48 instead of refusing them
@@ -222,23 +187,12 @@ class DataConfig(Config):
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None, *, ignore_unknown: bool = True) -> DataConfig:
-        """The data keys of a params mapping; the seed is the first of ``seeds``, so that every seed of a run trains,
-        selects and is tested on the same images (paired comparisons)."""
+        """The data keys of a params mapping; the seed is the first of ``seeds``: every seed sees the same images."""
         values = dict(values or {})
         seeds = values.get("seeds")
         if isinstance(seeds, list) and seeds:
             values["seed"] = seeds[0]
         return super().from_mapping(values, ignore_unknown=ignore_unknown)
-
-
-FILL_MODES = ("nearest", "reflect", "constant", "wrap")
-
-
-def _erasing_value(value: Any) -> float:
-    try:
-        return number(0.0, 255.0)(value)
-    except _Invalid:
-        raise _Invalid("a pixel value in [0, 255] or 'random'") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,22 +201,23 @@ class AugmentConfig(Config):
 
     section: ClassVar[str] = "augmentation."
     rotation: float = spec(0.0, number(0.0, 180.0))  # maximum rotation, degrees
-    width_shift: float = spec(0.0, fraction())  # maximum horizontal shift, fraction of the width
-    height_shift: float = spec(0.0, fraction())  # maximum vertical shift, fraction of the height
-    zoom: float = spec(0.0, fraction())  # zoom factor drawn from [1 - zoom, 1 + zoom] per axis
+    width_shift: float = spec(0.0, fraction)  # maximum horizontal shift, fraction of the width
+    height_shift: float = spec(0.0, fraction)  # maximum vertical shift, fraction of the height
+    zoom: float = spec(0.0, fraction)  # zoom factor drawn from [1 - zoom, 1 + zoom] per axis
     shear: float = spec(0.0, number(0.0, 90.0, open_high=True))  # maximum shear angle, degrees
     horizontal_flip: bool = spec(False, boolean)
-    fill_mode: str = spec("nearest", choice(*FILL_MODES))
-    # A random resized crop, as torchvision's RandomResizedCrop draws it: a crop of this share of the image's area
-    # and this aspect ratio (width / height), at a random place, resized to the image. [1, 1]: none.
+    fill_mode: str = spec("nearest", choice("nearest", "reflect", "constant", "wrap"))
+    # A random resized crop (torchvision's RandomResizedCrop) of this share of the area and aspect ratio (width /
+    # height), resized to the image. [1, 1]: none.
     crop_scale: tuple[float, float] = spec((1.0, 1.0), interval(0.0, 1.0))
     crop_aspect: tuple[float, float] = spec((1.0, 1.0), interval(0.0))
-    # Random erasing (Zhong et al. 2020, torchvision's RandomErasing): with this probability a rectangle of this share
-    # of the area and aspect ratio is filled with erasing_value (a pixel value 0-255, or 'random': noise).
+    # Random erasing (Zhong et al. 2020): with this probability a rectangle of this share of the area and aspect
+    # ratio is filled with erasing_value (a pixel value 0-255, or 'random': noise).
     erasing: float = spec(0.0, number(0.0, 1.0))
     erasing_area: tuple[float, float] = spec((0.02, 0.33), interval(0.0, 1.0, open_high=True))
     erasing_aspect: tuple[float, float] = spec((0.3, 3.3), interval(0.0))
-    erasing_value: float | str = spec(0.0, lambda value: value if value == "random" else _erasing_value(value))
+    erasing_value: float | str = spec(0.0, either(("random",), number(0.0, 255.0),
+                                                  "a pixel value in [0, 255] or 'random'"))
 
     def check(self) -> None:
         if self.crop_aspect != (1.0, 1.0) and not self.crops:
@@ -283,31 +238,16 @@ PAPER_AUGMENTATION = AugmentConfig(rotation=10.0, width_shift=0.2, height_shift=
                                    horizontal_flip=True)
 """The paper's ImageDataGenerator settings (shift 0.2 as stated; rotation, zoom and shear at common values)."""
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
-LR_SCHEDULES = ("constant", "cosine", "step")
-MONITORS = ("val_accuracy", "val_loss")
-
-
-DISTRIBUTIONS = ("auto", "none", "data_parallel")
-# The launchers of a multi-machine run, as keras.distribution.initialize (the first) and JAX (the others) find them:
-# launcher -> (its process count, a variable only a launched process has). Under Slurm's srun and Open MPI's
-# mpirun JAX gives each process one device (its local rank); Keras's own variables leave each all of its machine's.
+# The launchers of a multi-machine run, as keras.distribution.initialize (the first) and JAX find them: launcher ->
+# (its process count, a variable only a launched process has). Under srun and mpirun JAX gives each process one
+# device (its local rank); Keras's own variables leave each all of its machine's.
 LAUNCHERS = {"keras": ("KERAS_DISTRIBUTION_NUM_PROCESSES", "KERAS_DISTRIBUTION_PROCESS_ID"),
              "slurm": ("SLURM_NTASKS", "SLURM_STEP_NODELIST"),
              "openmpi": ("OMPI_COMM_WORLD_SIZE", "OMPI_MCA_orte_hnp_uri")}
 
 
-def _distribution(value: Any) -> str | int:
-    if isinstance(value, str) and value in DISTRIBUTIONS:
-        return value
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-        return value
-    raise _Invalid("auto, none, data_parallel or a number of devices (an integer >= 1)")
-
-
 def launch_from_environment(environ: Mapping[str, str] | None = None) -> tuple[int, str | None]:
-    """(processes, launcher) of a multi-machine run as its launcher announces it (:data:`LAUNCHERS`), or (1, None)
-    for an ordinary run. Read from the environment, so that the supervising process knows it without a backend."""
+    """(processes, launcher) of a multi-machine run as its launcher announces it, or (1, None): no backend needed."""
     environ = os.environ if environ is None else environ
     for launcher, (count, marker) in LAUNCHERS.items():
         text = environ.get(count, "").strip()
@@ -316,26 +256,17 @@ def launch_from_environment(environ: Mapping[str, str] | None = None) -> tuple[i
     return 1, None
 
 
-def _class_weights(value: Any) -> Any:
-    if value is None or value == "balanced":
-        return value
-    try:
-        return numbers(NUM_CLASSES, positive=True)(value)
-    except _Invalid:
-        raise _Invalid(f"null, 'balanced' or a list of {NUM_CLASSES} positive numbers (csv label order)") from None
-
-
 @dataclasses.dataclass(frozen=True)
 class TrainConfig(Config):
     """Everything that decides how a model is trained (not which model, nor which data)."""
 
     epochs: int = spec(30, integer(1))
     batch_size: int = spec(64, integer(1))
-    optimizer: str = spec("adam", choice(*OPTIMIZERS))
+    optimizer: str = spec("adam", choice("adam", "adamw", "sgd"))
     learning_rate: float = spec(1e-3, number(0.0, open_low=True))
     weight_decay: float = spec(0.0, number(0.0))
-    momentum: float = spec(0.9, fraction())  # sgd
-    lr_schedule: str = spec("constant", choice(*LR_SCHEDULES))
+    momentum: float = spec(0.9, fraction)  # sgd
+    lr_schedule: str = spec("constant", choice("constant", "cosine", "step"))
     warmup_epochs: float = spec(0.0, number(0.0))
     reduce_lr_on_plateau: bool = spec(False, boolean)  # multiply the rate by plateau_factor when `monitor` has not
     plateau_factor: float = spec(0.5, number(0.0, 1.0, open_low=True, open_high=True))  # improved for
@@ -343,22 +274,26 @@ class TrainConfig(Config):
     clip_norm: float | None = spec(None, optional(number(0.0, open_low=True)))  # clip the gradients' global norm
     decay_kernels_only: bool = spec(False, boolean)  # weight decay on kernels only, not on biases and BatchNorm
     ema: bool = spec(False, boolean)  # validate, select and save an exponential moving average of the weights
-    ema_momentum: float = spec(0.999, fraction())  # ... ema_w = m * ema_w + (1 - m) * w after every step
+    ema_momentum: float = spec(0.999, fraction)  # ... ema_w = m * ema_w + (1 - m) * w after every step
     mixup_alpha: float = spec(0.0, number(0.0))  # mixup (Zhang et al. 2018): Beta(alpha, alpha) mixing; 0: off
     cutmix_alpha: float = spec(0.0, number(0.0))  # cutmix (Yun et al. 2019): a pasted box of Beta(alpha, alpha); 0: off
     mix_probability: float = spec(1.0, number(0.0, 1.0))  # share of batches mixed (with both on: half by each)
-    bn_momentum: float | None = spec(None, optional(fraction()))  # every BatchNorm of the model; null: the model's own
-    label_smoothing: float = spec(0.0, fraction())
-    class_weights: str | tuple[float, ...] | None = spec(None, _class_weights)
+    bn_momentum: float | None = spec(None, optional(fraction))  # every BatchNorm of the model; null: the model's own
+    label_smoothing: float = spec(0.0, fraction)
+    class_weights: str | tuple[float, ...] | None = spec(None, either(
+        (None, "balanced"), numbers(NUM_CLASSES, positive=True),
+        f"null, 'balanced' or a list of {NUM_CLASSES} positive numbers (csv label order)"))
     early_stopping_patience: int | None = spec(None, optional(integer(1)))
-    monitor: str = spec("val_accuracy", choice(*MONITORS))
+    monitor: str = spec("val_accuracy", choice("val_accuracy", "val_loss"))
     seed: int = spec(0, integer(0))
     mixed_precision: bool = spec(False, boolean)
     jit_compile: bool | str = spec("auto", choice(True, False, "auto"))
     verbose: int = spec(2, integer(0, 2))
     backup_every_epochs: int | None = spec(None, optional(integer(1)))  # the resumable backup at least this often ...
     backup_every_seconds: float = spec(60.0, number(0.0))  # ... and whenever this many seconds passed (0: every epoch)
-    distribution: str | int = spec("auto", _distribution)  # keras.distribution.DataParallel over devices (JAX)
+    distribution: str | int = spec("auto", either(  # keras.distribution.DataParallel over devices (JAX)
+        ("auto", "none", "data_parallel"), integer(1),
+        "auto, none, data_parallel or a number of devices (an integer >= 1)"))
 
     def check(self) -> None:
         if self.reduce_lr_on_plateau and self.lr_schedule != "constant":
@@ -372,11 +307,8 @@ class TrainConfig(Config):
 
     def distribution_devices(self, devices: int, accelerators: int, processes: int = 1, *,
                              backend: str = "jax") -> int:
-        """How many devices the run's DataParallel spans (1: none), from the devices of every process (``devices``,
-        ``accelerators`` of them GPUs or TPUs): one rule for the supervising process, which asks a JAX subprocess,
-        and the training loop, which asks Keras. ``auto`` takes every accelerator when there are several, and every
-        device of a multi-process run; a number takes the first devices of one machine. Only JAX: the GPU machines'
-        backend, and the one whose DataParallel Keras supports in full."""
+        """How many of every process's ``devices`` (``accelerators`` of them GPUs or TPUs) the run's DataParallel spans
+        (1: none): one rule for the supervising process and the training loop. Only JAX's DataParallel is complete."""
         setting = self.distribution
         if backend != "jax":
             if setting in ("auto", "none", 1):
@@ -399,10 +331,9 @@ class TrainConfig(Config):
     def check_device_count(self, devices: int) -> None:
         """DataParallel splits each batch evenly and pads nothing: the global batch must divide by the devices."""
         if self.batch_size % devices:
-            fitting = max(devices, round(self.batch_size / devices) * devices)
             self.fail(f"parameter batch_size must be divisible by the {devices} devices of distribution "
                       f"{self.distribution} (each trains an equal share of a batch), got {self.batch_size}; use e.g. "
-                      f"-p batch_size={fitting}")
+                      f"-p batch_size={max(devices, round(self.batch_size / devices) * devices)}")
 
     def check_training_split(self, n_train: int) -> None:
         """Training uses full batches only: the split must hold at least one."""
@@ -421,28 +352,20 @@ class EvalConfig(Config):
     tta_crop: int | None = spec(None, optional(integer(24, 47)))
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# The models' options (fer_lib.core.models builds each from its own)
-# --------------------------------------------------------------------------------------------------------------------
-
-MAX_CNN_BLOCKS = 5  # each block halves the image: five take 48 pixels to 1
-
-
+# ---- The models' options (fer_lib.core.models builds each from its own) --------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class BasicCnnOptions(Config):
-    """The paper's basic CNN (Fig. 1a): one block of ``convs_per_block`` conv-BN-ReLU and a max-pool per filter
-    width, then dense ReLU layers. Its BatchNorm momentum is 0.9 unless the study parameter ``bn_momentum`` sets one
-    for both models (Keras's default, 0.99, leaves a 3-epoch model's statistics near their start: it evaluates at
-    chance)."""
+    """The paper's basic CNN (Fig. 1a): per filter width ``convs_per_block`` conv-BN-ReLU and a max-pool, then dense
+    layers. BatchNorm momentum 0.9 unless ``bn_momentum`` is set: Keras's 0.99 leaves a 3-epoch model at chance."""
 
     section: ClassVar[str] = "model_options.basic_cnn."
-    filters: tuple[int, ...] = spec((64, 128, 256, 512), numbers(positive=True, integers=True,
-                                                                 max_count=MAX_CNN_BLOCKS))
+    # each block halves the image: at most five take 48 pixels to 1
+    filters: tuple[int, ...] = spec((64, 128, 256, 512), numbers(positive=True, integers=True, max_count=5))
     convs_per_block: int = spec(2, integer(1))
     kernel_size: int = spec(3, integer(1, IMAGE_SIZE))
-    dropout: float = spec(0.25, fraction())
+    dropout: float = spec(0.25, fraction)
     dense_units: tuple[int, ...] = spec((512,), numbers(positive=True, integers=True))
-    dense_dropout: float = spec(0.5, fraction())
+    dense_dropout: float = spec(0.5, fraction)
     l2: float = spec(0.0, number(0.0))
 
 
@@ -455,7 +378,7 @@ class ResNet50V2Options(Config):
     input_size: int = spec(IMAGE_SIZE, integer(32))
     weights: str | None = spec(None, choice(None, "imagenet"))
     weights_path: str | None = spec(None, optional(text))
-    dropout: float = spec(0.0, fraction())
+    dropout: float = spec(0.0, fraction)
 
     def check(self) -> None:
         if self.weights == "imagenet" and not self.weights_path:
