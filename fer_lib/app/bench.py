@@ -1,11 +1,7 @@
 """Throughput benchmark of the study's own training step: training and inference images/s and compile time.
 
-Each model is trained with :func:`fer_lib.core.train.train_model`, the very loop (and so the very compiled step) the study
-runs, on the study's data and params, for just enough epochs to time at least ``min_timed_steps`` steps after the
-first epoch, which pays for compilation. The schedule is laid out for the params' full ``epochs`` (training simply
-stops early), so the compiled programs are the study's: on JAX, with a persistent compilation cache, the study that
-follows finds them compiled. The JSON record names the device, versions and settings, so that numbers are only
-ever compared with their context.
+Each model runs :func:`fer_lib.core.train.train_model` with the params' full schedule, stopped once enough steps are
+timed, so the compiled programs are the study's own (on JAX its persistent cache then serves the study that follows).
 """
 
 from __future__ import annotations
@@ -83,27 +79,23 @@ def benchmark_model(dataset: FerDataset, name: str, params: Mapping[str, Any], *
 def run_benchmark(dataset: FerDataset, params: Mapping[str, Any], *, out_dir: str | Path = "benchmarks/results",
                   min_timed_steps: int = 200, note: str = "", tag: str = "",
                   scaling: Sequence[str | int] = ()) -> Path:
-    """Benchmark each model of ``params`` and write ``<date>-<backend>-<device>[-<tag>].json`` under ``out_dir``.
-
-    ``throughput`` holds the params' own distribution (what a study with them trains on, and what the GPU run's
-    estimates read); each setting of ``scaling`` (e.g. ``none`` beside ``auto``'s N GPUs) times the same step again
-    into ``scaling``, with its devices and its speed relative to the first row of its model.
-    """
+    """Benchmark each model of ``params`` into ``<out_dir>/<date>-<backend>-<device>[-<tag>].json``: ``throughput`` in
+    the params' distribution (what estimates read), ``scaling`` again per setting (e.g. ``none``), relative to it."""
     device = device_info()
     throughput, scaled = [], []
     for name in params["models"]:
-        throughput.append(benchmark_model(dataset, name, params, min_timed_steps=min_timed_steps))
-        print(f"benchmark {name}: {throughput[-1]['train_images_per_second']:,.0f} training images/s, "
-              f"{throughput[-1]['inference_images_per_second']:,.0f} inference images/s, compile "
-              f"~{throughput[-1]['compile_seconds_estimate']:.1f} s ({throughput[-1]['devices']} device(s))",
-              flush=True)
+        first = benchmark_model(dataset, name, params, min_timed_steps=min_timed_steps)
+        throughput.append(first)
+        print(f"benchmark {name}: {first['train_images_per_second']:,.0f} training images/s, "
+              f"{first['inference_images_per_second']:,.0f} inference images/s, compile "
+              f"~{first['compile_seconds_estimate']:.1f} s ({first['devices']} device(s))", flush=True)
         for setting in scaling:
             row = benchmark_model(dataset, name, {**params, "distribution": setting}, min_timed_steps=min_timed_steps)
-            row["relative_to_throughput"] = row["train_images_per_second"] / throughput[-1]["train_images_per_second"]
+            row["relative_to_throughput"] = row["train_images_per_second"] / first["train_images_per_second"]
             scaled.append(row)
             print(f"benchmark {name} on {row['devices']} device(s) (distribution {setting}): "
                   f"{row['train_images_per_second']:,.0f} training images/s, {row['relative_to_throughput']:.2f} x "
-                  f"the {throughput[-1]['devices']} device(s) above", flush=True)
+                  f"the {first['devices']} device(s) above", flush=True)
     record: dict[str, Any] = {
         "date": _dt.datetime.now().isoformat(timespec="seconds"), "device": device["summary"],
         "device_details": device, "backend": keras.backend.backend(), "versions": package_versions(),
@@ -115,9 +107,7 @@ def run_benchmark(dataset: FerDataset, params: Mapping[str, Any], *, out_dir: st
         "throughput": throughput,
         "scaling": scaled,
     }
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     gpu = (device.get("nvidia_gpus") or [""])[0].split(",")[0]
     device_slug = "-".join("".join(c if c.isalnum() else " " for c in (gpu or record["device"])).split())[:40]
     stem = f"{record['date'][:10]}-{keras.backend.backend()}-{device_slug}{'-' + tag if tag else ''}"
-    return records.write_json(runs.unique_path(out, stem, ".json"), record)
+    return records.write_json(runs.unique_path(out_dir, stem, ".json"), record)  # write_json makes the folder

@@ -1,8 +1,6 @@
 """How long a study's training takes on a machine whose throughput a benchmark measured (`fer-study estimate`).
 
-Per model and seed: epochs x training images per epoch / training images/s of the benchmark's record for that model,
-then the evaluations (validation every epoch, and once val, test and the test-time views) at its inference
-images/s, and its compiles. Only arithmetic on the params and the benchmark's JSON record: no data, no Keras.
+Only arithmetic on the params and the benchmark's JSON record (no data, no Keras): see :func:`model_estimate`.
 """
 
 from __future__ import annotations
@@ -37,7 +35,8 @@ def read_bench(path: str | Path) -> dict[str, Any]:
 
 def model_estimate(params: Mapping[str, Any], model: str, bench: Mapping[str, Any], *,
                    compile_share: float = COMPILE_SHARE) -> dict[str, Any]:
-    """Seconds one model of ``params`` trains (all its seeds), evaluates and compiles, with the assumptions made."""
+    """Seconds one model of ``params`` trains (all its seeds), evaluates (val per epoch, once val and test in every
+    test-time view) and compiles, at the benchmark's images/s for that model, with the assumptions made."""
     if model not in bench["models"]:
         raise EstimateError(f"the benchmark {bench['path']} has no record of {model} (it has "
                             f"{', '.join(bench['models'])}); benchmark this protocol first: python benchmarks/bench.py")
@@ -46,7 +45,8 @@ def model_estimate(params: Mapping[str, Any], model: str, bench: Mapping[str, An
     images_per_epoch = settings["n_train"] // batch * batch
     notes = []
     scale = 1.0  # the cost per image against the benchmark's: ResNet50V2's input resolution
-    size = model_options(model, params["model_options"].get(model)).as_dict().get("input_size")
+    options = model_options(model, params["model_options"].get(model)).as_dict()
+    size = options.get("input_size")
     bench_size = (row.get("model_options") or {}).get("input_size", 48) if size is not None else None
     if size is not None and size != bench_size:
         scale = (size / bench_size) ** 2
@@ -56,7 +56,6 @@ def model_estimate(params: Mapping[str, Any], model: str, bench: Mapping[str, An
         notes.append(f"{model}: the benchmark measured batch {row['batch_size']}, mixed precision "
                      f"{row['mixed_precision']}; these params use batch {batch}, mixed precision "
                      f"{params['mixed_precision']}: the images/s are taken as they are")
-    options = model_options(model, params["model_options"].get(model)).as_dict()
     measured = {**options, **(row.get("model_options") or {})}
     differ = sorted(key for key in options if key != "input_size" and measured[key] != options[key])
     if differ:
@@ -80,8 +79,7 @@ def estimate(params: Mapping[str, Any], bench: Mapping[str, Any], *,
     models = [model_estimate(params, model, bench, compile_share=compile_share) for model in params["models"]]
     totals = {key: sum(m[key] for m in models) for key in ("train_seconds", "evaluation_seconds", "compile_seconds",
                                                           "total_seconds")}
-    return {"params": params.get("name"), "bench": bench["path"], "device": bench["device"], "models": models,
-            **totals}
+    return {"params": params.get("name"), "bench": bench["path"], "device": bench["device"], "models": models, **totals}
 
 
 def format_estimate(result: Mapping[str, Any]) -> str:

@@ -1,18 +1,15 @@
 """Predict the expressions of the faces in new photos with a run's trained model(s) (``fer-study predict``, 04_predict).
 
-The steps, each a plain function (the README's "fer-study predict" says what each does and why):
-:func:`load_photo`, :func:`detect_faces`, :func:`crop_face`, :func:`classify_faces`, :func:`annotate`, and
-:func:`predict_photos` for all of it, writing into a new folder that never overwrites earlier output.
-
-Keras, OpenCV and matplotlib are imported inside the functions that need them, so ``fer-study --help`` stays fast.
-Mistakes in what was asked raise :class:`PredictError` (one line, exit code 2 in the CLI); a file that cannot be
-decoded is reported by name and skipped (:attr:`PhotoResult.error`); a photo without a face is a result, not an error.
+One plain function per step (the README's "Predict on new photos" says why each is so); Keras, OpenCV and matplotlib
+are imported inside them, so ``fer-study --help`` stays fast. A mistake in what was asked is a :class:`PredictError`;
+an unreadable file is named and skipped (:attr:`PhotoResult.error`); a photo without a face is a result, not an error.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.resources
 import io
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -63,9 +60,6 @@ class PredictError(UserError):
 
 class PhotoError(ValueError):
     """A file that cannot be read as an image; the message names it."""
-
-
-# --- Results ----------------------------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
@@ -144,12 +138,8 @@ class Predictions:
             "no_face": [p.source for p in self.photos if p.status == "no_face"]}})
 
 
-# --- Photos: decoding, finding faces, cropping ------------------------------------------------------------------------
-
-
 def load_photo(source: str | Path | bytes, name: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """A photo (a file, or its bytes named ``name``) upright by its EXIF orientation: (RGB (h, w, 3), grayscale
-    (h, w)) uint8, the grayscale as fer_lib.core.data converts FER2013; :class:`PhotoError` when unreadable."""
+    """A photo (a file, or its bytes named ``name``) upright by its EXIF: RGB and grayscale (as FER2013's) uint8."""
     from PIL import Image, ImageOps
 
     label = name if name is not None else str(source)
@@ -182,13 +172,8 @@ def _cascade() -> Any:
 def detect_faces(gray: np.ndarray, *, max_side: int = DETECT_MAX_SIDE, scale_factor: float = SCALE_FACTOR,
                  min_neighbors: int = MIN_NEIGHBORS, min_size: int = MIN_FACE,
                  border: float = DETECT_BORDER) -> list[Box]:
-    """Faces in a grayscale photo as ``(x, y, w, h)`` boxes in its own pixels, left to right.
-
-    The photo is downscaled to at most ``max_side`` pixels (far fewer false faces than at full size), histogram-
-    equalised (dim or washed-out photos) and padded by ``border`` of its size in mid-grey, so that a face cut by the
-    photo's edge still fits the detector's window; such a box extends past the edge (:func:`clip_box` gives the
-    visible part) and is kept when at least half of it is inside the photo.
-    """
+    """Face boxes in a grayscale photo's pixels, left to right, found on a downscaled (fewer false faces), equalised
+    (dim photos) copy in a grey frame: a face cut by the edge is kept, past the edge, if half of it is inside."""
     import cv2
 
     gray = np.asarray(gray)
@@ -203,13 +188,11 @@ def detect_faces(gray: np.ndarray, *, max_side: int = DETECT_MAX_SIDE, scale_fac
                                 cv2.BORDER_CONSTANT, value=128)
     found = _cascade().detectMultiScale(padded, scaleFactor=scale_factor, minNeighbors=min_neighbors,
                                         minSize=(min_size, min_size))
-    boxes = []
-    for x, y, w, h in np.asarray(found, dtype=np.float64).reshape(-1, 4):
-        box = Box(round((x - pad) / scale), round((y - pad) / scale), round(w / scale), round(h / scale))
-        visible = clip_box(box, width, height)
-        if visible.width * visible.height >= 0.5 * box.width * box.height:
-            boxes.append(box)  # at least half of the face is in the photo
-    return sorted(boxes)
+    boxes = [Box(round((x - pad) / scale), round((y - pad) / scale), round(w / scale), round(h / scale))
+             for x, y, w, h in np.asarray(found, dtype=np.float64).reshape(-1, 4)]
+    visible = [clip_box(box, width, height) for box in boxes]
+    return sorted(box for box, seen in zip(boxes, visible)  # at least half of the face is in the photo
+                  if seen.width * seen.height >= 0.5 * box.width * box.height)
 
 
 def clip_box(box: Box, width: int, height: int) -> Box:
@@ -231,8 +214,7 @@ def crop_box(box: Box, margin: float = DEFAULT_MARGIN) -> Box:
 
 
 def crop_face(gray: np.ndarray, box: Box, margin: float = DEFAULT_MARGIN, size: int = IMAGE_SIZE) -> np.ndarray:
-    """The face in ``box`` as FER2013 shows faces: a square with ``margin``, grayscale, ``size`` x ``size`` uint8;
-    padded by repeating edge pixels where it leaves the photo, so a face at the border stays centred, unstretched."""
+    """The face in ``box`` framed as FER2013's (square, ``margin``, ``size`` px), edge pixels repeated past the edge."""
     import cv2
 
     gray = np.asarray(gray, dtype=np.uint8)
@@ -242,15 +224,10 @@ def crop_face(gray: np.ndarray, box: Box, margin: float = DEFAULT_MARGIN, size: 
     x, y, side, _ = crop_box(box, margin)
     top, left = max(0, -y), max(0, -x)
     bottom, right = max(0, y + side - height), max(0, x + side - width)
-    if top or left or bottom or right:
-        gray = cv2.copyMakeBorder(gray, top, bottom, left, right, cv2.BORDER_REPLICATE)
-        x, y = x + left, y + top
-    square = gray[y:y + side, x:x + side]
+    padded = cv2.copyMakeBorder(gray, top, bottom, left, right, cv2.BORDER_REPLICATE)  # edge pixels past the photo
+    square = padded[y + top:y + top + side, x + left:x + left + side]
     interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
     return cv2.resize(square, (size, size), interpolation=interpolation)
-
-
-# --- Models: which files, loading, classifying ------------------------------------------------------------------------
 
 
 def check_run(run_dir: str | Path) -> Path:
@@ -268,8 +245,7 @@ def select_model_files(run_dir: str | Path, model: str = ENSEMBLE) -> dict[str, 
     run_dir = check_run(run_dir)
     trained = records.trained_model_files(run_dir)
     if not trained:
-        evaluated = records.run_models(run_dir)
-        if evaluated:  # e.g. a run brought back from a GPU machine without its weights
+        if evaluated := records.run_models(run_dir):  # e.g. a run brought back from a GPU machine without its weights
             raise PredictError(f"run '{run_dir}' has no trained model to predict with: its models "
                                f"({', '.join(sorted(set(evaluated)))}) were evaluated but their "
                                f"{records.BEST_MODEL_FILE} files are not in the run folder; choose a run that has them")
@@ -301,8 +277,7 @@ def run_warnings(model_files: Mapping[str, Sequence[Path]]) -> list[str]:
             seed = f" ({path.parent.parent.parent.name})" if len(paths) > 1 else ""
             if metrics.get("synthetic") and name not in synthetic:
                 synthetic.append(name)
-            collapse = ((metrics.get("test") or {}).get("collapse_warning"))
-            if collapse:
+            if collapse := (metrics.get("test") or {}).get("collapse_warning"):
                 warnings.append(f"{name}{seed} is no better than always answering one class on its test split "
                                 f"({collapse}): its predictions mean little")
     if synthetic:
@@ -322,21 +297,18 @@ def load_models(model_files: Mapping[str, Sequence[Path]]) -> dict[str, list[Any
         raise PredictError(str(error)) from None
     from fer_lib.core.train import load_inference_model
 
-    loaded: dict[str, list[Any]] = {}
-    for name, paths in model_files.items():
-        loaded[name] = []
-        for path in paths:
-            try:
-                loaded[name].append(load_inference_model(path))
-            except Exception as error:  # noqa: BLE001 - a damaged or foreign file: say which
-                raise PredictError(f"cannot load model '{path}': {type(error).__name__}: "
-                                   f"{str(error).splitlines()[0] if str(error) else ''}") from None
-    return loaded
+    def load(path: Path) -> Any:
+        try:
+            return load_inference_model(path)
+        except Exception as error:  # noqa: BLE001 - a damaged or foreign file: say which
+            raise PredictError(f"cannot load model '{path}': {type(error).__name__}: "
+                               f"{str(error).splitlines()[0] if str(error) else ''}") from None
+
+    return {name: [load(path) for path in paths] for name, paths in model_files.items()}
 
 
 def average_probabilities(per_model: Mapping[str, Sequence[np.ndarray]]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """(ensemble (n, 7), {model: (n, 7)}) from one (n, 7) array per seed and model: each model's average over its
-    seeds, and their average, in which every model weighs the same whatever its number of seeds."""
+    """(ensemble, {model: mean over its seeds}) of (n, 7) arrays: every model weighs the same, whatever its seeds."""
     if not per_model:
         raise ValueError("no model probabilities to average")
     means: dict[str, np.ndarray] = {}
@@ -351,8 +323,7 @@ def average_probabilities(per_model: Mapping[str, Sequence[np.ndarray]]) -> tupl
 
 def classify_faces(faces: np.ndarray, models: Mapping[str, Sequence[Any]], *,
                    tta: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """:func:`average_probabilities` of 48x48 uint8 face crops (n, 48, 48[, 1]); with ``tta`` each model also sees
-    the mirrored face (as the study's ``test_tta``)."""
+    """:func:`average_probabilities` of (n, 48, 48[, 1]) uint8 face crops, with ``tta`` of the mirrored ones too."""
     faces = np.asarray(faces, dtype=np.uint8)
     if faces.ndim == 3:
         faces = faces[..., None]
@@ -379,9 +350,8 @@ class Predictor:
             raise PredictError(f"--min-neighbors must be >= 1, got {min_neighbors}")
         self.min_neighbors = int(min_neighbors)
         self.run_dir = check_run(run_dir)
-        self.model = model
         self.model_files = select_model_files(self.run_dir, model)
-        self.tta, self.margin, self.whole_image = tta, margin, whole_image
+        self.model, self.tta, self.margin, self.whole_image = model, tta, margin, whole_image
         self.warnings = run_warnings(self.model_files)
 
     @property
@@ -402,23 +372,18 @@ class Predictor:
 
     def faces_of(self, gray: np.ndarray) -> list[Face]:
         """Find, crop and classify the faces of one decoded photo (in grayscale, as FER2013 shows them)."""
-        if self.whole_image:  # a photo that is already a face crop, e.g. FER2013's own images
-            boxes = [Box(0, 0, gray.shape[1], gray.shape[0])]
-        else:
-            boxes = detect_faces(gray, min_neighbors=self.min_neighbors)
+        height, width = gray.shape
+        boxes = ([Box(0, 0, width, height)] if self.whole_image  # already a face crop, e.g. FER2013's own images
+                 else detect_faces(gray, min_neighbors=self.min_neighbors))
         if not boxes:
             return []
         margin = 0.0 if self.whole_image else self.margin
         crops = np.stack([crop_face(gray, box, margin) for box in boxes])
         probabilities, per_model = classify_faces(crops, self.models, tta=self.tta)
-        height, width = gray.shape
-        faces = []
-        for i, box in enumerate(boxes):
-            visible = clip_box(box, width, height)
-            faces.append(Face(box=visible, probabilities=probabilities[i], crop=crop_box(box, margin),
-                              at_border=visible != box,
-                              per_model={name: probs[i] for name, probs in per_model.items()}))
-        return faces
+        visible = [clip_box(box, width, height) for box in boxes]
+        return [Face(box=seen, probabilities=probabilities[i], crop=crop_box(box, margin), at_border=seen != box,
+                     per_model={name: probs[i] for name, probs in per_model.items()})
+                for i, (box, seen) in enumerate(zip(boxes, visible))]
 
     def predict(self, source: str | Path | bytes, name: str | None = None) -> tuple[PhotoResult, np.ndarray | None]:
         """One photo: its result and its RGB pixels (None when it could not be read; the result says why)."""
@@ -430,16 +395,12 @@ class Predictor:
         return PhotoResult(source=label, faces=self.faces_of(gray), size=(rgb.shape[1], rgb.shape[0])), rgb
 
 
-# --- Drawing ----------------------------------------------------------------------------------------------------------
-
-
 def face_label(index: int, face: Face) -> str:
     return f"{index}: {face.emotion} {face.probability:.2f}"
 
 
 def annotate(rgb: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
-    """A copy of the photo with, per face, its box and ``<number>: <top emotion> <probability>`` above (or inside,
-    at the top edge) the box, in the emotion's colour. Numbers start at 1, as in the JSON and the charts."""
+    """A copy of the photo with each face's box and :func:`face_label` (numbered from 1, as the JSON), in its colour."""
     import cv2
 
     image = np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8).copy())
@@ -489,14 +450,6 @@ def figure_png(fig: Figure, dpi: int = 100) -> bytes:
     return buffer.getvalue()
 
 
-def write_image(rgb: np.ndarray, path: Path) -> Path:
-    """Write an RGB array as PNG or JPEG (by the suffix)."""
-    from PIL import Image
-
-    Image.fromarray(np.asarray(rgb, dtype=np.uint8)).save(path, quality=92)  # JPEG's quality; PNG ignores it
-    return path
-
-
 def annotated_name(source: str, out_dir: Path, taken: set[str]) -> str:
     """``<stem>.png`` for a PNG photo, else ``<stem>.jpg``; ``<stem>-2...`` when two photos share a stem."""
     path = Path(source)
@@ -506,12 +459,8 @@ def annotated_name(source: str, out_dir: Path, taken: set[str]) -> str:
     return name
 
 
-# --- The whole job ----------------------------------------------------------------------------------------------------
-
-
 def find_photos(inputs: Sequence[str | Path]) -> tuple[list[Path], list[PhotoResult]]:
-    """Files named, and the photos (by suffix, not in sub-folders, sorted) of folders named; a folder without photos
-    is a skipped entry, a path that does not exist a :class:`PredictError`."""
+    """The files named and the photos of the folders named (by suffix, sorted), and a skipped entry per empty folder."""
     if not inputs:
         raise PredictError("no photo given: name image files and/or folders of them")
     missing = [str(p) for p in inputs if not Path(p).expanduser().exists()]
@@ -521,14 +470,12 @@ def find_photos(inputs: Sequence[str | Path]) -> tuple[list[Path], list[PhotoRes
     problems: list[PhotoResult] = []
     for given in inputs:
         path = Path(given).expanduser()
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
-            if not found:
-                problems.append(PhotoResult(source=str(given), error=f"folder '{given}' holds no photo (files ending "
-                                                                      f"in {', '.join(PHOTO_SUFFIXES)})"))
-            photos.extend(found)
-        else:
-            photos.append(path)
+        found = (sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
+                 if path.is_dir() else [path])
+        if not found:
+            problems.append(PhotoResult(source=str(given), error=f"folder '{given}' holds no photo (files ending "
+                                                                  f"in {', '.join(PHOTO_SUFFIXES)})"))
+        photos.extend(found)
     return photos, problems
 
 
@@ -552,36 +499,31 @@ def predict_photos(run_dir: str | Path, photos: Sequence[PhotoSource], *, model:
                    whole_image: bool = False, min_neighbors: int = MIN_NEIGHBORS, predictor: Predictor | None = None,
                    on_start: Callable[[Path], None] | None = None,
                    on_photo: Callable[[PhotoResult], None] | None = None) -> Predictions:
-    """Find, classify and annotate the faces of ``photos`` (files, folders, or ``(name, bytes)`` uploads) into
-    ``out`` (default: a new ``<run_dir>/predictions/<timestamp>-<model>/``), every check done before anything is
-    written. ``on_start`` gets the output folder once the checks passed, ``on_photo`` each photo's result."""
+    """Find, classify and annotate the faces of ``photos`` (paths or ``(name, bytes)`` uploads) into ``out`` (default: a
+    new ``<run_dir>/predictions/<timestamp>-<model>/``), written after every check; calls ``on_start``, ``on_photo``."""
+    from PIL import Image
+
     predictor = predictor or Predictor(run_dir, model, tta=tta, margin=margin, whole_image=whole_image,
                                        min_neighbors=min_neighbors)
     paths = [p for p in photos if not isinstance(p, tuple)]
     uploads = [p for p in photos if isinstance(p, tuple)]
-    found, problems = find_photos(paths) if paths else ([], [])
-    if not paths and not uploads:
-        raise PredictError("no photo given: name image files and/or folders of them")
+    found, problems = find_photos(paths) if paths or not uploads else ([], [])  # no photo at all: find_photos says so
     out_dir = (prepare_out_dir(out) if out is not None  # else a fresh one, suffixed -2, -3, ... when taken
                else runs.new_run_dir(predictor.label, outputs_dir=predictor.run_dir / PREDICTIONS_DIR))
     if on_start is not None:
         on_start(out_dir)
-    results: list[PhotoResult] = []
+    report = on_photo or (lambda _result: None)
+    results: list[PhotoResult] = list(problems)
     taken: set[str] = set()
-
-    def record(result: PhotoResult) -> None:
-        results.append(result)
-        if on_photo is not None:
-            on_photo(result)
-
     for problem in problems:
-        record(problem)
-    sources: list[tuple[str, str | Path | bytes]] = [(str(p), p) for p in found] + [(n, b) for n, b in uploads]
-    for label, source in sources:
+        report(problem)
+    for label, source in [(str(p), p) for p in found] + uploads:
         result, rgb = predictor.predict(source, label)
         if rgb is not None:
-            result.annotated = write_image(annotate(rgb, result.faces), out_dir / annotated_name(label, out_dir, taken))
-        record(result)
+            result.annotated = out_dir / annotated_name(label, out_dir, taken)
+            Image.fromarray(annotate(rgb, result.faces)).save(result.annotated, quality=92)  # JPEG's; PNG ignores it
+        results.append(result)
+        report(result)
     predictions = Predictions(run_dir=predictor.run_dir, model=predictor.model, models=predictor.model_files,
                               photos=results, out_dir=out_dir, warnings=list(predictor.warnings), tta=predictor.tta)
     predictions.write()
@@ -614,14 +556,9 @@ def summary_line(predictions: Predictions) -> str:
     return f"{text}: annotated photos and {PREDICTIONS_FILE} in {predictions.out_dir}"
 
 
-# --- Notebook helpers (04_predict) ------------------------------------------------------------------------------------
-
-
 def sample_photo() -> Path | None:
     """scikit-image's bundled sample photo with a face (``astronaut.png``, inside its wheel), or None without it."""
     try:
-        import importlib.resources
-
         path = Path(str(importlib.resources.files("skimage.data") / "astronaut.png"))
     except (ImportError, TypeError):
         return None
@@ -639,17 +576,15 @@ class NotebookChoice:
 
 def notebook_choice(run_dir: str | Path | None, photos: str | Path | Sequence[str | Path] | None, *,
                     outputs_dir: str | Path | None = None) -> NotebookChoice:
-    """04_predict's parameters resolved: ``run_dir`` None is the newest run with a trained model (none: a message,
-    nothing to predict); ``photos`` None is scikit-image's sample photo. A given run or photo that is wrong raises
-    :class:`PredictError`."""
+    """04_predict's parameters resolved (None: the newest run with a trained model, scikit-image's sample photo); a
+    wrong run or photo given is a :class:`PredictError`, no run at all a message."""
     if run_dir is None or str(run_dir) == "":
-        found = next(iter(predictable_runs(outputs_dir)), None)
-        if found is None:
+        run_dir = next(iter(predictable_runs(outputs_dir)), None)
+        if run_dir is None:
             where = Path(outputs_dir) if outputs_dir is not None else records.default_outputs_dir()
             return NotebookChoice(None, [], f"No run folder with a trained model under '{where}', so there is nothing "
                                             f"to predict with. Train one (`fer-study run --params params/smoke.yaml`, "
                                             f"or the 02_train notebook) or set run_dir, then run this notebook again.")
-        run_dir = found
     run = check_run(records.project_path(run_dir))
     models = select_model_files(run)
     if photos is None:
@@ -659,8 +594,7 @@ def notebook_choice(run_dir: str | Path | None, photos: str | Path | Sequence[st
                                            "installed: set photos to a photo or a folder of photos.")
         chosen, what = [sample], f"{sample.name} (scikit-image's sample photo)"
     else:
-        given = [photos] if isinstance(photos, (str, Path)) else list(photos)
-        chosen = [records.project_path(p) for p in given]
+        chosen = [records.project_path(p) for p in ([photos] if isinstance(photos, (str, Path)) else photos)]
         find_photos(chosen)  # a path that does not exist: PredictError now
         what = ", ".join(str(p) for p in chosen)
     return NotebookChoice(run, chosen, f"run: {run.name} (trained: {', '.join(models)})\nphotos: {what}")
@@ -689,4 +623,4 @@ def show_predictions(predictions: Predictions | None, *, max_width: int = 640) -
             width = min(max_width, photo.size[0]) if photo.size else max_width
             display(ImageDisplay(filename=str(photo.annotated), width=width))
         for index, face in enumerate(photo.faces, start=1):
-            display(probability_chart(face, title=f"face {index}: {face.emotion} {face.probability:.2f}"))
+            display(probability_chart(face, title=f"face {face_label(index, face)}"))

@@ -1,8 +1,6 @@
-"""The interactive part of 04_predict: choose a run and a model, upload photos, see each annotated photo and a
-probability chart per face.
+"""04_predict's upload view: choose a run and a model, upload photos, see them annotated with a chart per face.
 
-:class:`PredictView` is a thin shell over :func:`fer_lib.app.predict.predict_photos` (the same function as ``fer-study
-predict``); tests call :meth:`PredictView.predict_uploads` directly, the browser test uploads through the page.
+A thin shell over :func:`fer_lib.app.predict.predict_photos`, as ``fer-study predict`` is.
 """
 
 from __future__ import annotations
@@ -26,12 +24,11 @@ __all__ = ["PredictView", "display_jpeg", "uploaded_files"]
 
 def uploaded_files(value: Any) -> list[tuple[str, bytes]]:
     """``(name, bytes)`` of each file of an ipywidgets 8 ``FileUpload.value`` (a tuple of dicts)."""
-    files = []
-    for item in value or ():
-        item = dict(item) if isinstance(item, Mapping) else {"name": getattr(item, "name", "upload"),
-                                                             "content": getattr(item, "content", b"")}
-        files.append((str(item.get("name") or "upload"), bytes(item.get("content") or b"")))
-    return files
+
+    def field(item: Any, key: str) -> Any:
+        return item.get(key) if isinstance(item, Mapping) else getattr(item, key, None)
+
+    return [(str(field(item, "name") or "upload"), bytes(field(item, "content") or b"")) for item in value or ()]
 
 
 def display_jpeg(path: Path, width: int = DISPLAY_WIDTH) -> bytes:
@@ -69,8 +66,7 @@ class PredictView(widgets.VBox):
         self.model_dropdown = widgets.Dropdown(description="model", layout=widgets.Layout(width="260px"))
         self._wanted_model = model
         self.upload = widgets.FileUpload(accept="image/*", multiple=True, description="Upload photos",
-                                         layout=widgets.Layout(width="200px"))
-        self.upload.add_class("fer-predict-upload")
+                                         layout=widgets.Layout(width="200px")).add_class("fer-predict-upload")
         self.message = widgets.HTML().add_class("fer-message")
         self.results = widgets.VBox().add_class("fer-predict-results")
         self.children = (widgets.HBox([self.run_dropdown, self.model_dropdown],
@@ -78,7 +74,7 @@ class PredictView(widgets.VBox):
                          self.upload, self.message, self.results)
         self._update_models()
         self.run_dropdown.observe(lambda _change: self._guard(self._update_models), names="value")
-        self.model_dropdown.observe(lambda _change: self._guard(self._forget_models), names="value")
+        self.model_dropdown.observe(lambda _change: setattr(self, "_predictor", None), names="value")
         self.upload.observe(self._on_upload, names="value")
         if chosen is None:
             self._say(f"No run folder with a trained model under {html.escape(str(self.outputs_dir))}: train one "
@@ -88,8 +84,6 @@ class PredictView(widgets.VBox):
         else:
             self._say("Upload one or more photos: each face found is cropped as FER2013 shows faces (grayscale, "
                       "48x48) and classified.")
-
-    # ---- state ----------------------------------------------------------------------------------------------------
 
     @property
     def run_dir(self) -> Path | None:
@@ -107,8 +101,6 @@ class PredictView(widgets.VBox):
             self._predictor = predict.Predictor(self.run_dir, self.model)
         return self._predictor
 
-    # ---- actions --------------------------------------------------------------------------------------------------
-
     def predict_uploads(self, files: Sequence[tuple[str, bytes]]) -> predict.Predictions | None:
         """Predict uploaded ``(name, bytes)`` files and show them; returns the predictions (None without files)."""
         if not files:
@@ -119,27 +111,24 @@ class PredictView(widgets.VBox):
         self._show(self.predictions)
         return self.predictions
 
-    # ---- display --------------------------------------------------------------------------------------------------
-
     def _show(self, predictions: predict.Predictions) -> None:
         notes = [notice_html(f"⚠ {html.escape(w)}", "warning") for w in predictions.warnings]
         notes.append(notice_html(html.escape(f"{self.predictor().description}: {predict.summary_line(predictions)}")))
         self.message.value = "".join(notes)
         blocks = []
         for photo in predictions.photos:
-            title = widgets.HTML(f"<b>{html.escape(photo.source)}</b>: "
-                                 f"{html.escape(predict.photo_line(photo).split(': ', 1)[1])}")
             if photo.status == "error":
                 blocks.append(widgets.VBox([widgets.HTML(notice_html(html.escape(str(photo.error)), "error"))])
                               .add_class("fer-predict-error"))
                 continue
-            parts: list[widgets.Widget] = [title]
+            parts: list[widgets.Widget] = [widgets.HTML(f"<b>{html.escape(photo.source)}</b>: "
+                                                        f"{html.escape(predict.photo_line(photo).split(': ', 1)[1])}")]
             if photo.annotated is not None:
                 parts.append(widgets.Image(value=display_jpeg(photo.annotated), format="jpeg",
                                            layout=widgets.Layout(width="auto", max_width=f"{DISPLAY_WIDTH}px"))
                              .add_class("fer-predict-photo"))
             charts = [widgets.Image(value=predict.figure_png(predict.probability_chart(
-                face, title=f"face {i}: {face.emotion} {face.probability:.2f}")), format="png")
+                face, title=f"face {predict.face_label(i, face)}")), format="png")
                 .add_class("fer-predict-chart") for i, face in enumerate(photo.faces, start=1)]
             if charts:
                 parts.append(widgets.HBox(charts, layout=widgets.Layout(flex_flow="row wrap")))
@@ -157,7 +146,6 @@ class PredictView(widgets.VBox):
             self._say(html.escape(str(error)), "error")
         except Exception as error:  # noqa: BLE001 - the page must say what went wrong
             self._say(f"Error: {html.escape(type(error).__name__)}: {html.escape(str(error))}", "error")
-        return None
 
     def _update_models(self) -> None:
         self._predictor = None
@@ -170,12 +158,6 @@ class PredictView(widgets.VBox):
         if run_dir is not None and not trained:
             self._say(f"Run {html.escape(run_dir.name)} has no trained model.", "warning")
 
-    def _forget_models(self) -> None:
-        self._predictor = None
-
     def _on_upload(self, change: Mapping[str, Any]) -> None:
-        files = uploaded_files(change.get("new"))
-        if not files:
-            return
-        self._guard(self.predict_uploads, files)
+        self._guard(self.predict_uploads, uploaded_files(change.get("new")))  # nothing when the value is emptied
         self.upload.value = ()  # the same photo can be uploaded again
