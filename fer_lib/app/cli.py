@@ -1,20 +1,6 @@
-"""The ``fer-study`` command: parse the command line and call the runner (fer_lib.app.runner) or the run listing.
-
-``fer-study run [--params FILE ...] [--data DIR] [-p key=value ...] [--out DIR] [--name NAME]``: the whole study
-(the three notebooks, executed with papermill) into a new run folder; ``fer-study resume RUN_DIR``: finish an
-interrupted run; ``fer-study list [--out DIR]``: every run with its status, data and results;
-``fer-study results RUN_DIR ... [--update-readme FILE]``: a markdown results table generated from run folders;
-``fer-study sweep --params FILE --grid KEY=V1,V2 ...``: one run per combination of the grid, in a sweep folder;
-``fer-study tune --params FILE --space SPACE.yaml --trials N``: a pruned search; ``fer-study worker --storage URL
---study NAME``: join a sweep's or a search's workers; ``fer-study estimate --params FILE --bench JSON``: how long a
-params file trains on a benchmarked machine;
-``fer-study compare RUN_OR_SWEEP...``: runs side by side against the parameters that tell them apart;
-``fer-study predict RUN_DIR IMAGE_OR_FOLDER... [--model M] [--out DIR]``: the expressions of the faces in new photos
-(fer_lib.app.predict).
-
-A user error (a typo in a parameter, a missing file, no usable Keras backend) is one line on stderr and exit code
-2, before anything is written.
-"""
+"""The ``fer-study`` command: parse the command line and call the runner, a sweep, a search, the predictor or the
+run listing (the commands are in the README and ``fer-study COMMAND --help``). A user error (a typo in a parameter, a
+missing file, no usable Keras backend) is one line on stderr and exit code 2, before anything is written."""
 
 from __future__ import annotations
 
@@ -34,12 +20,10 @@ def _add_study_arguments(parser: argparse.ArgumentParser, *, out: str, name: str
     """The arguments of a study run (`run`, and every point of a `sweep`)."""
     parser.add_argument("--params", metavar="FILE", action="extend", nargs="+", default=[],
                         help="YAML params file(s); later files override earlier ones")
-    parser.add_argument("--data", metavar="DIR",
-                        help="FER2013: fer2013.csv, a folder holding it, or a train/ test/ folder layout "
-                             "(default: $FER2013_DIR, else data/fer2013, else the synthetic demo data)")
+    parser.add_argument("--data", metavar="DIR", help="FER2013: fer2013.csv, a folder holding it, or a train/ test/ "
+                        "folder layout (default: $FER2013_DIR, else data/fer2013, else the synthetic demo data)")
     parser.add_argument("-p", "--param", metavar="KEY=VALUE", dest="overrides", action="append", default=[],
-                        help="override one parameter (value in YAML syntax; a.b=value sets a nested key), "
-                             "repeatable")
+                        help="override one parameter (value in YAML syntax; a.b=value sets a nested key), repeatable")
     parser.add_argument("--out", metavar="DIR", help=out)
     parser.add_argument("--name", help=name)
     parser.add_argument("--log-output", action="store_true",
@@ -49,19 +33,19 @@ def _add_study_arguments(parser: argparse.ArgumentParser, *, out: str, name: str
 
 def _add_worker_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     """Where the trials are kept and who runs them (`sweep` and `tune`)."""
-    parser.add_argument("--workers", default="auto", metavar="N|auto",
-                        help=f"worker processes running the {what} side by side: auto is one per visible GPU "
-                             "(CUDA_VISIBLE_DEVICES of each), one on a CPU-only machine; N workers share the devices")
-    parser.add_argument("--storage", metavar="URL",
-                        help="where the trials are kept: a database URL many machines share (postgresql://user@host/"
-                             "db), or a journal file; default: a journal file in the folder (nothing to set up)")
-    parser.add_argument("--launch", choices=("local", "slurm"), default="local",
-                        help="slurm: submit the workers as an sbatch job array (--workers tasks, one GPU each) "
-                             "instead of running them here")
+    parser.add_argument("--workers", default="auto", metavar="N|auto", help=f"worker processes running the {what} "
+                        "side by side: auto is one per visible GPU (CUDA_VISIBLE_DEVICES of each), one on a CPU-only "
+                        "machine; N workers share the devices")
+    parser.add_argument("--storage", metavar="URL", help="where the trials are kept: a database URL many machines "
+                        "share (postgresql://user@host/db), or a journal file; default: a journal file in the folder "
+                        "(nothing to set up)")
+    parser.add_argument("--launch", choices=("local", "slurm"), default="local", help="slurm: submit the workers as "
+                        "an sbatch job array (--workers tasks, one GPU each) instead of running them here")
     parser.add_argument("--dry-run", action="store_true", help="with --launch slurm: print the script, submit nothing")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``fer-study`` argument parser with every command."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Facial expression recognition on FER2013: basic CNN vs ResNet50V2. Runs the study's "
@@ -175,22 +159,20 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a run folder with trained models")
     predict.add_argument("photos", metavar="IMAGE_OR_FOLDER", nargs="+",
                          help="photo files and/or folders of photos (not their sub-folders)")
-    predict.add_argument("--model", default="ensemble",
-                         help="a trained model of the run (basic_cnn, resnet50v2), or ensemble (the default): the "
-                              "average of the run's models' probabilities (each model averaged over its seeds)")
-    predict.add_argument("--out", metavar="DIR", type=Path,
-                         help="folder for the annotated photos and predictions.json (created; refused if it "
-                              "already holds predictions); default: a new <RUN_DIR>/predictions/<timestamp>-<model>/")
-    predict.add_argument("--margin", type=float, default=None,
-                         help="margin around each detected face, a fraction of its size per side "
-                              "(default: FER2013's framing)")
+    predict.add_argument("--model", default="ensemble", help="a trained model of the run (basic_cnn, resnet50v2), or "
+                         "ensemble (the default): the average of the run's models' probabilities (each model "
+                         "averaged over its seeds)")
+    predict.add_argument("--out", metavar="DIR", type=Path, help="folder for the annotated photos and "
+                         "predictions.json (created; refused if it already holds predictions); default: a new "
+                         "<RUN_DIR>/predictions/<timestamp>-<model>/")
+    predict.add_argument("--margin", type=float, default=None, help="margin around each detected face, a fraction "
+                         "of its size per side (default: FER2013's framing)")
     predict.add_argument("--tta", action="store_true",
                          help="also classify each face's mirror image and average (the study's flip TTA)")
     predict.add_argument("--whole-image", action="store_true",
                          help="no face detection: each photo is one face already cropped (e.g. a FER2013 image)")
-    predict.add_argument("--min-neighbors", metavar="N", type=int, default=None,
-                         help="face detector's strictness (default 5): higher finds fewer false faces and misses "
-                              "more real ones")
+    predict.add_argument("--min-neighbors", metavar="N", type=int, default=None, help="face detector's strictness "
+                         "(default 5): higher finds fewer false faces and misses more real ones")
     estimate = commands.add_parser(
         "estimate", help="how long a params file's training takes on a benchmarked machine",
         description="Per model: epochs x training images / the benchmark's training images/s (per seed), the "
@@ -207,29 +189,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fer-study`` console script; returns the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     command_line = list(sys.argv[1:] if argv is None else argv)
+    given_argv = {"run": command_run, "resume": command_resume, "sweep": command_sweep, "tune": command_tune}
+    others = {"list": command_list, "results": command_results, "worker": command_worker,
+              "compare": command_compare, "estimate": command_estimate, "predict": command_predict}
     try:
-        if args.command == "list":
-            return command_list(args)
-        if args.command == "results":
-            return command_results(args)
-        if args.command == "resume":
-            return command_resume(args, argv=command_line)
-        if args.command == "sweep":
-            return command_sweep(args, argv=command_line)
-        if args.command == "tune":
-            return command_tune(args, argv=command_line)
-        if args.command == "worker":
-            return command_worker(args)
-        if args.command == "compare":
-            return command_compare(args)
-        if args.command == "estimate":
-            return command_estimate(args)
-        if args.command == "predict":
-            return command_predict(args)
-        return command_run(args, argv=command_line)
+        if args.command in given_argv:
+            return given_argv[args.command](args, argv=command_line)
+        return others[args.command](args)
     except UserError as error:
         print(f"{PROG}: error: {one_line(str(error))}", file=sys.stderr)
         return EXIT_USAGE
@@ -354,8 +322,7 @@ def command_results(args: argparse.Namespace) -> int:
         print(table)
         return EXIT_OK
     try:
-        text = args.update_readme.read_text()
-        args.update_readme.write_text(tables.replace_results_block(text, table))
+        args.update_readme.write_text(tables.replace_results_block(args.update_readme.read_text(), table))
     except (OSError, ValueError) as error:
         raise UserError(f"cannot update '{args.update_readme}': {error}") from None
     print(f"updated the results table of {args.update_readme} ({len(rows)} rows)")

@@ -1,5 +1,5 @@
 """Starting Keras in this process (fer-study predict, a tuning trial) without TensorFlow's start-up lines on the
-terminal. The notebooks' kernels are separate processes, whose output the runner sends to the run's logs/."""
+terminal (the notebooks' kernels are other processes: the runner sends their output to the run's logs/)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,9 @@ from fer_lib.app.provenance import BackendUnavailable, keras_backend
 
 
 def import_keras_quietly() -> str:
-    """Import Keras (and so its backend) in this process with the process's stderr (file descriptor 2) caught, and
-    return what it wrote there.
-
-    TensorFlow 2.21's C++ start-up lines ("All log messages before absl::InitializeLog() ...", "oneDNN custom
-    operations are on ...") are written straight to descriptor 2 whatever TF_CPP_MIN_LOG_LEVEL says, so only
-    catching the descriptor keeps them off the user's terminal; the caller keeps the text where someone debugging
-    looks (a command's log file). A failed import is a BackendUnavailable with the caught text's last lines.
-    """
+    """Import Keras (so its backend) with file descriptor 2 caught and return what was written there, for the
+    caller's log: TensorFlow 2.21's C++ start-up lines go straight to it whatever TF_CPP_MIN_LOG_LEVEL says. A failed
+    import is a BackendUnavailable with the caught text's last lines."""
     if "keras" in sys.modules:
         return ""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -1,15 +1,6 @@
-"""Whether the running environment has the committed lock's exact versions (requirements/lock.txt).
-
-`make install` installs the lock (`make lock` writes it with uv: one universal resolution whose entries carry
-environment markers, e.g. ``numpy==2.5.5 ; python_full_version >= '3.12'``). ``lock_status()`` reads it, keeps the
-entries whose marker holds for this interpreter, and compares each with the version ``importlib.metadata`` finds:
-
-    >>> lock_status()
-    {'lock': 'requirements/lock.txt', 'sha256': '...', 'matches': True, 'missing': [], 'different': [], 'checked': 160}
-
-Only the standard library and ``packaging`` (installed with matplotlib and ipykernel): no Keras, so asking costs
-nothing. ``lock_pins()`` is the same reading for another environment (the offline GPU bundle's target).
-"""
+"""Whether the running environment has the committed lock's exact versions (requirements/lock.txt, written by
+`make lock` with uv as one universal resolution with environment markers). Only the standard library and
+``packaging``, no Keras, so asking costs nothing; ``lock_pins()`` reads the lock for another environment too."""
 
 from __future__ import annotations
 
@@ -55,9 +46,8 @@ def read_lock(lock_file: Path) -> list[Requirement]:
 
 
 def lock_pins(lock_file: Path, environment: dict[str, str] | None = None) -> dict[str, str]:
-    """Canonical name -> locked version of the lock's entries whose marker holds in ``environment`` (marker
-    variables as in ``packaging.markers.default_environment()``, which is the default: this interpreter; a partial
-    dict updates that default)."""
+    """Canonical name -> locked version of the entries whose marker holds in ``environment`` (marker variables; a
+    partial dict updates ``packaging.markers.default_environment()``, this interpreter's, which is the default)."""
     values = {**default_environment(), **(environment or {})}
     pins: dict[str, str] = {}
     for entry in read_lock(lock_file):
@@ -94,28 +84,18 @@ def same_version(locked: str, installed: str) -> bool:
 
 
 def lock_status(lock_file: Path | None = None) -> dict[str, Any] | None:
-    """Whether this environment has the lock's versions.
-
-    For each lock entry whose marker holds for this interpreter: ``missing`` (not installed) or ``different``
-    (``{"name", "locked", "installed"}``); ``matches`` is true when neither has an entry. Distributions installed
-    beyond the lock (fer-study itself, anything added by hand) are not looked at. Returns None when ``lock_file`` is
-    not given and the checkout's lock is not found (an installed copy without the repository); an explicit
-    ``lock_file`` that does not exist is a FileNotFoundError.
-    """
+    """Whether this environment has the lock's versions: the applying pins ``missing`` here or ``different``
+    (``{"name", "locked", "installed"}``); packages beyond the lock are not looked at. None when no ``lock_file`` is
+    given and the checkout has none (an installed copy); a given ``lock_file`` that is absent is a FileNotFoundError."""
+    shown = str(LOCK_FILE if lock_file is None else Path(lock_file))
+    lock_file = default_lock_file() if lock_file is None else Path(lock_file)
     if lock_file is None:
-        lock_file = default_lock_file()
-        if lock_file is None:
-            return None
-        shown = str(LOCK_FILE)
-    else:
-        lock_file = Path(lock_file)
-        shown = str(lock_file)
-    data = lock_file.read_bytes()
+        return None
     pins = lock_pins(lock_file)
     installed = installed_versions()
     missing = sorted(name for name in pins if name not in installed)
     different = [{"name": name, "locked": version, "installed": installed[name]}
                  for name, version in sorted(pins.items())
                  if name in installed and not same_version(version, installed[name])]
-    return {"lock": shown, "sha256": hashlib.sha256(data).hexdigest(), "matches": not missing and not different,
-            "missing": missing, "different": different, "checked": len(pins)}
+    return {"lock": shown, "sha256": hashlib.sha256(lock_file.read_bytes()).hexdigest(),
+            "matches": not missing and not different, "missing": missing, "different": different, "checked": len(pins)}

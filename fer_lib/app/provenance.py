@@ -1,18 +1,15 @@
-"""Where a result came from: the Keras backend, the device, package versions and the git commit.
-
-Used by the runner (manifest.json) and the benchmark (its JSON record), so both describe a machine the same way.
-Nothing here imports Keras: asking which backend a run will get must not start one.
-"""
+"""Where a result came from (backend, device, versions, git commit), shared by the runner's manifest.json and the
+benchmark's record. Nothing here imports Keras: asking which backend a run will get must not start one."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.metadata
 import importlib.util
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -59,8 +56,7 @@ def device_info() -> dict[str, Any]:
             info["devices"] = [f"{d.device_type}: {d.name}" for d in devices]
         except Exception as error:  # noqa: BLE001 - the manifest notes it and the run goes on
             info["error"] = str(error)
-    gpus = _nvidia_gpus()
-    if gpus:
+    if gpus := _nvidia_gpus():
         info["nvidia_gpus"] = gpus
     accelerators = [d for d in info.get("devices", []) if not d.upper().startswith("CPU")]
     info["summary"] = (", ".join(accelerators) if accelerators
@@ -78,8 +74,7 @@ print(json.dumps([{"name": f"{d.platform}:{d.id}", "platform": d.platform, "kind
 @functools.cache
 def jax_devices() -> tuple[dict[str, str], ...]:
     """This machine's JAX devices (name as keras.distribution.list_devices spells it, platform, kind), asked once
-    in a short subprocess: the supervising process starts no backend and holds no GPU memory, and the
-    subprocess joins no multi-machine run (it sees only this machine's devices)."""
+    in a subprocess, so that this process holds no GPU memory and the asking joins no multi-machine run."""
     env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false", "TF_CPP_MIN_LOG_LEVEL": "3"}
     try:
         done = subprocess.run([sys.executable, "-c", _JAX_DEVICES], capture_output=True, text=True, timeout=120,
@@ -92,10 +87,9 @@ def jax_devices() -> tuple[dict[str, str], ...]:
 
 
 def distribution_plan(train: Any, processes: int | None = None) -> dict[str, Any]:
-    """The distribution a run will train with, decided before any folder exists and without a backend here: the
-    devices from :func:`jax_devices` (JAX only; on TensorFlow no distribution is used), the processes from the
-    launcher's environment (every machine is assumed to have as many devices as this one). ``train`` is the run's
-    TrainConfig; its rules raise ParamsError (a bad setting, a batch that does not divide by the devices)."""
+    """The distribution a run (``train``: its TrainConfig) will use, decided before any folder exists and with no
+    backend here: JAX's devices (none on TensorFlow) times the launcher's processes (each machine assumed alike).
+    A bad setting or a batch that does not divide by the devices is a ParamsError."""
     from fer_lib.core.config import launch_from_environment
 
     backend = keras_backend()
@@ -121,24 +115,25 @@ def distribution_plan(train: Any, processes: int | None = None) -> dict[str, Any
 
 
 def _cpu_model() -> str | None:
-    try:
+    with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
     return platform.processor() or None
 
 
-def _nvidia_gpus() -> list[str]:
-    if shutil.which("nvidia-smi") is None:
-        return []
+def _output(*command: str) -> str | None:
+    """A short command's stripped stdout; None when it is not installed, fails or takes over 20 s."""
     try:
-        done = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
-                              capture_output=True, text=True, timeout=20)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired):
-        return []
-    return [line.strip() for line in done.stdout.splitlines() if line.strip()] if done.returncode == 0 else []
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def _nvidia_gpus() -> list[str]:
+    listed = _output("nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader") or ""
+    return [line.strip() for line in listed.splitlines() if line.strip()]
 
 
 def visible_gpu_indices() -> list[str]:
@@ -151,24 +146,17 @@ def visible_gpu_indices() -> list[str]:
 
 
 def package_versions() -> dict[str, str]:
+    """The installed versions of the packages a result depends on (those not installed are left out)."""
     versions = {}
     for name in VERSIONED_PACKAGES:
-        try:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
     return versions
 
 
 def git_info(root: Path) -> dict[str, Any]:
     """Commit of the project checkout and whether tracked files differ from it (None outside a git checkout)."""
-    def git(*command: str) -> str | None:
-        try:
-            done = subprocess.run(["git", "-C", str(root), *command], capture_output=True, text=True, timeout=20)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
+    git = functools.partial(_output, "git", "-C", str(root))
     commit = git("rev-parse", "HEAD")
     if commit is None:  # a bundled copy of the project (no .git): the bundle recorded its commit
         try:
@@ -182,11 +170,8 @@ def git_info(root: Path) -> dict[str, Any]:
 
 
 def check_backend() -> str:
-    """The Keras backend a run gets, checked to be importable, before Keras itself is imported.
-
-    Keras imports its backend at import time, so a missing one would otherwise surface as a ModuleNotFoundError from
-    deep inside Keras; this says which backend was chosen, how, and what to do instead.
-    """
+    """The Keras backend a run gets, checked to be importable before Keras is (which would fail deep inside with a
+    ModuleNotFoundError); the error says which backend was chosen, how, and what to do instead."""
     backend = keras_backend()
     how = "KERAS_BACKEND" if os.environ.get("KERAS_BACKEND") else "the default (KERAS_BACKEND is unset)"
     module = BACKEND_MODULES.get(backend)

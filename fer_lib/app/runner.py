@@ -1,17 +1,10 @@
-"""The study runner: execute the notebooks into a run folder with papermill, keep its manifest, resume a run.
-
-:func:`prepare_run` resolves and checks everything a run needs before anything is written (any user error is a
-:class:`UserError` with one clear message); :func:`start_run` creates a fresh run folder
-``<out>/<YYYYmmdd-HHMMSS>-<name>/`` with ``params.yaml`` and ``manifest.json`` (versions, backend, device, git
-commit, data fingerprint, timings, status) and executes ``01_explore_data``, ``02_train`` once per model and
-``03_compare`` into ``<run>/notebooks/``, then renders ``report.html``; :func:`resume_run` finishes an interrupted
-run in its own folder. While a training notebook runs, one line per epoch shows progress (from the model's
-``progress.json``). A failing notebook ends the run with a paragraph naming the notebook and the cell, the partial
-notebook kept, and the manifest's status ``failed``.
-"""
+"""The study runner: check a run up front, execute the notebooks into a fresh run folder with papermill (one line
+per epoch from each model's progress.json), keep its manifest.json, render report.html, resume an interrupted run.
+A failing notebook ends the run with one paragraph naming the notebook and the cell; the partial notebook is kept."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -48,14 +41,9 @@ def _terminated(signum: int, frame: Any) -> None:
 def prepare_run(params_files: Sequence[str | Path] = (), overrides: Sequence[str] = (), *, data: str | None = None,
                 name: str | None = None, out: str | Path | None = None,
                 notebooks_dir: Path | None = None) -> dict[str, Any]:
-    """Check everything a run needs before anything is written; raise :class:`UserError` on any problem.
-
-    Params are: defaults, then each params file in order, then ``data``/``name``, then each ``key=value`` override.
-    Every value is checked (fer_lib.core.config), then the data: its layout and content are read in full (FER2013
-    is decoded once, into the loader's cache, which the notebooks then read) and the training split must hold a
-    batch; then the distribution: its devices (asked of a JAX subprocess) must divide the batch. No Keras is
-    imported.
-    """
+    """Check everything a run needs before anything is written, with no Keras imported; any problem is a UserError.
+    Params: defaults, the params files in order, ``data``/``name``, the overrides. The data is read in full (FER2013
+    decoded once, into the loader's cache the notebooks read) and the distribution's devices must divide the batch."""
     extra = {key: str(value) for key, value in (("data", data), ("name", name)) if value is not None}
     try:
         params = resolve_params_files(params_files, overrides, extra or None)
@@ -64,8 +52,7 @@ def prepare_run(params_files: Sequence[str | Path] = (), overrides: Sequence[str
         raise UserError(str(error)) from None
     project = records.project_root(DEFAULT_NOTEBOOKS_DIR.parent)
     try:
-        config = DataConfig.from_mapping(params)
-        path, how = data_source(config, project_root=project)
+        path, how = data_source(DataConfig.from_mapping(params), project_root=project)
         if path is None:
             params["synthetic"] = True  # the notebooks must use exactly what the runner checked
         else:
@@ -82,8 +69,7 @@ def prepare_run(params_files: Sequence[str | Path] = (), overrides: Sequence[str
     if dataset.is_synthetic:
         source["notice"] = SYNTHETIC_NOTICE
     notebooks_dir = (notebooks_dir or DEFAULT_NOTEBOOKS_DIR).resolve()
-    missing = [f"{name}.ipynb" for name in NOTEBOOKS if not (notebooks_dir / f"{name}.ipynb").is_file()]
-    if missing:
+    if missing := [f"{name}.ipynb" for name in NOTEBOOKS if not (notebooks_dir / f"{name}.ipynb").is_file()]:
         raise UserError(f"notebook(s) {', '.join(missing)} not found in '{notebooks_dir}'; is the project checkout "
                         f"complete?")
     return {"params": params, "data": source, "notebooks_dir": notebooks_dir, "distribution": distribution,
@@ -91,16 +77,12 @@ def prepare_run(params_files: Sequence[str | Path] = (), overrides: Sequence[str
 
 
 def notebook_jobs(plan: Mapping[str, Any], run_dir: Path) -> list[dict[str, Any]]:
-    """The notebooks to execute, in order, each with its output path and papermill parameters.
-
-    01 and 02 get the resolved params as one ``overrides`` mapping (and no ``params_file``), 02 its ``model`` too,
-    03 only the run folder: every notebook declares exactly these, so nothing has to be reconciled. With several
-    ``seeds``, 02 runs once per seed and model (seed by seed, so a short run still has whole seeds), its ``seed``
-    in ``overrides``.
-    """
+    """The notebooks to execute, in order, with their papermill parameters (exactly those each declares): 01 and 02
+    get the resolved params as ``overrides``, 02 its ``model`` too, once per model and seed (seed by seed, so a short
+    run has whole seeds), 03 only the run folder."""
     params, notebooks_dir = dict(plan["params"]), plan["notebooks_dir"]
     run_dir_text = str(run_dir.resolve())
-    out = (run_dir / runs.NOTEBOOKS_DIR)
+    out = run_dir / runs.NOTEBOOKS_DIR
     study = {"run_dir": run_dir_text, "params_file": None, "overrides": params}
     jobs = [{"name": "01_explore_data", "model": None, "seed": None, "output": out / "01_explore_data.ipynb",
              "parameters": study}]
@@ -121,20 +103,13 @@ def notebook_jobs(plan: Mapping[str, Any], run_dir: Path) -> list[dict[str, Any]
 
 def run_context(plan: Mapping[str, Any]) -> dict[str, Any]:
     """What the manifest records about the data and the machine (gathered before the run folder exists)."""
-    data = dict(plan["data"])
-    return {
-        "data": data,
-        "backend": keras_backend(),
-        "device": device_info(),
-        "distribution": plan.get("distribution"),  # as planned; train_config.json records what each model used
-        "versions": package_versions(),
-        "lock": lock_status(),  # whether this environment has requirements/lock.txt's versions (None: no lock here)
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "git": git_info(plan["project_root"]),
-        "environment": {key: os.environ[key] for key in ("KERAS_BACKEND", "CUDA_VISIBLE_DEVICES", "JAX_PLATFORMS",
-                                                         "XLA_FLAGS", "FER2013_DIR") if key in os.environ},
-    }
+    return {"data": dict(plan["data"]), "backend": keras_backend(), "device": device_info(),
+            "distribution": plan.get("distribution"),  # as planned; train_config.json records what each model used
+            "versions": package_versions(),
+            "lock": lock_status(),  # whether this environment has requirements/lock.txt's versions (None: no lock here)
+            "python": sys.version.split()[0], "platform": platform.platform(), "git": git_info(plan["project_root"]),
+            "environment": {key: os.environ[key] for key in ("KERAS_BACKEND", "CUDA_VISIBLE_DEVICES", "JAX_PLATFORMS",
+                                                             "XLA_FLAGS", "FER2013_DIR") if key in os.environ}}
 
 
 def start_run(plan: dict[str, Any], *, argv: Sequence[str], out: str | Path | None = None,
@@ -145,25 +120,13 @@ def start_run(plan: dict[str, Any], *, argv: Sequence[str], out: str | Path | No
     run_dir = plan["run_dir"] = runs.new_run_dir(plan["params"]["name"], outputs_dir=out, params=plan["params"])
     jobs = notebook_jobs(plan, run_dir)
     manifest: dict[str, Any] = {
-        "fer_study_version": __version__,
-        "status": "running",
-        "started": records.now(),
-        "finished": None,
-        "seconds": None,
-        "run_dir": str(run_dir.resolve()),
-        "command": [PROG, *argv],
-        "host": platform.node(),
-        "pid": os.getpid(),
-        "params_files": plan["params_files"],
-        "overrides": plan["overrides"],
-        **plan["context"],
+        "fer_study_version": __version__, "status": "running", "started": records.now(), "finished": None,
+        "seconds": None, "run_dir": str(run_dir.resolve()), "command": [PROG, *argv], "host": platform.node(),
+        "pid": os.getpid(), "params_files": plan["params_files"], "overrides": plan["overrides"], **plan["context"],
         "notebooks": [{"notebook": job["name"], "model": job["model"], "seed": job["seed"],
                        "output": str(job["output"].relative_to(run_dir)), "status": "pending", "started": None,
                        "seconds": None} for job in jobs],
-        "results": {},
-        "resumes": [],
-        "error": None,
-    }
+        "results": {}, "resumes": [], "error": None}
     runs.write_manifest(run_dir, manifest)
     (run_dir / runs.NOTEBOOKS_DIR).mkdir(exist_ok=True)
     (run_dir / runs.FIGURES_DIR).mkdir(exist_ok=True)
@@ -175,9 +138,8 @@ def start_run(plan: dict[str, Any], *, argv: Sequence[str], out: str | Path | No
 
 def resume_run(run_dir: str | Path, *, argv: Sequence[str], log_output: bool = False,
                notebooks_dir: Path | None = None) -> int:
-    """Finish an interrupted or failed run in its own folder: notebooks that completed are kept, the others run
-    again, and a training notebook resumes from the last backup of its model (fer_lib.core.train). The manifest records
-    each resume and ends ``complete`` when every notebook has."""
+    """Finish an interrupted or failed run in its own folder: completed notebooks are kept, the others run again (a
+    training notebook from its model's last backup); the manifest records each resume."""
     notebooks_dir = notebooks_dir or DEFAULT_NOTEBOOKS_DIR
     run_dir = Path(run_dir)
     if not records.is_run_dir(run_dir):
@@ -196,19 +158,17 @@ def resume_run(run_dir: str | Path, *, argv: Sequence[str], log_output: bool = F
         params = resolve_params(records.read_params(run_dir))
     except ParamsError as error:
         raise UserError(f"{run_dir / records.PARAMS_FILE}: {error}") from None
-    plan: dict[str, Any] = {"params": params, "data": manifest["data"], "notebooks_dir": notebooks_dir,
-                            "params_files": manifest.get("params_files", []),
-                            "overrides": manifest.get("overrides", []),
-                            "project_root": records.project_root(notebooks_dir.parent),
-                            "context": {key: manifest.get(key)
-                                        for key in ("data", "backend", "device", "distribution")}}
+    plan: dict[str, Any] = {
+        "params": params, "data": manifest["data"], "notebooks_dir": notebooks_dir,
+        "params_files": manifest.get("params_files", []), "overrides": manifest.get("overrides", []),
+        "project_root": records.project_root(notebooks_dir.parent),
+        "context": {key: manifest.get(key) for key in ("data", "backend", "device", "distribution")}}
     jobs = notebook_jobs(plan, run_dir)
-    done = {_job_key(entry["notebook"], entry["model"], entry.get("seed")) for entry in manifest["notebooks"]
+    done = {(entry["notebook"], entry["model"], entry.get("seed")) for entry in manifest["notebooks"]
             if entry["status"] == "complete"}
     manifest["resumes"] = [*manifest.get("resumes", []),
                            {"started": records.now(), "previous_status": status, "command": [PROG, *argv],
-                            "host": platform.node(), "pid": os.getpid(),
-                            "notebooks_kept": len(done)}]
+                            "host": platform.node(), "pid": os.getpid(), "notebooks_kept": len(done)}]
     manifest.update(status="running", pid=os.getpid(), host=platform.node(), error=None, finished=None)
     runs.write_manifest(run_dir, manifest)
     print(f"{PROG}: resuming {run_dir} ({len(done)} of {len(jobs)} notebooks already complete)", flush=True)
@@ -221,14 +181,12 @@ def job_label(job: Mapping[str, Any]) -> str:
     return job["name"] + (f" ({', '.join(details)})" if details else "")
 
 
-def _job_key(notebook: str, model: str | None, seed: int | None) -> tuple[str, str | None, int | None]:
-    return notebook, model, seed
-
-
 def execute_jobs(plan: Mapping[str, Any], run_dir: Path, manifest: dict[str, Any], jobs: list[dict[str, Any]], *,
                  log_output: bool = False, skip: set[tuple[str, str | None, int | None]] = frozenset()) -> int:
     """Execute ``jobs`` into ``run_dir`` (all but those in ``skip``), keeping manifest.json up to date; then the
     report. Ctrl-C (or SIGTERM) marks the run interrupted, a failing notebook marks it failed; the exit code."""
+    from tqdm.auto import tqdm
+
     data = manifest["data"]
     if data["synthetic"]:
         _shout(data["notice"])
@@ -242,59 +200,46 @@ def execute_jobs(plan: Mapping[str, Any], run_dir: Path, manifest: dict[str, Any
         previous = signal.signal(signal.SIGTERM, _terminated)
     except ValueError:  # not the main thread: leave signals alone
         previous = None
-    try:
-        return _execute_jobs(plan, run_dir, manifest, jobs, log_output=log_output, skip=skip, started=started)
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-
-
-def _execute_jobs(plan: Mapping[str, Any], run_dir: Path, manifest: dict[str, Any], jobs: list[dict[str, Any]], *,
-                  log_output: bool, skip: set[tuple[str, str | None, int | None]], started: float) -> int:
-    from tqdm.auto import tqdm
-
-    data = manifest["data"]
     interactive = _is_terminal(sys.stderr)  # progress bars on a terminal; one line per notebook in logs
-    bar = tqdm(total=len(jobs), desc="fer-study", unit="notebook", position=0, disable=not interactive,
-               file=sys.stderr)
     index, current = 0, None
     try:
-        for index, job in enumerate(jobs):
-            entry = manifest["notebooks"][index]
-            label = job_label(job)
-            if _job_key(job["name"], job["model"], job["seed"]) in skip:
-                bar.update(1)
-                tqdm.write(f"{PROG}: [{index + 1}/{len(jobs)}] {label} complete already (kept)", file=sys.stderr)
-                continue
-            current = job
-            bar.set_description(label)
-            entry.update(status="running", started=records.now())
-            runs.write_manifest(run_dir, manifest)
-            began = time.perf_counter()
+        with tqdm(total=len(jobs), desc="fer-study", unit="notebook", position=0, disable=not interactive,
+                  file=sys.stderr) as bar:
             show = bar.set_postfix_str if interactive else (lambda text: print(f"{PROG}: {text}", file=sys.stderr,
-                                                                                  flush=True))
-            watcher = None if job["model"] is None or log_output else EpochProgress(
-                records.model_dir(run_dir, job["model"], job["seed"]) / records.PROGRESS_FILE, show)
-            try:
-                if watcher is not None:
-                    watcher.start()
-                _execute_notebook(job, plan["notebooks_dir"], log_output=log_output,
-                                  progress=({"desc": f"  cells of {job['output'].name}", "position": 1,
-                                             "leave": False} if interactive and not log_output else False))
-            finally:
-                if watcher is not None:
-                    watcher.stop()
-                entry["seconds"] = round(time.perf_counter() - began, 2)
-            entry["status"] = "complete"
-            current = None
-            runs.write_manifest(run_dir, manifest)
-            bar.update(1)
-            tqdm.write(f"{PROG}: [{index + 1}/{len(jobs)}] {label} done in {entry['seconds']:.1f} s", file=sys.stderr)
-        bar.close()
+                                                                              flush=True))
+            for index, job in enumerate(jobs):
+                entry = manifest["notebooks"][index]
+                label = job_label(job)
+                if (job["name"], job["model"], job["seed"]) in skip:
+                    bar.update(1)
+                    tqdm.write(f"{PROG}: [{index + 1}/{len(jobs)}] {label} complete already (kept)", file=sys.stderr)
+                    continue
+                current = job
+                bar.set_description(label)
+                entry.update(status="running", started=records.now())
+                runs.write_manifest(run_dir, manifest)
+                began = time.perf_counter()
+                watcher = None if job["model"] is None or log_output else EpochProgress(
+                    records.model_dir(run_dir, job["model"], job["seed"]) / records.PROGRESS_FILE, show)
+                try:
+                    if watcher is not None:
+                        watcher.start()
+                    _execute_notebook(job, plan["notebooks_dir"], log_output=log_output,
+                                      progress=({"desc": f"  cells of {job['output'].name}", "position": 1,
+                                                 "leave": False} if interactive and not log_output else False))
+                finally:
+                    if watcher is not None:
+                        watcher.stop()
+                    entry["seconds"] = round(time.perf_counter() - began, 2)
+                entry["status"] = "complete"
+                current = None
+                runs.write_manifest(run_dir, manifest)
+                bar.update(1)
+                tqdm.write(f"{PROG}: [{index + 1}/{len(jobs)}] {label} done in {entry['seconds']:.1f} s",
+                           file=sys.stderr)
         report = render_report(run_dir / runs.NOTEBOOKS_DIR / "03_compare.ipynb", run_dir / runs.REPORT_FILE)
         manifest["report"] = str(report.relative_to(run_dir))
     except KeyboardInterrupt:
-        bar.close()
         if current is not None:
             manifest["notebooks"][index]["status"] = "interrupted"
         _finish(manifest, run_dir, started, "interrupted", "interrupted by the user (Ctrl-C)")
@@ -302,22 +247,23 @@ def _execute_jobs(plan: Mapping[str, Any], run_dir: Path, manifest: dict[str, An
               file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as error:  # noqa: BLE001 - every failure is reported, recorded and turned into exit code 1
-        bar.close()
         if current is not None:
             manifest["notebooks"][index]["status"] = "failed"
         message = failure_message(error, current, run_dir)
         _finish(manifest, run_dir, started, "failed", message)
         print("\n" + _wrap(message, 110), file=sys.stderr)
         return EXIT_FAILED
-
-    manifest["results"] = {m["model"]: m for m in runs.run_summary(run_dir)["models"]}
-    _check_fingerprints(manifest, run_dir)
-    _record_distributions(manifest, run_dir)
-    _finish(manifest, run_dir, started, "complete", None)
-    print_run_summary(run_dir, manifest["seconds"])
-    if data["synthetic"]:
-        _shout(data["notice"])
-    return EXIT_OK
+    else:
+        manifest["results"] = {m["model"]: m for m in runs.run_summary(run_dir)["models"]}
+        _record_what_models_used(manifest, run_dir)
+        _finish(manifest, run_dir, started, "complete", None)
+        print_run_summary(run_dir, manifest["seconds"])
+        if data["synthetic"]:
+            _shout(data["notice"])
+        return EXIT_OK
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def format_progress(record: Mapping[str, Any]) -> str:
@@ -365,9 +311,8 @@ def kernel_log(job: Mapping[str, Any]) -> Path:
 
 
 def kernel_manager_logging_to(log: Path) -> type:
-    """A Jupyter kernel manager whose kernel process writes its stdout and stderr (TensorFlow's C++ start-up lines,
-    which no log level silences in TensorFlow 2.21, warnings, a crash's last words) to ``log``, not to the terminal of
-    the runner: the terminal holds fer-study's own lines, and the log keeps everything for whoever debugs."""
+    """A Jupyter kernel manager whose kernel writes its stdout and stderr (TensorFlow 2.21's C++ start-up lines that
+    no log level silences, warnings, a crash's last words) to ``log``: the terminal keeps only fer-study's lines."""
     from jupyter_client.manager import AsyncKernelManager
 
     class LoggingKernelManager(AsyncKernelManager):
@@ -393,10 +338,8 @@ def _execute_notebook(job: Mapping[str, Any], notebooks_dir: Path, *, log_output
 
 
 def render_report(executed: Path, report: Path) -> Path:
-    """The executed compare notebook as a standalone HTML report: narrative, tables and figures, code hidden.
-
-    The executed notebook in ``notebooks/`` keeps its code; the report is for readers (nbconvert's no-input export).
-    """
+    """The executed compare notebook as a standalone HTML report for readers: narrative, tables and figures, code
+    hidden (nbconvert's no-input export; the notebook in ``notebooks/`` keeps its code)."""
     import nbconvert
     import nbformat
 
@@ -412,9 +355,8 @@ def failure_message(error: BaseException, job: Mapping[str, Any] | None, run_dir
     """One paragraph: which notebook and cell failed, the error, and where the partial notebook is."""
     from papermill.exceptions import PapermillExecutionError
 
-    where = "after the notebooks, while writing report.html"
-    if job is not None:
-        where = f"notebook {job_label({**job, 'name': job['name'] + '.ipynb'})}"
+    where = (f"notebook {job_label({**job, 'name': job['name'] + '.ipynb'})}" if job is not None
+             else "after the notebooks, while writing report.html")
     if isinstance(error, PapermillExecutionError):
         first_line = next((line.strip() for line in str(error.source or "").splitlines() if line.strip()), "")
         cell = f"cell [{error.exec_count}]" if error.exec_count is not None else "a cell"
@@ -435,35 +377,28 @@ def _finish(manifest: dict[str, Any], run_dir: Path, started: float, status: str
     runs.write_manifest(run_dir, manifest)
 
 
-def _check_fingerprints(manifest: dict[str, Any], run_dir: Path) -> None:
-    """Record the data fingerprint each model was trained on; warn if it is not the one the runner checked."""
-    used = {}
+def _record_what_models_used(manifest: dict[str, Any], run_dir: Path) -> None:
+    """Record the data fingerprint and the distribution each model trained with (its train_config.json); warn if a
+    fingerprint is not the one the runner checked."""
+    fingerprints, distributions = {}, {}
     for seed, folder in records.seed_folders(run_dir).items():
         for model in records.finished_models(folder):
+            name = f"{model} seed {seed}"
             try:
-                used[f"{model} seed {seed}"] = records.read_json(
-                    records.model_dir(folder, model) / records.TRAIN_CONFIG_FILE)["data"]["fingerprint"]
-            except (OSError, ValueError, KeyError, TypeError):
+                config = records.read_json(records.model_dir(folder, model) / records.TRAIN_CONFIG_FILE)
+            except (OSError, ValueError):
                 continue
-    manifest["data"]["fingerprints_used"] = used
+            with contextlib.suppress(KeyError, TypeError):
+                fingerprints[name] = config["data"]["fingerprint"]
+            with contextlib.suppress(KeyError, TypeError):
+                distributions[name] = config["distribution"]
+    manifest["data"]["fingerprints_used"] = fingerprints
     expected = manifest["data"].get("fingerprint")
-    if expected and any(value != expected for value in used.values()):
-        print(f"{PROG}: warning: the models were trained on data with fingerprint(s) {sorted(set(used.values()))}, "
-              f"not {expected} as checked before the run", file=sys.stderr)
-
-
-def _record_distributions(manifest: dict[str, Any], run_dir: Path) -> None:
-    """Beside the planned distribution, the one each model trained with (its train_config.json: mesh, devices)."""
-    used = {}
-    for seed, folder in records.seed_folders(run_dir).items():
-        for model in records.finished_models(folder):
-            try:
-                used[f"{model} seed {seed}"] = records.read_json(
-                    records.model_dir(folder, model) / records.TRAIN_CONFIG_FILE)["distribution"]
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
+    if expected and any(value != expected for value in fingerprints.values()):
+        print(f"{PROG}: warning: the models were trained on data with fingerprint(s) "
+              f"{sorted(set(fingerprints.values()))}, not {expected} as checked before the run", file=sys.stderr)
     if isinstance(manifest.get("distribution"), dict):
-        manifest["distribution"]["used"] = used
+        manifest["distribution"]["used"] = distributions
 
 
 def _is_terminal(stream: Any) -> bool:
@@ -490,5 +425,3 @@ def print_run_summary(run_dir: Path, seconds: float) -> None:
     report = run_dir / runs.REPORT_FILE
     if report.is_file():
         print(f"report: {report}")
-
-
