@@ -1,13 +1,6 @@
-"""Sweeps: every combination of a grid of parameter values (times every seed), each as its own run, as the enqueued
-trials of an Optuna study (fer_lib.app.trials) that workers pull.
-
-``fer-study sweep --params FILE --grid KEY=V1,V2 [--grid KEY2=...] [--workers N|auto] [--storage URL]`` resolves and
-checks every point before anything is written (an unknown key or a bad value is one line, exit 2, no folder). The
-sweep folder ``<out>/sweep-<name>-<digest>/`` is named after what the sweep is (params files' contents, overrides,
-grid, data), so the same command run again finds it and resumes: finished points are kept, nothing runs twice, a
-point whose worker was killed resumes its own run folder. Its ``sweep.json`` records the grid, the command and per
-point its values, run folder and status; at the end ``comparison.csv`` and ``comparison.png`` hold the points'
-results against the swept keys (fer_lib.app.tables.comparison_rows, fer_lib.analysis.plots.plot_sweep).
+"""Sweeps (`fer-study sweep`): every combination of a grid of values (times every seed) as its own run, each an
+enqueued trial of an Optuna study (fer_lib.app.trials) that workers pull. The folder is named after what the sweep is,
+so the same command run again resumes it; its layout: docs/CONTRACTS.md.
 """
 
 from __future__ import annotations
@@ -29,11 +22,11 @@ from fer_lib.core import records
 SWEEP_FILE = "sweep.json"
 COMPARISON_CSV = "comparison.csv"
 COMPARISON_PLOT = "comparison.png"
+STATUS = {"WAITING": "pending", "RUNNING": "running", "COMPLETE": "complete", "FAIL": "failed", "PRUNED": "failed"}
 
 
 def split_values(text: str) -> list[str]:
-    """A grid's values, ``"a,[b, c],{d: e}"``, read as the YAML list ``[a, [b, c], {d: e}]``; each value back as
-    its YAML text (what a ``-p key=value`` override takes)."""
+    """A grid's values, ``"a,[b, c],{d: e}"``, read as a YAML list; each back as its YAML text (what ``-p`` takes)."""
     try:
         values = load_yaml(f"[{text}]")
     except yaml.YAMLError as error:
@@ -64,8 +57,7 @@ def parse_grid(texts: Sequence[str]) -> dict[str, list[str]]:
 
 def grid_points(grid: Mapping[str, Sequence[str]]) -> list[dict[str, str]]:
     """Every combination of the grid's values, the first key varying slowest."""
-    keys = list(grid)
-    return [dict(zip(keys, values)) for values in itertools.product(*(grid[key] for key in keys))]
+    return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
 
 
 def point_overrides(point: Mapping[str, str]) -> list[str]:
@@ -81,11 +73,8 @@ def point_name(base: str, point: Mapping[str, str]) -> str:
 def prepare_sweep(params_files: Sequence[str | Path], overrides: Sequence[str], grid_texts: Sequence[str], *,
                   data: str | None = None, name: str | None = None, out: str | Path | None = None,
                   notebooks_dir: Path | None = None) -> dict[str, Any]:
-    """Check every point of the grid (params resolved and validated, data found) before anything is written.
-
-    With several ``seeds`` in the params, each grid combination is a point per seed (``seeds=[s]``): each seed its
-    own trial, so workers can train the seeds side by side.
-    """
+    """Check every point of the grid (params resolved and validated, data found) before anything is written. With
+    several ``seeds``, a point per seed (``seeds=[s]``), so that workers train the seeds side by side."""
     from fer_lib.app import runner
 
     grid = parse_grid(grid_texts)
@@ -98,8 +87,7 @@ def prepare_sweep(params_files: Sequence[str | Path], overrides: Sequence[str], 
             runner.prepare_run(params_files, [*overrides, *point_overrides(point)], data=data,
                                name=point_name(sweep_name, point), out=out, notebooks_dir=notebooks_dir)
         except UserError as error:
-            values = ", ".join(f"{key}={value}" for key, value in point.items())
-            raise UserError(f"sweep point {values}: {error}") from None
+            raise UserError(f"sweep point {', '.join(point_overrides(point))}: {error}") from None
     definition = {"name": sweep_name, "grid": grid, "overrides": list(overrides), "data": data,
                   "params": [Path(f).read_text() for f in params_files]}
     return {"grid": grid, "name": sweep_name, "points": combinations, "params_files": [str(f) for f in params_files],
@@ -128,44 +116,35 @@ def sweep_run_dirs(sweep_dir: str | Path) -> list[Path]:
 
 def point_states(study: Any, points: Sequence[Mapping[str, str]]) -> list[dict[str, Any]]:
     """Per point, what its newest trial says: status (pending, running, complete, failed), run folder, trial."""
-    newest: dict[str, Any] = {}
-    for trial in study.get_trials(deepcopy=False):
-        key = trial.user_attrs.get("point")
-        if key is not None and (key not in newest or trial.number > newest[key].number):
-            newest[key] = trial
-    states = {"WAITING": "pending", "RUNNING": "running", "COMPLETE": "complete", "FAIL": "failed",
-              "PRUNED": "failed"}
+    # the trials come sorted by number: a point's last is its newest
+    newest = {t.user_attrs["point"]: t for t in study.get_trials(deepcopy=False) if "point" in t.user_attrs}
     entries = []
     for point in points:
         trial = newest.get(point_key(point))
         run_dir = None if trial is None else trial.user_attrs.get("run_dir")
-        entries.append({"values": dict(point), "status": "pending" if trial is None else states[trial.state.name],
+        entries.append({"values": dict(point), "status": "pending" if trial is None else STATUS[trial.state.name],
                         "trial": None if trial is None else trial.number, "run_dir": run_dir,
                         "run": Path(run_dir).name if run_dir else None})
     return entries
 
 
 def enqueue_points(study: Any, points: Sequence[Mapping[str, str]]) -> int:
-    """Enqueue every point without a trial that is waiting, running or complete (a failed one runs again, in its own
-    run folder); the number enqueued."""
-    entries, enqueued = point_states(study, points), 0
-    for point, entry in zip(points, entries):
-        if entry["trial"] is None or entry["status"] == "failed":
-            study.enqueue_trial({}, user_attrs={"point": point_key(point), "values": dict(point),
-                                                **({"run_dir": entry["run_dir"]} if entry["run_dir"] else {})})
-            enqueued += 1
-    return enqueued
+    """Enqueue each point with no waiting, running or complete trial (a failed one reruns in its folder); the count."""
+    entries = [(point, entry) for point, entry in zip(points, point_states(study, points))
+               if entry["trial"] is None or entry["status"] == "failed"]
+    for point, entry in entries:
+        study.enqueue_trial({}, user_attrs={"point": point_key(point), "values": dict(point),
+                                            **({"run_dir": entry["run_dir"]} if entry["run_dir"] else {})})
+    return len(entries)
 
 
 def start_sweep(sweep: dict[str, Any], *, argv: Sequence[str], workers: str = "auto", storage: str | None = None,
                 launch: str = "local", dry_run: bool = False, log_output: bool = False) -> int:
-    """Make (or find) the sweep folder and its study, enqueue the points, and let workers run them; the exit code
-    (0 when every point completed). ``launch="slurm"`` submits a job array of workers instead of running them."""
-    outputs = Path(sweep["out"]) if sweep["out"] else records.default_outputs_dir()
-    sweep_dir = outputs / sweep["folder"]
+    """Make (or find) the sweep folder and study, enqueue the points and run workers (or submit them to Slurm)."""
+    sweep_dir = (Path(sweep["out"]) if sweep["out"] else records.default_outputs_dir()) / sweep["folder"]
     devices = trials.worker_devices(workers) if launch == "local" or workers != "auto" else [None]
     storage_url = storage or str(sweep_dir / trials.JOURNAL_FILE)
-    again = (sweep_dir / SWEEP_FILE).is_file()
+    again = is_sweep_dir(sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     job = {"kind": "sweep", **{key: sweep[key] for key in ("name", "params_files", "overrides", "data", "out",
                                                              "notebooks_dir")}, "log_output": log_output}
@@ -205,8 +184,7 @@ def start_sweep(sweep: dict[str, Any], *, argv: Sequence[str], workers: str = "a
 
 
 class PointFailed(RuntimeError):
-    """A point's run ended with a failure (its run folder says why); its trial is failed, and runs again when the
-    sweep is run again."""
+    """A point's run failed (its run folder says why): its trial fails, and runs again with the sweep."""
 
 
 def work(study: Any, job: Mapping[str, Any]) -> None:
@@ -222,8 +200,7 @@ def work(study: Any, job: Mapping[str, Any]) -> None:
 
 
 def run_point(trial: Any, job: Mapping[str, Any]) -> float:
-    """One trial: its point's run (or, for a retry of a killed point, the resumed run); the value is the models'
-    mean best validation accuracy (never test)."""
+    """One trial: its point's run (a killed point's retry resumes it); the models' mean best validation accuracy."""
     import optuna
 
     from fer_lib.app import runner
@@ -246,7 +223,7 @@ def run_point(trial: Any, job: Mapping[str, Any]) -> float:
         code = runner.start_run(plan, argv=command, out=job["out"], log_output=job["log_output"],
                                 on_start=lambda folder: trial.set_user_attr("run_dir", str(folder.resolve())))
         run_dir = plan["run_dir"]
-    text = ", ".join(f"{key}={value}" for key, value in values.items())
+    text = ", ".join(point_overrides(values))
     print(f"{PROG}: sweep point {text}: {'complete' if code == EXIT_OK else 'failed'} -> {run_dir}", flush=True)
     if code != EXIT_OK:
         raise PointFailed(f"sweep point {text} ended with exit code {code}: see {run_dir}")
@@ -259,13 +236,13 @@ def write_comparison(sweep_dir: Path) -> list[Path]:
     """comparison.csv and comparison.png of a sweep's finished points (nothing when none finished)."""
     from fer_lib.analysis import plots
     from fer_lib.app import tables
-    record = read_sweep(sweep_dir)
+    keys = list(read_sweep(sweep_dir)["grid"])
     run_dirs = [d for d in sweep_run_dirs(sweep_dir) if records.run_models(d)]
     if not run_dirs:
         return []
-    table = tables.comparison_rows(run_dirs, keys=list(record["grid"]))
+    table = tables.comparison_rows(run_dirs, keys=keys)
     table.to_csv(sweep_dir / COMPARISON_CSV, index=False)
-    figure = plots.plot_sweep(table, list(record["grid"]), synthetic=bool(table["data"].eq("SYNTHETIC").any()))
+    figure = plots.plot_sweep(table, keys, synthetic=bool(table["data"].eq("SYNTHETIC").any()))
     plots.save_figure(figure, sweep_dir / COMPARISON_PLOT)
     return [sweep_dir / COMPARISON_CSV, sweep_dir / COMPARISON_PLOT]
 

@@ -1,16 +1,7 @@
 """Trials on Optuna: the storage a sweep or a search keeps them in, the workers that pull them, and their launchers.
 
-A sweep's points and a search's trials are trials of one Optuna study. Its storage is a journal file in the job's
-folder (embedded, nothing to set up) or a database many machines share (``--storage postgresql://...``, any URL that
-SQLAlchemy reads). What the job is (its kind and settings) is the study's ``job`` user attribute, so a worker on
-another machine needs only the storage and the study's name: ``fer-study worker --storage URL --study NAME``.
-
-A killed worker leaves its trial RUNNING. The rule for every storage: a trial RUNNING on this machine whose worker
-process no longer exists is failed and a retry copy enqueued (``RetryHeartbeatStaleTrialCallback``) when a worker or the
-job's command starts. A database also has Optuna's heartbeat, for workers on other machines: a trial silent for
-:data:`GRACE_SECONDS` is failed and retried the same way. (A journal file has no heartbeat: a trial of a killed
-worker on another machine stays RUNNING until `fer-study worker` is started again on that machine.) Either way the retry keeps the user attributes, and a sweep point's retry resumes
-the run folder its first attempt made.
+The study's ``job`` user attribute says what the job is, so a worker on another machine needs only the storage and the
+study's name; the dead-worker and heartbeat rules are the README's "Beyond one machine".
 """
 
 from __future__ import annotations
@@ -48,8 +39,7 @@ def quiet_optuna() -> Any:
 
 
 def retry_callback() -> Any:
-    """Enqueue a copy of a killed worker's trial (its user attributes: the point, the run folder) up to
-    :data:`MAX_RETRIES` times."""
+    """Enqueue a copy of a killed worker's trial (user attributes kept) up to :data:`MAX_RETRIES` times."""
     return quiet_optuna().storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
 
 
@@ -65,9 +55,8 @@ def open_storage(url: str) -> Any:
         path.parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     try:
-        return optuna.storages.RDBStorage(
-            url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
-            heartbeat_stale_trial_callback=retry_callback())
+        return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
+                                          heartbeat_stale_trial_callback=retry_callback())
     except Exception as error:  # noqa: BLE001 - a wrong URL, a missing driver, a server that does not answer
         raise UserError(f"--storage '{url}' cannot be opened: {type(error).__name__}: "
                         f"{' '.join(str(error).split())[:300]}") from None
@@ -104,11 +93,8 @@ def mark_worker(trial: Any) -> None:
 
 
 def retry_dead_trials(study: Any) -> list[int]:
-    """Fail and enqueue again the RUNNING trials whose worker was killed (returns their numbers).
-
-    A trial RUNNING on this machine whose worker process is gone, in any storage; and with a database, also
-    Optuna's heartbeat rule for the other machines' workers (``fail_stale_trials``, which enqueues the retry).
-    """
+    """Fail and enqueue again the RUNNING trials whose worker was killed (returns their numbers): on this machine, a
+    gone worker process (any storage); on a database also Optuna's heartbeat rule (``fail_stale_trials``)."""
     optuna = quiet_optuna()
     from optuna.trial import TrialState
 
@@ -126,11 +112,6 @@ def retry_dead_trials(study: Any) -> list[int]:
                 retry_callback()(study, study.trials[trial.number])
                 retried.append(trial.number)
     return retried
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Workers: on this machine, on others, on Slurm
-# --------------------------------------------------------------------------------------------------------------------
 
 
 def worker_devices(workers: str | int) -> list[str | None]:
@@ -155,40 +136,33 @@ def worker_command(storage_url: str, study_name: str) -> list[str]:
 
 def run_local_workers(storage_url: str, study_name: str, devices: Sequence[str | None],
                       launch: Callable[..., subprocess.Popen] = subprocess.Popen) -> list[int]:
-    """``len(devices)`` worker processes on this machine, each with its device (CUDA_VISIBLE_DEVICES); their exit
-    codes, once all have ended. Ctrl-C or SIGTERM stops them (their trials are retried when the job runs again)."""
+    """Worker processes on this machine, one per device (CUDA_VISIBLE_DEVICES); their exit codes once all have ended."""
     import signal
     import threading
 
-    def stop(signum: int, frame: Any) -> None:  # SIGTERM (a scheduler, a deadline) as Ctrl-C: no orphaned workers
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, stop) if threading.current_thread() is threading.main_thread() else None
+    # SIGTERM (a scheduler, a deadline) as Ctrl-C (KeyboardInterrupt): no orphaned workers
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler) if on_main_thread else None
+    processes, sharing = [], sum(device is None for device in devices)
     try:
-        return _run_workers(storage_url, study_name, devices, launch)
+        for device in devices:
+            env = dict(os.environ)
+            if device is not None:
+                env["CUDA_VISIBLE_DEVICES"] = device
+            elif sharing > 1 and "XLA_PYTHON_CLIENT_MEM_FRACTION" not in env:  # JAX takes 75% of a GPU per process
+                env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{0.9 / sharing:.3f}"  # by default: N share 90% of it
+            processes.append(launch(worker_command(storage_url, study_name), env=env))
+        try:
+            return [process.wait() for process in processes]
+        except KeyboardInterrupt:
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                process.wait()
+            raise
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-
-
-def _run_workers(storage_url: str, study_name: str, devices: Sequence[str | None],
-                 launch: Callable[..., subprocess.Popen]) -> list[int]:
-    processes, sharing = [], sum(device is None for device in devices)
-    for device in devices:
-        env = dict(os.environ)
-        if device is not None:
-            env["CUDA_VISIBLE_DEVICES"] = device
-        elif sharing > 1 and "XLA_PYTHON_CLIENT_MEM_FRACTION" not in env:  # JAX takes 75% of a GPU per process
-            env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{0.9 / sharing:.3f}"  # by default: N share 90% of it
-        processes.append(launch(worker_command(storage_url, study_name), env=env))
-    try:
-        return [process.wait() for process in processes]
-    except KeyboardInterrupt:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait()
-        raise
 
 
 SLURM_TEMPLATE = """#!/bin/bash
@@ -206,26 +180,18 @@ exec {worker}
 """  # the worker: this environment's Python (on a file system the nodes share, as the project and the data)
 
 
-def slurm_script(storage_url: str, study_name: str, workers: int, *, log_dir: Path, project: Path,
-                 command: Sequence[str]) -> str:
-    """An sbatch script of ``workers`` array tasks, one GPU each, every one a ``fer-study worker`` of the study."""
-    worker = " ".join(shlex.quote(part) for part in worker_command(storage_url, study_name))
-    return SLURM_TEMPLATE.format(PROG=PROG, study=study_name, command=" ".join(command), job_name=study_name[:64],
-                                 last=workers - 1, log_dir=shlex.quote(str(log_dir)),
-                                 project=shlex.quote(str(project)), worker=worker)
-
-
 def launch_slurm(storage_url: str, study_name: str, tasks: int, folder: Path, *, command: Sequence[str],
                  dry_run: bool) -> str:
-    """``--launch slurm`` of a sweep or a search: its script written to ``folder``/workers.sbatch (and ``logs/``
-    made beside it, which sbatch does not make) and submitted (``dry_run``: only written); the script or sbatch's
-    answer."""
+    """``--launch slurm``: ``tasks`` array tasks, one GPU each, every one a ``fer-study worker`` of the study, written
+    to ``folder``/workers.sbatch and submitted (``dry_run``: only written); the script or sbatch's answer."""
     if "://" not in storage_url:
         print(f"{PROG}: warning: the Slurm workers share the journal file {storage_url}: it must be on a file "
               f"system every node sees", file=sys.stderr)
-    (folder / "logs").mkdir(parents=True, exist_ok=True)
-    script = slurm_script(storage_url, study_name, tasks, log_dir=folder / "logs", project=records.project_root(),
-                          command=command)
+    (folder / "logs").mkdir(parents=True, exist_ok=True)  # sbatch does not make the tasks' log folder
+    script = SLURM_TEMPLATE.format(PROG=PROG, study=study_name, command=" ".join(command), job_name=study_name[:64],
+                                   last=tasks - 1, log_dir=shlex.quote(str(folder / "logs")),
+                                   project=shlex.quote(str(records.project_root())),
+                                   worker=" ".join(map(shlex.quote, worker_command(storage_url, study_name))))
     path = folder / SLURM_FILE
     path.write_text(script)
     if dry_run:

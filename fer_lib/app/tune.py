@@ -1,15 +1,6 @@
-"""A pruned search over a space of study parameters (`fer-study tune`), on Optuna, through the study's own loop.
-
-A space file maps parameter names (as ``-p`` spells them: ``learning_rate``, ``augmentation.rotation``,
-``model_options.basic_cnn.dropout``) to a range (``{low: 1e-4, high: 1e-2, log: true}``; integers when both ends
-are, with an optional ``step``) or to ``{choices: [...]}`` (any YAML values). Every end and choice is resolved with
-the params before anything is written, so a bad space is one line and exit 2. Optuna's TPE sampler proposes; a
-successive-halving (or Hyperband) pruner stops a trial at an epoch end whose validation accuracy is behind. A trial
-trains one model with ``train_model`` directly (no notebook), on validation only: the search never sees test.
-
-The folder ``<out>/tune-<name>-<digest>/`` (the same command run again resumes it) holds ``trials.csv``,
-``optimization_history.png``, ``param_importances.png``, ``best.yaml`` (a params file with the best trial's values,
-for ``fer-study run --params best.yaml``) and each trial's training records in ``trials/``.
+"""A pruned search over a space of study parameters (`fer-study tune`) on Optuna: TPE proposes, successive halving
+(or Hyperband) prunes at epoch ends, and each trial trains one model through ``train_model`` on validation only (the
+search never sees test). The space file and the folder: README ("Seeds, statistics and sweeps") and docs/CONTRACTS.md.
 """
 
 from __future__ import annotations
@@ -105,8 +96,7 @@ def prepare_tune(params_files: Sequence[str | Path], overrides: Sequence[str], s
         raise UserError(f"--timeout must be a number of seconds > 0, got {timeout}")
     if pruner not in PRUNERS:
         raise UserError(f"--pruner must be one of {', '.join(PRUNERS)}, got {pruner!r}")
-    plan = runner.prepare_run(params_files, overrides, data=data, name=name, out=out)
-    params = plan["params"]
+    params = runner.prepare_run(params_files, overrides, data=data, name=name, out=out)["params"]
     model = model or params["models"][0]
     if model not in params["models"]:
         raise UserError(f"--model must be one of the params' models ({', '.join(params['models'])}), got {model!r}")
@@ -127,8 +117,7 @@ def start_tune(job: dict[str, Any], *, argv: Sequence[str], workers: str = "auto
     """Make (or find) the tune folder and its study, let workers run the trials, then write the outputs."""
     import optuna
 
-    outputs = Path(job["out"]) if job["out"] else records.default_outputs_dir()
-    folder = outputs / job["folder"]
+    folder = (Path(job["out"]) if job["out"] else records.default_outputs_dir()) / job["folder"]
     folder.mkdir(parents=True, exist_ok=True)
     job = {**job, "dir": str(folder.resolve())}
     storage_url = storage or str(folder / trials.JOURNAL_FILE)
@@ -136,14 +125,15 @@ def start_tune(job: dict[str, Any], *, argv: Sequence[str], workers: str = "auto
                                 pruner=make_pruner(job["pruner"], job["epochs"]))
     # --timeout counts from this command's start; a worker reads it from the study (None: no deadline)
     study.set_user_attr("deadline", time.time() + job["timeout"] if job["timeout"] else None)
+    finished = len(trials_in(study, *FINISHED))
     print(f"{PROG}: tune folder {folder} ({job['trials']} trials of {job['model']} over "
-          f"{', '.join(job['space'])}; {len(finished_trials(study))} finished already)", flush=True)
+          f"{', '.join(job['space'])}; {finished} finished already)", flush=True)
     if launch == "slurm":
         tasks = len(trials.worker_devices(workers)) if workers != "auto" else 1
         print(trials.launch_slurm(storage_url, job["folder"], tasks, folder, command=[PROG, *argv],
                                   dry_run=dry_run).rstrip())
         return EXIT_OK
-    if len(finished_trials(study)) < job["trials"]:
+    if finished < job["trials"]:
         try:
             trials.run_local_workers(storage_url, job["folder"], trials.worker_devices(workers))
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the workers are stopped; what finished is written
@@ -163,18 +153,14 @@ def trial_states(*names: str) -> tuple[Any, ...]:
     return tuple(TrialState[name] for name in names)
 
 
-def finished_trials(study: Any) -> list[Any]:
-    return study.get_trials(deepcopy=False, states=trial_states(*FINISHED))
-
-
-def started_trials(study: Any) -> list[Any]:
-    return study.get_trials(deepcopy=False, states=trial_states(*COUNTED))
+def trials_in(study: Any, *states: str) -> list[Any]:
+    """The study's trials in these states (TrialState names)."""
+    return study.get_trials(deepcopy=False, states=trial_states(*states))
 
 
 def pruning_callback(trial: Any, epochs: int) -> Any:
-    """A Keras callback that reports validation accuracy to the trial at every epoch end and stops training when the
-    pruner says so (never after the last of ``epochs``: a trial trained to the end counts); epoch-level only (no
-    batch hook), so Keras keeps dispatching asynchronously."""
+    """A Keras callback: validation accuracy reported at each epoch end, training stopped when the pruner says so
+    (never after the last of ``epochs``); no batch hook, so Keras keeps dispatching asynchronously."""
     import keras
 
     class PruneAtEpochEnd(keras.callbacks.Callback):
@@ -190,8 +176,7 @@ def pruning_callback(trial: Any, epochs: int) -> Any:
 
 
 def run_trial(trial: Any, job: Mapping[str, Any], datasets: dict[str, Any]) -> float:
-    """One trial: the suggested values resolved with the params, one model trained; its best validation accuracy.
-    ``datasets`` keeps the worker's data sets (by data config) so that its trials load the data once."""
+    """One trial: a model trained on the suggested values; its best val accuracy (``datasets``: data loaded once)."""
     import optuna
 
     from fer_lib.app.keras_start import import_keras_quietly
@@ -228,7 +213,7 @@ def work(study: Any, job: Mapping[str, Any]) -> None:
     from optuna.study import MaxTrialsCallback
 
     trials.retry_dead_trials(study)
-    if len(started_trials(study)) >= job["trials"]:
+    if len(trials_in(study, *COUNTED)) >= job["trials"]:
         return
     deadline = study.user_attrs.get("deadline")  # --timeout: no trial starts after it (running ones end as usual)
     timeout = None if deadline is None else deadline - time.time()
@@ -249,7 +234,7 @@ def write_outputs(study: Any, job: Mapping[str, Any], folder: Path) -> int:
     from optuna.visualization import matplotlib as optuna_plots
 
     study.trials_dataframe().to_csv(folder / TRIALS_CSV, index=False)
-    complete = study.get_trials(deepcopy=False, states=trial_states("COMPLETE"))
+    complete = trials_in(study, "COMPLETE")
     if not complete:
         print(f"{PROG}: error: no trial of {folder} completed (trials.csv says why)", file=sys.stderr)
         return 1
