@@ -1,10 +1,5 @@
-"""What the confusion inspector shows, as plain functions and a small dataclass, without any widget.
-
-:class:`fer_lib.analysis.widgets.ConfusionInspector` is only the view; everything that decides *what* it shows (the
-seeds, models and splits to choose from, a split's predictions and counts, a cell's images page by page, the cells'
-text and colours, the run's reloaded data set) lives here, so it is unit-tested without ipywidgets. No Keras here
-either: reading a run must not start a backend.
-"""
+"""What :class:`fer_lib.analysis.widgets.ConfusionInspector` shows, decided without widgets so it is unit-tested
+without ipywidgets; no Keras either: reading a run must not start a backend."""
 
 from __future__ import annotations
 
@@ -44,23 +39,18 @@ def check_class(value: Any, name: str) -> int:
 
 
 def cell_indices(labels: np.ndarray, predicted: np.ndarray, true_class: int, predicted_class: int) -> np.ndarray:
-    """Positions (ascending) of the images whose true label is ``true_class`` and prediction ``predicted_class``:
-    the definition of a confusion-matrix cell, in one place so the widget and its tests agree on it."""
+    """Positions (ascending) of the images of a confusion-matrix cell: one definition for the widget and its tests."""
     labels, predicted = np.asarray(labels), np.asarray(predicted)
     if labels.shape != predicted.shape or labels.ndim != 1:
         raise ValueError(f"labels and predicted must be 1-D arrays of one length, got shapes {labels.shape} and "
                          f"{predicted.shape}")
-    true_class = check_class(true_class, "true_class")
-    predicted_class = check_class(predicted_class, "predicted_class")
-    return np.flatnonzero((labels == true_class) & (predicted == predicted_class))
+    return np.flatnonzero((labels == check_class(true_class, "true_class"))
+                          & (predicted == check_class(predicted_class, "predicted_class")))
 
 
 def page(indices: np.ndarray | Sequence[int], page_number: int, page_size: int) -> tuple[np.ndarray, int]:
-    """The ``page_number``-th (0-based) slice of ``page_size`` items of ``indices``, and the number of pages.
-
-    An empty ``indices`` has one (empty) page, so "page 1 of 1" is always a valid label. A page number outside
-    ``0 .. n_pages - 1`` is an error rather than an empty page: paging past the end is a bug in the caller.
-    """
+    """The ``page_number``-th (0-based) slice of ``page_size`` items of ``indices``, and the number of pages (at
+    least one, so "page 1 of 1" is valid); paging past the end is the caller's bug, so an error, not an empty page."""
     indices = np.asarray(indices)
     if isinstance(page_size, bool) or not isinstance(page_size, (int, np.integer)) or page_size < 1:
         raise ValueError(f"page_size must be a positive integer, got {page_size!r}")
@@ -69,8 +59,7 @@ def page(indices: np.ndarray | Sequence[int], page_number: int, page_size: int) 
             or not 0 <= page_number < n_pages:
         raise ValueError(f"page_number must be in 0..{n_pages - 1} ({len(indices)} items, {page_size} per page), "
                          f"got {page_number!r}")
-    start = int(page_number) * int(page_size)
-    return indices[start:start + int(page_size)], n_pages
+    return indices[page_number * page_size:(page_number + 1) * page_size], n_pages
 
 
 def cell_text(counts: np.ndarray, true_class: int, predicted_class: int, mode: str) -> str:
@@ -87,8 +76,7 @@ def cell_intensities(counts: np.ndarray, mode: str) -> np.ndarray:
     if mode == "normalised":
         return row_normalise(counts)
     if mode == "counts":
-        largest = max(int(np.max(counts)), 1)
-        return np.asarray(counts, dtype=np.float64) / largest
+        return np.asarray(counts, dtype=np.float64) / max(int(np.max(counts)), 1)
     raise ValueError(f"mode must be 'counts' or 'normalised', got {mode!r}")
 
 
@@ -119,8 +107,7 @@ def split_title(split: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class SplitPredictions:
-    """One ``predictions_<split>.npz`` of a model: ids, true labels and probabilities, and (computed once on
-    creation) ``predicted`` (argmax) and ``counts`` (the 7x7 confusion matrix, rows true)."""
+    """One ``predictions_<split>.npz`` of a model; ``predicted`` (argmax) and ``counts`` (rows true) computed once."""
 
     split: str
     ids: np.ndarray
@@ -135,9 +122,8 @@ class SplitPredictions:
                 or self.labels.ndim != 1:
             raise ValueError(f"expected ids (n,), labels (n,), probabilities (n, {NUM_CLASSES}); got "
                              f"{self.ids.shape}, {self.labels.shape}, {self.probabilities.shape}")
-        predicted = self.probabilities.argmax(axis=1)
-        object.__setattr__(self, "predicted", predicted)
-        object.__setattr__(self, "counts", confusion_counts(self.labels, predicted))
+        object.__setattr__(self, "predicted", self.probabilities.argmax(axis=1))
+        object.__setattr__(self, "counts", confusion_counts(self.labels, self.predicted))
 
     @classmethod
     def load(cls, path: str | Path, split: str | None = None) -> SplitPredictions:
@@ -199,10 +185,7 @@ def cell_page(predictions: SplitPredictions, true_class: int, predicted_class: i
 
 
 def choose(available: Sequence[Any], wanted: Any, preferred: Any = None) -> Any:
-    """``wanted`` if available, else ``preferred`` if available, else the first; None when nothing is available.
-
-    Why: switching run, seed or model keeps the user's model and split where the new one has them.
-    """
+    """``wanted`` if available, else ``preferred``, else the first (None: none): switching keeps the user's choice."""
     for candidate in (wanted, preferred):
         if candidate is not None and candidate in available:
             return candidate
@@ -226,21 +209,15 @@ _DATASETS: collections.OrderedDict[tuple[str, int], tuple[FerDataset, str]] = co
 
 
 def load_run_dataset(results: RunResults) -> tuple[FerDataset, str]:
-    """The data set a run was trained on, reloaded from its params, and where it came from.
-
-    Predictions files hold ids, not pixels (keeping runs small), so the inspector (and the occlusion maps of
-    :mod:`fer_lib.analysis.explain`) reload the data: FER2013 from its decoded cache, synthetic data regenerated
-    deterministically from the params. Every seed of a run uses the same images. Cached per run folder (and
-    params.yaml version), keeping the last :data:`DATASET_CACHE_SIZE`, so switching models is instant.
-    """
+    """The data set a run was trained on (all its seeds) and where it came from, reloaded from its params since
+    predictions files hold ids, not pixels; cached per run folder and params.yaml version."""
     run_dir = results.run_dir.resolve()
     params_file = run_dir / records.PARAMS_FILE
     key = (str(run_dir), params_file.stat().st_mtime_ns if params_file.is_file() else 0)
     if key in _DATASETS:
         _DATASETS.move_to_end(key)
         return _DATASETS[key]
-    # Data discovery (data/fer2013) is relative to the project: find it from the run folder (outputs/<run> lives in
-    # it), so the notebook's working directory does not matter; fall back to the working directory's project.
+    # data/fer2013 is found from the run folder's project, whatever the notebook's working directory (else from it)
     root = records.project_root(run_dir)
     loaded = load_study_data(DataConfig.from_mapping(results.params),
                              project_root=root if root != run_dir else records.project_root())
@@ -251,28 +228,20 @@ def load_run_dataset(results: RunResults) -> tuple[FerDataset, str]:
 
 
 def align_ids(wanted: np.ndarray | Sequence[str], available: np.ndarray | Sequence[str]) -> np.ndarray:
-    """Positions in ``available`` of each id in ``wanted`` (in ``wanted``'s order).
-
-    Predictions are stored with ids, not images; the images come from reloading the run's data set, and ids (not
-    positions) tie the two together, so a reordered or changed data set is detected instead of showing wrong images.
-    Raises KeyError naming the first missing ids.
-    """
+    """Positions in ``available`` of each id in ``wanted``: ids, not positions, tie predictions to the reloaded
+    images, so a changed data set raises KeyError (naming the first missing ids) instead of showing wrong images."""
     lookup = {str(item): position for position, item in enumerate(np.asarray(available).tolist())}
     wanted_list = [str(item) for item in np.asarray(wanted).tolist()]
     missing = [item for item in wanted_list if item not in lookup]
     if missing:
-        shown = ", ".join(repr(item) for item in missing[:3])
         raise KeyError(f"{len(missing)} of {len(wanted_list)} image ids are not in the reloaded data set "
-                       f"(first: {shown})")
+                       f"(first: {', '.join(map(repr, missing[:3]))})")
     return np.array([lookup[item] for item in wanted_list], dtype=np.int64)
 
 
 def split_positions(predictions: SplitPredictions, data_split: Split) -> np.ndarray:
-    """For each prediction row, the position of its image in ``data_split`` (matched by id, labels checked).
-
-    Raises KeyError (an id is missing) or ValueError (a label differs): the data changed since the run, and the
-    inspector must say so rather than show other images.
-    """
+    """For each prediction row, the position of its image in ``data_split``, matched by id; KeyError (an id is
+    missing) or ValueError (a label differs) when the data changed since the run."""
     where = align_ids(predictions.ids, data_split.ids)
     if not np.array_equal(data_split.labels[where], predictions.labels):
         raise ValueError("the reloaded data set labels these images differently from the predictions file: the "

@@ -1,10 +1,6 @@
-"""The study's figures: data exploration, training curves (the paper's Fig. 4), confusion matrices (Fig. 5), F1.
-
-Every function returns a :class:`matplotlib.figure.Figure` built without pyplot (so nothing is shown twice nor kept
-alive by pyplot's figure manager; in a notebook the returned figure displays itself) and, where one panel or a fixed
-set of panels is drawn, takes ``ax`` / ``axes`` to draw into an existing figure. ``synthetic=True`` stamps the figure
-with :func:`mark_synthetic`. Accuracy plots always show the majority-class baseline when it is known.
-"""
+"""The study's figures (data, the paper's Fig. 4 and 5, F1, occlusion), built without pyplot so nothing is shown
+twice nor kept alive; ``ax`` / ``axes`` draw into an existing figure, ``synthetic=True`` stamps it, and accuracy
+plots show the majority-class baseline when it is known."""
 
 from __future__ import annotations
 
@@ -36,14 +32,7 @@ def _new_figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), layout="constrained")
 
 
-def _axes_or_new(ax: Axes | None, width: float, height: float) -> tuple[Figure, Axes]:
-    if ax is not None:
-        return ax.get_figure(root=True), ax
-    fig = _new_figure(width, height)
-    return fig, fig.add_subplot()
-
-
-def _axes_row(axes: Sequence[Axes] | None, n: int, width: float, height: float) -> tuple[Figure, list[Axes]]:
+def _axes_row(axes: Axes | Sequence[Axes] | None, n: int, width: float, height: float) -> tuple[Figure, list[Axes]]:
     if axes is not None:
         axes = list(np.ravel(axes))
         if len(axes) != n:
@@ -58,34 +47,23 @@ def _model_color(index: int) -> str:
 
 
 def _baseline_line(ax: Axes, value: float | None, label: str = "majority-class baseline") -> None:
-    if value is None or not np.isfinite(value):
-        return
-    ax.axhline(value, **BASELINE_STYLE, label=f"{label} ({value:.3f})")
+    if value is not None and np.isfinite(value):
+        ax.axhline(value, **BASELINE_STYLE, label=f"{label} ({value:.3f})")
 
 
 def _bare(ax: Axes) -> None:
-    ax.set_xticks([])
-    ax.set_yticks([])
-    for spine in ax.spines.values():
-        spine.set_visible(False)
-
-
-def _finish(fig: Figure, synthetic: bool) -> Figure:
-    return mark_synthetic(fig) if synthetic else fig
+    ax.set(xticks=[], yticks=[])
+    ax.spines[:].set_visible(False)
 
 
 def mark_synthetic(fig: Figure, text: str = "SYNTHETIC DATA") -> Figure:
-    """Stamp a figure as made from synthetic data: a large diagonal watermark and a red suptitle (idempotent).
-
-    An existing suptitle is kept after the notice; call this after setting the figure's own suptitle.
-    """
+    """Stamp a figure as made from synthetic data (watermark, red suptitle; idempotent); call after its suptitle."""
     if is_marked_synthetic(fig):
         return fig
     size = min(40.0, 6.5 * float(fig.get_figwidth()))  # fits the figure's width, diagonally
     fig.text(0.5, 0.5, text, gid=SYNTHETIC_GID, fontsize=size, color="red", alpha=0.13, rotation=25,
              ha="center", va="center", fontweight="bold", zorder=1000)
-    previous = fig.get_suptitle()
-    notice = f"{text} (not FER2013)"
+    notice, previous = f"{text} (not FER2013)", fig.get_suptitle()
     fig.suptitle(f"{notice}: {previous}" if previous else notice, color="#c00000", fontweight="bold")
     return fig
 
@@ -129,12 +107,9 @@ def plot_class_distribution(summary: Any, *, axes: Sequence[Axes] | None = None,
             ax.axhline(share * total, color="crimson", linestyle="--", linewidth=1.2,
                        label=f"majority '{cls}': {share:.1%}")
             ax.legend(loc="upper right", fontsize=8)
-        ax.set_title(f"{split} (n={total})")
-        ax.set_xlabel("class")
-        ax.set_ylabel("images")
-        ax.set_ylim(0, max(1, values.max()) * 1.2)
+        ax.set(title=f"{split} (n={total})", xlabel="class", ylabel="images", ylim=(0, max(1, values.max()) * 1.2))
         ax.tick_params(axis="x", rotation=45)
-    return _finish(fig, synthetic)
+    return mark_synthetic(fig) if synthetic else fig
 
 
 def plot_sample_grid(split: Split, per_class: int = 6, seed: int = 0, *, synthetic: bool = False) -> Figure:
@@ -153,7 +128,7 @@ def plot_sample_grid(split: Split, per_class: int = 6, seed: int = 0, *, synthet
             if col == 0:
                 ax.set_ylabel(f"{name}\n({members.size})", rotation=0, ha="right", va="center", fontsize=9)
     fig.suptitle(f"{split.name}: {per_class} random images per class (seed {seed})")
-    return _finish(fig, synthetic)
+    return mark_synthetic(fig) if synthetic else fig
 
 
 def plot_pixel_stats(dataset: FerDataset | Split, *, synthetic: bool | None = None) -> Figure:
@@ -168,10 +143,8 @@ def plot_pixel_stats(dataset: FerDataset | Split, *, synthetic: bool | None = No
         hist_ax.hist(split.images.ravel(), bins=bins, density=True, histtype="step", linewidth=1.5,
                      color=SPLIT_COLORS.get(name), label=f"{name} (mean {split.images.mean():.1f}, "
                                                           f"std {split.images.std():.1f})")
-    hist_ax.set_xlim(0, 255)
-    hist_ax.set_xlabel("pixel intensity")
-    hist_ax.set_ylabel("density")
-    hist_ax.set_title("Pixel intensity distribution per split")
+    hist_ax.set(xlim=(0, 255), xlabel="pixel intensity", ylabel="density",
+                title="Pixel intensity distribution per split")
     hist_ax.legend(fontsize=8)
     mean_axes = bottom.subplots(1, NUM_CLASSES)
     for code, (ax, name) in enumerate(zip(mean_axes, EMOTIONS)):
@@ -179,21 +152,17 @@ def plot_pixel_stats(dataset: FerDataset | Split, *, synthetic: bool | None = No
         if len(members):
             ax.imshow(members.astype(np.float64).mean(axis=0).squeeze(), cmap="gray", vmin=0, vmax=255)
         ax.set_title(f"{name} (n={len(members)})", fontsize=8)
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set(xticks=[], yticks=[])
     bottom.suptitle(f"Mean image per class ({reference.name})", fontsize=10)
-    if synthetic is None:
-        synthetic = bool(getattr(dataset, "is_synthetic", False))
-    return _finish(fig, synthetic)
+    synthetic = bool(getattr(dataset, "is_synthetic", False)) if synthetic is None else synthetic
+    return mark_synthetic(fig) if synthetic else fig
 
 
 def plot_augmentation_preview(images: np.ndarray, config: AugmentConfig | None = None,
                               variants: int = 6, seed: int = 0, *, labels: Sequence[str] | None = None,
                               synthetic: bool = False) -> Figure:
-    """Each image (rows, optionally ``labels``) next to ``variants`` random augmentations (uint8 images in).
-
-    ``config`` is an :class:`AugmentConfig` (None: the identity warp); build it with ``AugmentConfig.from_mapping``.
-    """
+    """Each uint8 image (rows, optionally ``labels``) next to ``variants`` random augmentations by ``config``
+    (an :class:`AugmentConfig`, e.g. from ``AugmentConfig.from_mapping``; None: the identity warp)."""
     require_config(config, AugmentConfig, "plot_augmentation_preview's config", optional=True)
     from fer_lib.core.augment import augment_preview  # imports Keras: only for this figure
 
@@ -207,14 +176,13 @@ def plot_augmentation_preview(images: np.ndarray, config: AugmentConfig | None =
             ax = grid[row, col]
             picture = images[row] / 255.0 if col == 0 else augmented[row, col - 1]
             ax.imshow(np.asarray(picture).squeeze(), cmap="gray", vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            ax.set(xticks=[], yticks=[])
             if row == 0:
                 ax.set_title("original" if col == 0 else f"#{col}", fontsize=9)
             if col == 0 and labels is not None:
                 ax.set_ylabel(str(labels[row]), fontsize=9)
     fig.suptitle(f"Augmentation preview (seed {seed})")
-    return _finish(fig, synthetic)
+    return mark_synthetic(fig) if synthetic else fig
 
 
 # --- Training curves and evaluation -----------------------------------------------------------------------------------
@@ -223,9 +191,7 @@ def plot_augmentation_preview(images: np.ndarray, config: AugmentConfig | None =
 def plot_curves(curves: pd.DataFrame, majority_baseline: float | None = None, *, title: str = "Training curves",
                 best_epoch: int | None = None, axes: Sequence[Axes] | None = None,
                 synthetic: bool = False) -> Figure:
-    """Loss (left) and accuracy (right) per epoch: colour = model, solid train and dashed val, the majority-class
-    baseline on accuracy; with several seeds each model's mean with a band of one standard deviation (the paper's
-    Fig. 4). ``curves``: the long table of fer_lib.analysis.report.curves_table / training_curves."""
+    """The paper's Fig. 4: loss and accuracy per epoch of report.curves_table's table (band: ± 1 std over seeds)."""
     fig, (loss_ax, acc_ax) = _axes_row(axes, 2, 12, 4.4)
     palette = {model: _model_color(index) for index, model in enumerate(dict.fromkeys(curves["model"]))}
     several = curves["seed"].nunique() > 1
@@ -237,9 +203,8 @@ def plot_curves(curves: pd.DataFrame, majority_baseline: float | None = None, *,
                          ax=ax)
         if best_epoch is not None:
             ax.axvline(best_epoch, color="0.6", linestyle=":", linewidth=1, label=f"best epoch ({best_epoch})")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
-        ax.set_title(metric.capitalize() + (" (band: ± 1 std over seeds)" if several else ""))
+        ax.set(xlabel="epoch", ylabel=metric,
+               title=metric.capitalize() + (" (band: ± 1 std over seeds)" if several else ""))
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
     _baseline_line(acc_ax, majority_baseline)
@@ -248,7 +213,7 @@ def plot_curves(curves: pd.DataFrame, majority_baseline: float | None = None, *,
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     fig.suptitle(title)
-    return _finish(fig, synthetic)
+    return mark_synthetic(fig) if synthetic else fig
 
 
 def plot_confusion_matrix(matrix: Sequence[Sequence[float]] | np.ndarray, normalised: bool,
@@ -258,16 +223,14 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[float]] | np.ndarray, normal
     matrix = np.asarray(matrix, dtype=float)
     if matrix.shape != (NUM_CLASSES, NUM_CLASSES):
         raise ValueError(f"confusion matrix must be {NUM_CLASSES}x{NUM_CLASSES}, got {matrix.shape}")
-    fig, ax = _axes_or_new(ax, 6.2, 5.2)
+    fig, [ax] = _axes_row(ax, 1, 6.2, 5.2)
     sns.heatmap(matrix, ax=ax, annot=True, fmt=".2f" if normalised else ".0f", cmap="Blues", square=True,
                 vmin=0, vmax=1 if normalised else None, cbar=cbar, xticklabels=EMOTIONS, yticklabels=EMOTIONS,
                 annot_kws={"fontsize": 8}, cbar_kws={"label": "share of true class" if normalised else "images"})
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
     ax.tick_params(axis="x", rotation=45)
     ax.tick_params(axis="y", rotation=0)
-    return _finish(fig, synthetic)
+    return mark_synthetic(fig) if synthetic else fig
 
 
 def plot_confusion_matrices(metrics_by_model: Mapping[str, Mapping[str, Any]], normalised: bool = True,
@@ -277,19 +240,17 @@ def plot_confusion_matrices(metrics_by_model: Mapping[str, Mapping[str, Any]], n
     models = list(metrics_by_model)
     fig, axes = _axes_row(axes, len(models), 6.0 * len(models), 5.2)
     key = "confusion_matrix_normalised" if normalised else "confusion_matrix"
-    for ax, model in zip(axes, models):
-        metrics = metrics_by_model[model]
+    for ax, (model, metrics) in zip(axes, metrics_by_model.items()):
         plot_confusion_matrix(metrics[key], normalised,
                               f"{model} ({split}, accuracy {metrics['accuracy']:.3f})", ax=ax)
     fig.suptitle(f"Confusion matrices on {split}{' (row-normalised)' if normalised else ' (counts)'}")
-    return _finish(fig, synthetic)
+    return mark_synthetic(fig) if synthetic else fig
 
 
 def plot_sweep(table: pd.DataFrame, keys: Sequence[str], *, ax: Axes | None = None,
                title: str = "Test accuracy across the sweep", synthetic: bool = False) -> Figure:
-    """Test accuracy of each model (colour) at each point of a sweep (x: the swept values), with the 95% interval
-    as an error bar and the majority-class baseline; ``table``: fer_lib.app.tables.comparison_rows."""
-    fig, ax = _axes_or_new(ax, max(6.0, 1.2 * table[list(keys)].drop_duplicates().shape[0] + 3), 4.4)
+    """Test accuracy (95% interval) of each model at each point of a sweep; ``table``: tables.comparison_rows."""
+    fig, [ax] = _axes_row(ax, 1, max(6.0, 1.2 * table[list(keys)].drop_duplicates().shape[0] + 3), 4.4)
     points = table[list(keys)].astype(str).agg(", ".join, axis=1) if keys else table["run"]
     labels = list(dict.fromkeys(points))
     models = list(dict.fromkeys(table["model"]))
@@ -303,42 +264,33 @@ def plot_sweep(table: pd.DataFrame, keys: Sequence[str], *, ax: Axes | None = No
         ax.errorbar(x, y, yerr=error, fmt="o", capsize=4, color=_model_color(index), label=model)
     _baseline_line(ax, float(table["majority_baseline"].iloc[0]) if len(table) else None)
     ax.set_xticks(range(len(labels)), labels, rotation=20 if len(labels) > 4 else 0)
-    ax.set_xlabel(", ".join(keys) if keys else "run")
-    ax.set_ylabel("test accuracy (95% interval)")
-    ax.set_ylim(0, 1)
-    ax.set_title(title)
+    ax.set(xlabel=", ".join(keys) if keys else "run", ylabel="test accuracy (95% interval)", ylim=(0, 1), title=title)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
-    return _finish(fig, synthetic)
+    return mark_synthetic(fig) if synthetic else fig
 
 
 def plot_per_class_f1(metrics_by_model: Mapping[str, Mapping[str, Any]], *, ax: Axes | None = None,
                       title: str = "Per-class F1 on test", synthetic: bool = False) -> Figure:
     """Grouped bars: F1 of each class (csv order), one bar per model; ``metrics`` of one split per model."""
-    fig, ax = _axes_or_new(ax, 10, 4)
-    models = list(metrics_by_model)
-    width = 0.8 / max(1, len(models))
-    x = np.arange(NUM_CLASSES)
-    for index, model in enumerate(models):
-        per_class = metrics_by_model[model]["per_class"]
-        values = [per_class[name]["f1"] for name in EMOTIONS]
-        offset = (index - (len(models) - 1) / 2) * width
-        ax.bar(x + offset, values, width=width, color=_model_color(index),
-               label=f"{model} (macro-F1 {metrics_by_model[model]['macro_f1']:.3f})")
+    fig, [ax] = _axes_row(ax, 1, 10, 4)
+    n_models = len(metrics_by_model)
+    width, x = 0.8 / max(1, n_models), np.arange(NUM_CLASSES)
+    for index, (model, metrics) in enumerate(metrics_by_model.items()):
+        values = [metrics["per_class"][name]["f1"] for name in EMOTIONS]
+        ax.bar(x + (index - (n_models - 1) / 2) * width, values, width=width, color=_model_color(index),
+               label=f"{model} (macro-F1 {metrics['macro_f1']:.3f})")
     ax.set_xticks(x, EMOTIONS)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("class")
-    ax.set_ylabel("F1")
-    ax.set_title(title)
+    ax.set(ylim=(0, 1), xlabel="class", ylabel="F1", title=title)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
-    return _finish(fig, synthetic)
+    return mark_synthetic(fig) if synthetic else fig
 
 
 def plot_test_accuracy(summaries: Mapping[str, Mapping[str, Any]], *, ax: Axes | None = None,
                        synthetic: bool = False) -> Figure:
     """Test accuracy without and with each TTA (flip, ten views) per model, beside the majority-class baseline."""
-    fig, ax = _axes_or_new(ax, 1.8 + 2.6 * len(summaries), 4)
+    fig, [ax] = _axes_row(ax, 1, 1.8 + 2.6 * len(summaries), 4)
     models = list(summaries)
     kinds = [(key, label, color) for key, label, color in
              (("test", "test", "#4c72b0"), ("test_tta", "test + flip TTA", "#55a868"),
@@ -348,14 +300,11 @@ def plot_test_accuracy(summaries: Mapping[str, Mapping[str, Any]], *, ax: Axes |
         values = [summaries[m][key]["accuracy"] if key in summaries[m] else np.nan for m in models]
         bars = ax.bar(x + (index - (len(kinds) - 1) / 2) * width, values, width, color=color, label=label)
         ax.bar_label(bars, fmt="%.3f", fontsize=8)
-    baseline = summaries[models[0]]["test"]["majority_class_accuracy"] if models else None
-    _baseline_line(ax, baseline)
+    _baseline_line(ax, summaries[models[0]]["test"]["majority_class_accuracy"] if models else None)
     ax.set_xticks(x, models)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("accuracy")
-    ax.set_title("Test accuracy")
+    ax.set(ylim=(0, 1), ylabel="accuracy", title="Test accuracy")
     ax.legend(fontsize=8)
-    return _finish(fig, synthetic)
+    return mark_synthetic(fig) if synthetic else fig
 
 
 # --- What the models look at (occlusion maps, fer_lib.analysis.explain) -----------------------------------------------
@@ -366,9 +315,8 @@ OCCLUSION_ALPHA = 0.6  # the heat map over the grey face
 
 def _occlusion_scale(maps: np.ndarray) -> float:
     """A symmetric colour limit for maps of drops (the largest |drop|; tiny when the maps are flat)."""
-    finite = np.asarray(maps, dtype=np.float64)
-    finite = finite[np.isfinite(finite)]
-    return max(float(np.abs(finite).max()) if finite.size else 0.0, 1e-6)
+    drops = np.abs(np.asarray(maps, dtype=np.float64))
+    return max(float(drops[np.isfinite(drops)].max(initial=0.0)), 1e-6)
 
 
 def _occlusion_panel(ax: Axes, occlusion: np.ndarray | None, face: np.ndarray | None, limit: float) -> Any:
@@ -386,14 +334,8 @@ def plot_occlusion_maps(class_maps: Mapping[str, np.ndarray], *, counts: Mapping
                         faces: np.ndarray | None = None, split: str = "test",
                         title: str = "Occlusion maps per class",
                         synthetic: bool = False) -> Figure:
-    """Per class (rows) the mean occlusion map of each model (columns, side by side), over the class's mean face.
-
-    ``class_maps``: {model: (7, H, W)} mean drop of the true class's probability when a patch covers each pixel
-    (NaN for a class without a correctly classified image; :attr:`fer_lib.analysis.explain.RunOcclusion.class_maps`).
-    ``counts``: {model: images averaged per class}; ``faces``: (7, H, W) mean face per class (0-255) drawn under the
-    maps. One colour scale per model (its colour bar below): the maps show where each model looks, not which model's
-    probabilities move more.
-    """
+    """Per class (rows) each model's mean occlusion map (explain.RunOcclusion.class_maps) over the mean face; one
+    colour scale per model: the maps show where each model looks, not which model's probabilities move more."""
     models = list(class_maps)
     if not models:
         raise ValueError("class_maps is empty: no model to show")
@@ -411,12 +353,11 @@ def plot_occlusion_maps(class_maps: Mapping[str, np.ndarray], *, counts: Mapping
             face = None if faces is None else np.asarray(faces)[code]
             image = _occlusion_panel(ax, maps[code], face, limit)
             shown = shown or image
-            n = None if counts is None else int(np.asarray(counts[model])[code])
             if image is None:
                 ax.text(0.5, 0.5, "no correctly\nclassified image", transform=ax.transAxes, ha="center",
                         va="center", fontsize=7, color="#8b0000")
-            if n is not None:
-                ax.set_title(f"n={n}", fontsize=7, loc="right", pad=2)
+            if counts is not None:
+                ax.set_title(f"n={int(np.asarray(counts[model])[code])}", fontsize=7, loc="right", pad=2)
             if code == 0:
                 ax.set_title(model, fontsize=10, fontweight="bold", loc="center")
             if column == 0:
@@ -427,19 +368,15 @@ def plot_occlusion_maps(class_maps: Mapping[str, np.ndarray], *, counts: Mapping
     fig.supxlabel(f"mean over n correctly classified {split} images per panel;\nred: covering the region lowers "
                   f"the probability of the true class", fontsize=8)
     fig.suptitle(title, fontsize=10)
-    return _finish(fig, synthetic)
+    return mark_synthetic(fig) if synthetic else fig
 
 
 def plot_occlusion_examples(images: np.ndarray, labels: Sequence[int], example_maps: Mapping[str, np.ndarray], *,
                             probabilities: Mapping[str, Sequence[float]] | None = None,
                             ids: Sequence[str] | None = None,
                             title: str = "Occlusion maps of single faces", synthetic: bool = False) -> Figure:
-    """Single faces (rows): the face, then each model's occlusion map over it (columns).
-
-    ``images``: (k, H, W[, 1]) 0-255 faces; ``labels``: their true classes; ``example_maps``: {model: (k, H, W)}
-    (explain.RunOcclusion.example_maps); ``probabilities``: {model: (k,)} each model's probability of the true class,
-    shown in the panel titles with the panel's largest drop (each panel has its own colour scale).
-    """
+    """Single 0-255 faces (rows), then each model's occlusion map over them (explain.RunOcclusion.example_maps),
+    titled with the largest drop and ``probabilities`` (of the true class); one colour scale per panel."""
     images = np.asarray(images)
     models = list(example_maps)
     k = len(images)
@@ -447,7 +384,7 @@ def plot_occlusion_examples(images: np.ndarray, labels: Sequence[int], example_m
         fig = _new_figure(6, 1.2)
         fig.text(0.5, 0.5, "No face is classified correctly by every model: no single-face maps.", ha="center",
                  va="center")
-        return _finish(fig, synthetic)
+        return mark_synthetic(fig) if synthetic else fig
     for model, maps in example_maps.items():
         if np.shape(maps)[0] != k:
             raise ValueError(f"example_maps[{model!r}] holds {np.shape(maps)[0]} maps for {k} images")
@@ -462,15 +399,13 @@ def plot_occlusion_examples(images: np.ndarray, labels: Sequence[int], example_m
             caption += f"\n{str(ids[row])[-18:]}"
         grid[row, 0].set_title(caption, fontsize=8)
         for column, model in enumerate(models, start=1):
-            maps = np.asarray(example_maps[model], dtype=np.float64)
-            ax = grid[row, column]
-            limit = _occlusion_scale(maps[row])
-            _occlusion_panel(ax, maps[row], face, limit)
-            text = f"{model}\nmax drop {np.nanmax(maps[row]):.2f}"
+            drops = np.asarray(example_maps[model], dtype=np.float64)[row]
+            _occlusion_panel(grid[row, column], drops, face, _occlusion_scale(drops))
+            text = f"{model}\nmax drop {np.nanmax(drops):.2f}"
             if probabilities is not None:
                 text += f", p={float(np.asarray(probabilities[model])[row]):.2f}"
-            ax.set_title(text, fontsize=7)
+            grid[row, column].set_title(text, fontsize=7)
     fig.supxlabel("red: covering the region lowers the probability p of the true class;\none colour scale per "
                   "panel", fontsize=8)
     fig.suptitle(title, fontsize=10)
-    return _finish(fig, synthetic)
+    return mark_synthetic(fig) if synthetic else fig

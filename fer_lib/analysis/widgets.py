@@ -1,14 +1,5 @@
-"""Interactive views for the notebooks: which images a model confuses, and what augmentation does to an image.
-
-* :class:`ConfusionInspector` (03_compare): numbers alone hide whether "fear predicted as sad" is a model error or a
-  labelling ambiguity of FER2013; the images of a confusion-matrix cell answer that.
-* :class:`SampleBrowser` (01_explore_data): images by split and class beside random augmentations of them, so the
-  augmentation ranges can be judged by eye.
-
-The widgets are views only: what they show is decided in :mod:`fer_lib.analysis.confusion`, and their state is in
-plain attributes (``selected``, ``shown``, ``predictions``), so tests drive them without a browser. Keras is imported
-only when an augmentation is drawn.
-"""
+"""Notebook widgets: a confusion cell's images (model error or FER2013 label ambiguity?) and augmentations by eye;
+views only (:mod:`fer_lib.analysis.confusion` decides what they show), so tests drive them without a browser."""
 
 from __future__ import annotations
 
@@ -36,14 +27,8 @@ from fer_lib.core.evaluate import top_k
 from fer_lib.core.labels import EMOTIONS, NUM_CLASSES
 
 
-# --- View helpers: pixels and HTML ------------------------------------------------------------------------------------
-
-
 def png_bytes(image: np.ndarray, *, size: int | None = None) -> bytes:
-    """PNG bytes of one grayscale image (uint8 0-255, or float 0-1), scaled to ``size`` pixels with sharp pixels.
-
-    ``ipywidgets.Image`` needs encoded bytes; nearest-neighbour scaling keeps 48x48 faces crisp instead of blurred.
-    """
+    """PNG bytes (what ``ipywidgets.Image`` needs) of a uint8 or 0-1 grayscale image, scaled to ``size`` sharply."""
     array = np.asarray(image)
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
@@ -64,9 +49,7 @@ def caption_html(image_id: str, top: Sequence[tuple[str, float]], true_class: in
     lines = [f'<span class="fer-image-id" title="{html.escape(image_id)}">{html.escape(image_id)}</span>']
     for name, probability in top:
         text = f"{html.escape(name)} {probability:.2f}"
-        if true_class is not None and name == EMOTIONS[true_class]:
-            text = f"<b>{text}</b>"
-        lines.append(text)
+        lines.append(f"<b>{text}</b>" if true_class is not None and name == EMOTIONS[true_class] else text)
     return ('<div class="fer-caption" style="font-size:11px;line-height:1.25;overflow-wrap:anywhere">'
             + "<br>".join(lines) + "</div>")
 
@@ -113,12 +96,9 @@ def _dropdown(description: str, css: str, width: str = "260px") -> widgets.Dropd
 
 
 class ConfusionInspector(_Quiet, widgets.VBox):
-    """A run's confusion matrix as buttons; clicking a cell shows its images with their top-3 predictions.
-
-    ``model``, ``split`` and ``seed`` say what to show first (default: the first model, ``test``, the first seed).
-    :attr:`shown` is the page of the selected cell's images (rows of :attr:`predictions`). Nothing is selected at
-    first, so showing the widget never loads the data set; the first selection does (then cached).
-    """
+    """A run's confusion matrix as buttons; clicking a cell shows its images with their top-3 predictions (first:
+    ``model``, ``split``, ``seed``, else the first model, test, the first seed). Nothing is selected at first, so
+    showing the widget never loads the data set; the first selection does (then cached)."""
 
     def __init__(self, results: RunResults, *, model: str | None = None, split: str = "test",
                  seed: int | None = None, page_size: int = DEFAULT_PAGE_SIZE, image_size: int = 96) -> None:
@@ -217,8 +197,7 @@ class ConfusionInspector(_Quiet, widgets.VBox):
 
     @_reporting
     def load_split(self, split: str, *, wanted: bool = False) -> None:
-        """Load ``predictions_<split>.npz`` of the current model and draw its confusion matrix; a selected cell stays
-        selected (the same cell compared across models and splits)."""
+        """Draw the current model's matrix on ``split``; a selected cell stays selected, to compare it across splits."""
         self._wanted["split"] = split if wanted else self._wanted["split"]
         folder = self.results.by_seed[self.seed].model_dir(str(self.model))
         self.predictions, self.split = SplitPredictions.load(folder / records.predictions_file(split), split), split
@@ -233,10 +212,9 @@ class ConfusionInspector(_Quiet, widgets.VBox):
                               f"class; columns: predicted class.{synthetic}")
         self.matrix.layout.display = None
         self._draw_matrix()
-        if self.selected is not None:
-            self.select_cell(*self.selected)
-        else:
-            self._clear_images(notice_html("Click a cell of the matrix to see its images."))
+        if self.selected is None:
+            return self._clear_images(notice_html("Click a cell of the matrix to see its images."))
+        self.select_cell(*self.selected)
 
     def _draw_matrix(self) -> None:
         """Every cell button's label, colour, tooltip and highlight from the counts and the mode."""
@@ -316,23 +294,15 @@ class ConfusionInspector(_Quiet, widgets.VBox):
         return data_split.images[self._positions[key][rows]]
 
 
-# --- SampleBrowser ----------------------------------------------------------------------------------------------------
-
-
 class SampleBrowser(_Quiet, widgets.VBox):
-    """Browse a data set by split and class, with random augmentations of the chosen image.
-
-    ``data``: a :class:`fer_lib.core.data.FerDataset`, or a run (its data set is reloaded and its augmentation
-    params are used). ``augmentation`` (an :class:`AugmentConfig`) overrides the augmentation (default: the run's,
-    else :data:`fer_lib.core.config.PAPER_AUGMENTATION`). Moving the seed slider draws new augmentations.
-    """
+    """Browse a data set (or a run's) by split and class, with random augmentations of the chosen image: by
+    ``augmentation``, else the run's, else :data:`fer_lib.core.config.PAPER_AUGMENTATION`."""
 
     def __init__(self, data: FerDataset | RunResults, *, augmentation: AugmentConfig | None = None, variants: int = 8,
                  image_size: int = 144, preview_size: int = 96, split: str = "train") -> None:
         super().__init__()
         self.add_class("fer-sample-browser")
         self.dataset = data if isinstance(data, FerDataset) else load_run_dataset(data)[0]
-        self.source = self.dataset.source
         if augmentation is None and isinstance(data, RunResults):
             augmentation = AugmentConfig.from_mapping(data.params.get("augmentation"))
         self.augmentation = augmentation or PAPER_AUGMENTATION
@@ -346,8 +316,7 @@ class SampleBrowser(_Quiet, widgets.VBox):
         self.split_dropdown = widgets.Dropdown(description="split", options=list(SPLITS), value=split)
         self.class_dropdown = widgets.Dropdown(description="class")
         self.index_slider = widgets.IntSlider(description="index", min=0, max=0, value=0, continuous_update=False)
-        self.seed_slider = widgets.IntSlider(description="aug. seed", min=0, max=99, value=0,
-                                             continuous_update=False,
+        self.seed_slider = widgets.IntSlider(description="aug. seed", min=0, max=99, value=0, continuous_update=False,
                                              tooltip="each seed draws new random augmentations")
         self.message = widgets.HTML().add_class("fer-message")
         self.image = widgets.Image(format="png", width=self.image_size, height=self.image_size)
@@ -370,8 +339,6 @@ class SampleBrowser(_Quiet, widgets.VBox):
         self._watch(self.seed_slider, lambda _: self._draw_preview())
         self._update_classes()
 
-    # ---- state ------------------------------------------------------------------------------------------------------
-
     @property
     def current_split(self) -> Split:
         return self.dataset.split(str(self.split_dropdown.value))
@@ -379,9 +346,7 @@ class SampleBrowser(_Quiet, widgets.VBox):
     @property
     def current_position(self) -> int | None:
         """Position in the split of the image shown (None when the chosen class has no image in the split)."""
-        if not len(self.positions):
-            return None
-        return int(self.positions[self.index_slider.value])
+        return int(self.positions[self.index_slider.value]) if len(self.positions) else None
 
     @property
     def current_id(self) -> str | None:
@@ -392,8 +357,6 @@ class SampleBrowser(_Quiet, widgets.VBox):
     def preview_images(self) -> list[bytes]:
         """PNG bytes of the augmentation previews currently shown."""
         return [bytes(child.value) for child in self.preview.children]
-
-    # ---- drawing -----------------------------------------------------------------------------------------------------
 
     def _update_classes(self) -> None:
         counts = np.bincount(self.current_split.labels, minlength=NUM_CLASSES)
@@ -427,7 +390,7 @@ class SampleBrowser(_Quiet, widgets.VBox):
         self.info.value = (f"<b>{html.escape(name)}</b>, {self.split_dropdown.value} split: index "
                            f"{self.index_slider.value} of 0..{len(self.positions) - 1}<br>id "
                            f"<code>{html.escape(str(split.ids[position]))}</code><br>"
-                           f"<small>{html.escape(self.source)}</small>{notice}")
+                           f"<small>{html.escape(self.dataset.source)}</small>{notice}")
         self._draw_preview()
 
     @_reporting
@@ -438,9 +401,8 @@ class SampleBrowser(_Quiet, widgets.VBox):
         position = self.current_position
         if position is None:
             return
-        image = self.current_split.images[position]
-        augmented = augment_preview(image[None], self.augmentation, variants=self.variants,
-                                    seed=int(self.seed_slider.value))[0]
+        augmented = augment_preview(self.current_split.images[position][None], self.augmentation,
+                                    variants=self.variants, seed=int(self.seed_slider.value))[0]
         self.preview.children = tuple(
             widgets.Image(value=png_bytes(variant, size=self.preview_size), format="png", width=self.preview_size,
                           height=self.preview_size).add_class("fer-augment-image")
