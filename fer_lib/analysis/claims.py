@@ -1,11 +1,6 @@
-"""The paper's two claims, checked with the run's numbers, each with a verdict computed by a written-down rule.
-
-The paper (basic CNN vs ResNet50V2 on FER2013) says (1) early in training the CNN reaches about 0.5 accuracy while
-ResNet50V2 stays at about 0.25, the share of 'happy', i.e. the majority-class baseline; and (2) ResNet50V2 may surpass
-the CNN with more epochs. Here claim 1 is judged per seed from validation accuracy at epochs 1-5, claim 2 from the
-final test difference with its interval and p-value. Each verdict is "supported", "not supported" or "inconclusive"
--- never worded by hand.
-"""
+"""The paper's two claims (CNN vs ResNet50V2 on FER2013), each judged from the run's numbers by a written rule.
+Claim 1 (early, the CNN near 0.5 while ResNet50V2 stays at the 'happy' baseline) from validation accuracy at epochs
+1-5 per seed; claim 2 (ResNet50V2 surpasses the CNN with more epochs) from the final test difference and its p-value."""
 
 from __future__ import annotations
 
@@ -19,8 +14,7 @@ from fer_lib.analysis.results import RunResults
 from fer_lib.analysis.stats import verdict
 
 CNN, RESNET = "basic_cnn", "resnet50v2"
-PAPER_EARLY_ACCURACY: dict[str, float] = {CNN: 0.5, RESNET: 0.25}
-"""The paper's observation: early in training the CNN is near 0.5 accuracy, ResNet50V2 near 0.25 (= 'happy' share)."""
+PAPER_EARLY_ACCURACY: dict[str, float] = {CNN: 0.5, RESNET: 0.25}  # the paper's early accuracies (0.25: 'happy')
 PAPER_TOLERANCE = 0.1  # "about 0.5" means at least 0.5 - this
 EARLY_EPOCHS = 5  # "early" = the first this many epochs (fewer if the run is shorter)
 CLAIM_EARLY = "early epochs: the CNN reaches about 0.5 while ResNet50V2 stays at about 0.25 (the majority baseline)"
@@ -37,9 +31,8 @@ def early_epochs_table(results: RunResults, epochs: int = EARLY_EPOCHS) -> pd.Da
     rows = []
     for seed, seed_results in results.by_seed.items():
         for model, history in seed_results.histories.items():
-            summary = seed_results.summaries[model]
             row: dict[str, Any] = {"seed": seed, "model": model,
-                                   "majority baseline": summary["val"]["majority_class_accuracy"]}
+                                   "majority baseline": seed_results.summaries[model]["val"]["majority_class_accuracy"]}
             for epoch in range(1, epochs + 1):
                 values = history.loc[history["epoch"] == epoch, "val_accuracy"]
                 row[f"epoch {epoch}"] = float(values.iloc[0]) if len(values) else None
@@ -79,15 +72,14 @@ def final_claim(statistics: Mapping[str, Any]) -> dict[str, Any]:
     """Claim 2: ResNet50V2 minus the CNN on test at the end, per seed with its paired-bootstrap interval and
     McNemar's p-value (stats.verdict); several seeds must agree, and their paired t-test is reported."""
     per_seed = []
-    for seed, entry in ((int(s), e) for s, e in statistics["per_seed"].items()):
-        test = entry.get("splits", {}).get("test", {})
-        for c in test.get("comparisons", []):
+    for seed, entry in statistics["per_seed"].items():
+        for c in entry.get("splits", {}).get("test", {}).get("comparisons", []):
             if {c["a"], c["b"]} != {CNN, RESNET}:
                 continue
             sign = 1.0 if c["a"] == RESNET else -1.0  # stored as a - b; the claim is about resnet - cnn
             low, high = sorted((sign * c["low"], sign * c["high"]))
             difference, p_value = sign * c["difference"], c["mcnemar"]["p_value"]
-            per_seed.append({"seed": seed, "difference": difference, "low": low, "high": high, "p_value": p_value,
+            per_seed.append({"seed": int(seed), "difference": difference, "low": low, "high": high, "p_value": p_value,
                              "verdict": verdict(difference, low, high, p_value)})
     if not per_seed:
         return {"claim": CLAIM_FINAL, "verdict": None, "seeds": [], "over_seeds": None,
@@ -111,24 +103,21 @@ def claims_sentences(claims: list[Mapping[str, Any]], *, synthetic: bool = False
         if claim["verdict"] is None:
             lines.append(f"{head}: {claim['note']}.")
             continue
-        several = len(claim["seeds"]) > 1
         if claim["claim"] == CLAIM_EARLY:
-            numbers = "; ".join(
-                (f"seed {s['seed']}: " if several else "")
-                + f"{CNN} best {s['cnn_best']:.3f}, {RESNET} best {s['resnet_best']:.3f} (baseline "
-                  f"{s['resnet_baseline']:.3f})" for s in claim["seeds"])
+            numbers = [f"{CNN} best {s['cnn_best']:.3f}, {RESNET} best {s['resnet_best']:.3f} (baseline "
+                       f"{s['resnet_baseline']:.3f})" for s in claim["seeds"]]
         else:
-            numbers = "; ".join(
-                (f"seed {s['seed']}: " if several else "")
-                + f"{RESNET} - {CNN} = {s['difference']:+.3f} (95% interval {s['low']:+.3f} to {s['high']:+.3f}, "
-                  f"McNemar p = {s['p_value']:.2g})" for s in claim["seeds"])
-            over = claim.get("over_seeds")
-            if over and over.get("p_value") is not None:
-                sign = 1.0 if over["a"] == RESNET else -1.0
-                numbers += (f"; over seeds, paired t-test p = {over['p_value']:.2g}, "
-                            f"mean {sign * over['mean_difference']:+.3f}")
+            numbers = [f"{RESNET} - {CNN} = {s['difference']:+.3f} (95% interval {s['low']:+.3f} to {s['high']:+.3f}, "
+                       f"McNemar p = {s['p_value']:.2g})" for s in claim["seeds"]]
+        if len(claim["seeds"]) > 1:
+            numbers = [f"seed {s['seed']}: {text}" for s, text in zip(claim["seeds"], numbers)]
+        over = claim.get("over_seeds")
+        if claim["claim"] != CLAIM_EARLY and over and over.get("p_value") is not None:
+            sign = 1.0 if over["a"] == RESNET else -1.0
+            numbers.append(f"over seeds, paired t-test p = {over['p_value']:.2g}, "
+                           f"mean {sign * over['mean_difference']:+.3f}")
         note = f"; {claim['note']}" if claim.get("note") else ""
-        lines.append(f"{head} is **{claim['verdict']}** ({numbers}{note}).")
+        lines.append(f"{head} is **{claim['verdict']}** ({'; '.join(numbers)}{note}).")
     if synthetic and lines:
         lines.append("These verdicts are on SYNTHETIC data: they test the pipeline, not the paper.")
     return lines

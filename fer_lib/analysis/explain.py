@@ -1,19 +1,6 @@
-"""What the models look at: occlusion-sensitivity maps (Zeiler & Fergus, 2014).
-
-A grey square slides over the face; where covering the face lowers the model's probability of the true class, the
-model relied on that region. The method needs only predictions (a callable images -> probabilities), so it works
-the same on every Keras backend and is tested with a plain numpy "model" whose answer is known. All occluded copies
-go through ``predict`` in a few large batches (a compiled predict function is fastest on big batches, and XLA
-compiles one batch shape).
-
-**The grey.** The models take raw 0-255 pixels (they rescale inside). By default a patch is filled with the image's
-own mean pixel value: the occluded copy keeps the face's overall brightness, so the map measures what the covered
-region *shows*, not the shock of a bright square on a dark face (or a dark one on a bright face), which a fixed
-mid-grey (127.5) would add for very dark or very bright faces. ``fill`` sets a constant grey instead.
-
-Keras is imported only inside :func:`run_occlusion` (loading the models): the one part of the compare notebook that
-starts a backend; everything else is numpy.
-"""
+"""What the models look at: occlusion-sensitivity maps (Zeiler & Fergus, 2014), from predictions only.
+Where covering the face with a grey patch lowers the true class's probability, the model relied on that region. Only
+a predict callable is needed (any backend; tested with numpy); Keras is imported only inside :func:`run_occlusion`."""
 
 from __future__ import annotations
 
@@ -32,8 +19,7 @@ from fer_lib.core import records
 from fer_lib.core.evaluate import evaluation_batch_size, predict_proba
 from fer_lib.core.labels import EMOTIONS, NUM_CLASSES
 
-Predict = Callable[[np.ndarray], np.ndarray]
-"""images (m, H, W[, C]) -> class probabilities (m, n_classes)."""
+Predict = Callable[[np.ndarray], np.ndarray]  # images (m, H, W[, C]) -> class probabilities (m, n_classes)
 
 DEFAULT_PATCH = 8  # a sixth of a 48-pixel face: about an eye, a mouth corner, the tip of the nose
 DEFAULT_STRIDE = 4  # half a patch: every pixel is covered by up to 4 patches, so maps are smooth
@@ -47,8 +33,6 @@ __all__ = ["ClassMaps", "ModelOcclusion", "RunOcclusion", "choose_per_class", "c
 
 
 # --- The map ----------------------------------------------------------------------------------------------------------
-
-
 def _positive_int(value: Any, name: str, *, low: int = 1, high: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low \
             or (high is not None and value > high):
@@ -58,8 +42,7 @@ def _positive_int(value: Any, name: str, *, low: int = 1, high: int | None = Non
 
 
 def occlusion_positions(size: int, patch: int, stride: int) -> np.ndarray:
-    """Start offsets of the patches along one axis: every ``stride`` pixels, plus the last position ``size - patch``
-    when the stride does not land on it, so the border pixels are covered too."""
+    """Patch starts along one axis: every ``stride`` pixels, plus ``size - patch`` so the border is covered too."""
     starts = list(range(0, size - patch + 1, stride))
     if starts[-1] != size - patch:
         starts.append(size - patch)
@@ -67,7 +50,8 @@ def occlusion_positions(size: int, patch: int, stride: int) -> np.ndarray:
 
 
 def _fill_values(images: np.ndarray, fill: float | None) -> np.ndarray:
-    """The grey of each image's patches, in the images' dtype: the image's mean pixel, or the constant ``fill``."""
+    """The grey of each image's patches, in the images' dtype: the image's mean pixel, or the constant ``fill``.
+    The mean keeps the face's brightness, so a map shows what a region holds, not the shock of a bright square."""
     n = images.shape[0]
     if fill is None:
         values = images.reshape(n, int(np.prod(images.shape[1:]))).mean(axis=1, dtype=np.float64)
@@ -107,8 +91,7 @@ def _occlusion(predict: Predict, images: np.ndarray, labels: np.ndarray, *, patc
         coverage[y:y + patch, x:x + patch] += 1
     copies_per_image = len(corners) + 1  # the image itself first, then one copy per patch position
     per_call = max(1, max_batch // copies_per_image)
-    maps = np.empty((n, height, width))
-    base = np.empty(n)
+    maps, base = np.empty((n, height, width)), np.empty(n)
     for start in range(0, n, per_call):
         chunk = images[start:start + per_call]
         c = chunk.shape[0]
@@ -137,31 +120,19 @@ def _occlusion(predict: Predict, images: np.ndarray, labels: np.ndarray, *, patc
 def occlusion_sensitivity(predict: Predict, images: np.ndarray, labels: np.ndarray | Sequence[int], *,
                           patch: int = DEFAULT_PATCH, stride: int = DEFAULT_STRIDE, fill: float | None = None,
                           max_batch: int = DEFAULT_MAX_BATCH) -> np.ndarray:
-    """Occlusion-sensitivity maps, shape (n, H, W): how much the true class's probability drops when a grey
-    ``patch`` x ``patch`` square covers each pixel (averaged over the patches covering it; positive = the model
-    needs that region, negative = covering it helps the true class).
-
-    ``predict`` (images -> probabilities, e.g. ``functools.partial(predict_proba, model)``) is called with the
-    occluded copies (and each image itself) in batches of about ``max_batch`` images, in the images' dtype. Patches
-    start every ``stride`` pixels (the last one flush with the border). ``fill``: None = each image's mean pixel value
-    (see the module's note), else a constant in the images' units (e.g. 127.5 for 0-255 pixels).
-    """
+    """Maps (n, H, W) of the drop of the true class's probability when a grey patch covers each pixel (mean over
+    the patches covering it). ``predict`` gets the copies in large batches (XLA compiles one batch shape); ``fill``:
+    None = each image's mean pixel, else a constant in the images' units (e.g. 127.5)."""
     return _occlusion(predict, images, np.asarray(labels), patch=patch, stride=stride, fill=fill,
                       max_batch=max_batch)[0]
 
 
 # --- Per class --------------------------------------------------------------------------------------------------------
-
-
 def choose_per_class(labels: np.ndarray, eligible: np.ndarray, per_class: int, *, seed: int = 0,
                      order: np.ndarray | None = None) -> list[np.ndarray]:
-    """Per class, the positions of at most ``per_class`` eligible images (e.g. the correctly classified ones).
-
-    The images are taken in one seeded random order (or ``order``), the same for every model, so two models that
-    both classify a face correctly are explained on the same faces. Deterministic for a given seed.
-    """
-    labels = np.asarray(labels)
-    eligible = np.asarray(eligible, dtype=bool)
+    """Per class, the positions of at most ``per_class`` eligible images, in one seeded order (or ``order``): two
+    models that both get a face right are explained on the same faces."""
+    labels, eligible = np.asarray(labels), np.asarray(eligible, dtype=bool)
     if eligible.shape != labels.shape:
         raise ValueError(f"eligible must have the labels' shape {labels.shape}, got {eligible.shape}")
     per_class = _positive_int(per_class, "per_class")
@@ -184,8 +155,7 @@ def mean_maps_by_class(maps: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray
 
 @dataclasses.dataclass(frozen=True)
 class ClassMaps:
-    """Per class: the mean occlusion map (NaN where no image qualified), how many images it averages, and which
-    images (positions in the ``images`` given) were used."""
+    """Per class: the mean occlusion map (NaN where no image qualified), its image count and image positions."""
 
     maps: np.ndarray  # (n_classes, H, W)
     counts: np.ndarray  # (n_classes,)
@@ -196,16 +166,10 @@ def class_mean_maps(predict: Predict, images: np.ndarray, labels: np.ndarray | S
                     predicted: np.ndarray | Sequence[int] | None = None, per_class: int = 4, seed: int = 0,
                     patch: int = DEFAULT_PATCH, stride: int = DEFAULT_STRIDE, fill: float | None = None,
                     max_batch: int = DEFAULT_MAX_BATCH) -> ClassMaps:
-    """Per class, the mean occlusion map over at most ``per_class`` correctly classified images (seeded choice).
-
-    Only correctly classified images: the map explains what the model used to get the answer right. ``predicted``:
-    the model's predicted classes of ``images`` if known (e.g. from a predictions file); else one ``predict`` call.
-    The cost is ``per_class * n_classes`` images, each with (H/stride)^2 occluded copies.
-    """
+    """Per class, the mean map over at most ``per_class`` correctly classified images (seeded): what the model used
+    to get it right. ``predicted``: the classes predicted for ``images`` if known, else one ``predict`` call."""
     images, labels = np.asarray(images), np.asarray(labels)
-    if predicted is None:
-        predicted = np.asarray(predict(images)).argmax(axis=1)
-    predicted = np.asarray(predicted)
+    predicted = np.asarray(predict(images)).argmax(axis=1) if predicted is None else np.asarray(predicted)
     chosen = choose_per_class(labels, predicted == labels, per_class, seed=seed)
     rows = np.concatenate(chosen).astype(np.int64)
     maps = occlusion_sensitivity(predict, images[rows], labels[rows], patch=patch, stride=stride, fill=fill,
@@ -215,8 +179,6 @@ def class_mean_maps(predict: Predict, images: np.ndarray, labels: np.ndarray | S
 
 
 # --- A run folder -----------------------------------------------------------------------------------------------------
-
-
 @dataclasses.dataclass(frozen=True)
 class ModelOcclusion:
     """One model's maps in :class:`RunOcclusion`."""
@@ -279,18 +241,13 @@ class RunOcclusion:
                  + (f"; the models of training seed {self.model_seed}" if self.model_seed is not None else "")
                  + ". Red: covering the region lowers the probability of the true class."]
         for name, result in self.models.items():
+            path = result.model_file
+            where = path.relative_to(self.run_dir).as_posix() if path.is_relative_to(self.run_dir) else str(path)
             lines.append(f"{name}: {int(result.class_counts.sum())} images averaged "
                          f"({', '.join(f'{EMOTIONS[c]} {int(n)}' for c, n in enumerate(result.class_counts))}), "
-                         f"{result.seconds:.1f} s, from `{_relative(result.model_file, self.run_dir)}`.")
+                         f"{result.seconds:.1f} s, from `{where}`.")
         lines.append(f"Total {self.seconds:.1f} s (importing Keras: {self.import_seconds:.1f} s).")
         return "\n\n".join(lines)
-
-
-def _relative(path: Path, folder: Path) -> str:
-    try:
-        return path.relative_to(folder).as_posix()
-    except ValueError:
-        return str(path)
 
 
 def _choose_examples(order: np.ndarray, labels: np.ndarray, right_for_all: np.ndarray, examples: int) -> np.ndarray:
@@ -306,31 +263,20 @@ def run_occlusion(results: RunResults, *, split: str = "test", per_class: int = 
                   fill: float | None = None, seed: int = 0, batch_size: int | None = None,
                   models: Sequence[str] | None = None, model_seed: int | None = None,
                   load_model: Callable[[Path], Any] | None = None) -> RunOcclusion:
-    """Occlusion maps of every trained model of a run: per class the mean over at most ``per_class`` correctly
-    classified ``split`` images, and ``examples`` single faces (the same for every model, each classified correctly
-    by every model, distinct classes first).
-
-    Each model is its saved ``best.keras`` of ``model_seed`` (default: the run's first seed, whose figures the
-    compare notebook shows). Which images it classifies correctly comes from its ``predictions_<split>.npz`` (the
-    numbers of the report), and the images from the run's data set, reloaded (matched by id). The cost is about
-    ``(7 * per_class + examples) * ((H - patch) / stride + 1)^2`` predictions per model. ``batch_size`` defaults to
-    the run's evaluation batch size (the shape its evaluation compiled); ``load_model`` (path -> model) replaces
-    Keras loading, for tests.
-    """
+    """Occlusion maps of each ``best.keras`` of ``model_seed`` (default: the first): per class the mean over at most
+    ``per_class`` correct ``split`` images (per its saved predictions, as in the report), and ``examples`` faces every
+    model gets right. ``batch_size``: the run's evaluation one (the shape it compiled); ``load_model``: for tests."""
     started = time.perf_counter()
     run_dir = results.run_dir
     model_seed = results.first.seed if model_seed is None else model_seed
     if model_seed not in results.by_seed:
         raise ValueError(f"model_seed must be one of the run's seeds {results.seeds}, got {model_seed!r}")
-    seed_results = results.by_seed[model_seed]
-    files = {name: seed_results.model_dir(name) / records.BEST_MODEL_FILE for name in results.models}
+    files = {name: results.by_seed[model_seed].model_dir(name) / records.BEST_MODEL_FILE for name in results.models}
     files = {name: path for name, path in files.items() if path.is_file()}
-    names = [m for m in results.models if m in files]
-    if models is not None:
-        unknown = [m for m in models if m not in files]
-        if unknown:
-            raise ValueError(f"models {unknown} have no saved best model in {run_dir} (trained: {sorted(files)})")
-        names = list(models)
+    names = list(files) if models is None else list(models)
+    unknown = [m for m in names if m not in files]
+    if unknown:
+        raise ValueError(f"models {unknown} have no saved best model in {run_dir} (trained: {sorted(files)})")
     if not names:
         raise FileNotFoundError(f"run folder '{run_dir}' has no trained model with a saved {records.BEST_MODEL_FILE}")
     per_class = _positive_int(per_class, "per_class")
@@ -351,23 +297,20 @@ def run_occlusion(results: RunResults, *, split: str = "test", per_class: int = 
     correct: dict[str, np.ndarray] = {}
     load_seconds: dict[str, float] = {}
     for name in names:
-        path = files[name]
-        predictions_file = path.parent / records.predictions_file(split)
+        predictions_file = files[name].parent / records.predictions_file(split)
         if predictions_file.is_file():
             stored = SplitPredictions.load(predictions_file, split)
-            right = np.zeros(len(data), dtype=bool)
-            right[split_positions(stored, data)] = stored.predicted == stored.labels
+            correct[name] = np.zeros(len(data), dtype=bool)
+            correct[name][split_positions(stored, data)] = stored.predicted == stored.labels
         else:
             tick = time.perf_counter()
-            loaded[name] = load_model(path)
+            loaded[name] = load_model(files[name])
             load_seconds[name] = time.perf_counter() - tick
-            probabilities = predict_proba(loaded[name], data.images, batch_size=batch_size)
-            right = probabilities.argmax(axis=1) == labels
-        correct[name] = right
+            correct[name] = predict_proba(loaded[name], data.images, batch_size=batch_size).argmax(axis=1) == labels
     right_for_all = np.logical_and.reduce([correct[name] for name in names])
     example_positions = _choose_examples(order, labels, right_for_all, examples)
 
-    results: dict[str, ModelOcclusion] = {}
+    by_model: dict[str, ModelOcclusion] = {}
     for name in names:
         tick = time.perf_counter()
         model = loaded.pop(name) if name in loaded else load_model(files[name])
@@ -379,14 +322,13 @@ def run_occlusion(results: RunResults, *, split: str = "test", per_class: int = 
         class_rows = np.searchsorted(rows, np.concatenate(chosen))  # positions in the split -> rows of the maps
         means, counts = mean_maps_by_class(maps[class_rows], labels[rows][class_rows])
         example_rows = np.searchsorted(rows, example_positions)
-        results[name] = ModelOcclusion(name, files[name], means, counts, chosen, maps[example_rows],
-                                       base[example_rows], time.perf_counter() - tick + load_seconds.get(name, 0.0))
+        by_model[name] = ModelOcclusion(name, files[name], means, counts, chosen, maps[example_rows],
+                                        base[example_rows], time.perf_counter() - tick + load_seconds.get(name, 0.0))
         del model  # free it before the next model is loaded
 
-    mean_faces, _ = mean_maps_by_class(data.images.reshape(data.images.shape[:3]), labels)
     return RunOcclusion(run_dir=run_dir, split=split, patch=int(patch), stride=int(stride), fill=fill,
                         per_class=per_class, seed=seed, model_seed=model_seed, synthetic=bool(dataset.is_synthetic),
-                        mean_faces=mean_faces,
+                        mean_faces=mean_maps_by_class(data.images.reshape(data.images.shape[:3]), labels)[0],
                         example_positions=example_positions, example_images=data.images[example_positions],
                         example_labels=labels[example_positions], example_ids=data.ids[example_positions],
-                        models=results, seconds=time.perf_counter() - started, import_seconds=import_seconds)
+                        models=by_model, seconds=time.perf_counter() - started, import_seconds=import_seconds)

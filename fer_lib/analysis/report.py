@@ -1,8 +1,5 @@
 """The compare notebook's tables and sentences: every conclusion computed from the run's numbers, never typed.
-
-Each function takes the plain records of a run (``metrics.json`` as fer_lib.app.study.run_model writes it, history
-tables, and the statistics of fer_lib.analysis.stats.run_statistics) and returns a pandas table or sentences.
-"""
+Inputs are a run's plain records (metrics.json, histories, stats.run_statistics); outputs are pandas tables or text."""
 
 from __future__ import annotations
 
@@ -19,15 +16,12 @@ from fer_lib.core.evaluate import ensemble_probabilities, evaluate_predictions
 
 SPLIT_KEYS: tuple[str, ...] = ("val", "test", "test_tta", "test_tta10")
 TIE = 0.005  # differences below this are called a tie
-EPOCH_LABEL = "epoch {}"
 
 
 def metrics_table(summary: Mapping[str, Any]) -> pd.DataFrame:
     """One row per evaluated split: accuracy beside the majority-class baseline, F1, warnings."""
     rows = []
-    for key in SPLIT_KEYS:
-        if key not in summary:
-            continue
+    for key in [k for k in SPLIT_KEYS if k in summary]:
         m = summary[key]
         rows.append({"split": key, "n": m["n"], "accuracy": m["accuracy"],
                      "majority_baseline": m["majority_class_accuracy"],
@@ -39,8 +33,7 @@ def metrics_table(summary: Mapping[str, Any]) -> pd.DataFrame:
 
 def per_class_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     """Precision, recall, F1, support and predicted share per class of one split's metrics."""
-    table = pd.DataFrame.from_dict(metrics["per_class"], orient="index")
-    table.index.name = "class"
+    table = pd.DataFrame.from_dict(metrics["per_class"], orient="index").rename_axis("class")
     return table[["precision", "recall", "f1", "support", "predicted_share"]]
 
 
@@ -65,9 +58,7 @@ def compare_table(summaries: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
 def accuracy_at_epochs(histories: Mapping[str, pd.DataFrame],
                        epochs: Sequence[int | str] = (1, 5, 10, "last")) -> pd.DataFrame:
     """Train and val accuracy of each model at the given (1-based) epochs and ``"last"``; NaN past a run's end.
-
-    Index: (model, curve) with curve ``train`` / ``val``; columns ``epoch N`` and ``last``, plus ``last_epoch``.
-    """
+    Index (model, curve: train / val); columns ``epoch N``, ``last`` and ``last_epoch``."""
     rows = []
     for model, history in histories.items():
         by_epoch = history.set_index("epoch")
@@ -77,7 +68,7 @@ def accuracy_at_epochs(histories: Mapping[str, pd.DataFrame],
                 continue
             row: dict[str, Any] = {"model": model, "curve": curve}
             for epoch in epochs:
-                label = "last" if epoch == "last" else EPOCH_LABEL.format(epoch)
+                label = "last" if epoch == "last" else f"epoch {epoch}"
                 at = last if epoch == "last" else int(epoch)
                 row[label] = float(by_epoch[column].get(at, math.nan)) if last else math.nan
             row["last_epoch"] = last
@@ -125,8 +116,7 @@ def conclusions(summaries: Mapping[str, Mapping[str, Any]]) -> list[str]:
                      f"{s['test']['macro_f1']:.3f}; there is no second model to compare with.")
     for model, s in summaries.items():
         test = s["test"]
-        warning = test.get("collapse_warning")
-        if warning:
+        if warning := test.get("collapse_warning"):
             lines.append(f"{model} is not a real result on test: {warning}.")
         else:
             lines.append(f"{model} did not collapse: test accuracy {test['accuracy']:.3f} beats the majority-class "
@@ -193,63 +183,48 @@ def ensemble_summary(results: RunResults, statistics: Mapping[str, Any], split: 
 
 
 # --- The statistics (fer_lib.analysis.stats.run_statistics) as tables and sentences -----------------------------------
-
-
-def _per_seed(summary: Mapping[str, Any]) -> dict[int, Mapping[str, Any]]:
-    return {int(seed): entry for seed, entry in summary["per_seed"].items()}
-
-
 def interval_table(summary: Mapping[str, Any]) -> pd.DataFrame:
     """Accuracy with its 95% interval per seed, split and model (and the ensemble), beside the majority baseline."""
-    rows = [{"seed": seed, "split": split, "model": name, "accuracy": value["accuracy"], "95% low": value["low"],
-             "95% high": value["high"], "majority baseline": entry["majority_baseline"], "n": entry["n"]}
-            for seed, statistics in _per_seed(summary).items()
-            for split, entry in statistics["splits"].items() for name, value in entry["accuracy"].items()]
     columns = ["seed", "split", "model", "accuracy", "95% low", "95% high", "majority baseline", "n"]
+    rows = [(int(seed), split, name, value["accuracy"], value["low"], value["high"], entry["majority_baseline"],
+             entry["n"]) for seed, statistics in summary["per_seed"].items()
+            for split, entry in statistics["splits"].items() for name, value in entry["accuracy"].items()]
     return pd.DataFrame(rows, columns=columns).set_index(["seed", "split", "model"])
 
 
 def comparison_table(summary: Mapping[str, Any]) -> pd.DataFrame:
     """Per seed, split and pair: the accuracy difference (first minus second), its interval, McNemar's counts and p."""
-    rows = [{"seed": seed, "split": split, "a": c["a"], "b": c["b"], "difference": c["difference"],
-             "95% low": c["low"], "95% high": c["high"], "a right, b wrong": c["mcnemar"]["a_right_b_wrong"],
-             "a wrong, b right": c["mcnemar"]["a_wrong_b_right"], "McNemar p": c["mcnemar"]["p_value"],
-             "a beats b": c["verdict_a_beats_b"]}
-            for seed, statistics in _per_seed(summary).items()
-            for split, entry in statistics["splits"].items() for c in entry["comparisons"]]
     columns = ["seed", "split", "a", "b", "difference", "95% low", "95% high", "a right, b wrong",
                "a wrong, b right", "McNemar p", "a beats b"]
+    rows = [(int(seed), split, c["a"], c["b"], c["difference"], c["low"], c["high"], c["mcnemar"]["a_right_b_wrong"],
+             c["mcnemar"]["a_wrong_b_right"], c["mcnemar"]["p_value"], c["verdict_a_beats_b"])
+            for seed, statistics in summary["per_seed"].items()
+            for split, entry in statistics["splits"].items() for c in entry["comparisons"]]
     return pd.DataFrame(rows, columns=columns).set_index(["seed", "split", "a", "b"])
 
 
 def seed_table(summary: Mapping[str, Any]) -> pd.DataFrame:
     """Mean ± std over seeds per model (and the ensemble): test accuracy, with TTA, macro-F1, and the seed count."""
-    rows = []
-    for model, entry in summary["over_seeds"]["models"].items():
-        row: dict[str, Any] = {"model": model, "seeds": len(entry["seeds"])}
-        for name, _, _ in SEED_METRICS:
-            row[f"{name} mean"] = (entry.get(name) or {}).get("mean")
-            row[f"{name} std"] = (entry.get(name) or {}).get("std")
-        rows.append(row)
+    rows = [{"model": model, "seeds": len(entry["seeds"]),
+             **{f"{name} {stat}": (entry.get(name) or {}).get(stat)
+                for name, _, _ in SEED_METRICS for stat in ("mean", "std")}}
+            for model, entry in summary["over_seeds"]["models"].items()]
     return pd.DataFrame(rows).set_index("model")
 
 
 def seed_comparison_table(summary: Mapping[str, Any]) -> pd.DataFrame:
     """Per pair, over seeds: mean difference of test accuracy, its t-interval, the paired t-test's p and verdict."""
-    rows = [{"a": c["a"], "b": c["b"], "seeds": c["n"], "mean difference": c["mean_difference"],
-             "95% low": c["low"], "95% high": c["high"], "paired t-test p": c["p_value"],
-             "a beats b": c["verdict_a_beats_b"], "note": c["note"] or ""}
-            for c in summary["over_seeds"]["comparisons"]]
     columns = ["a", "b", "seeds", "mean difference", "95% low", "95% high", "paired t-test p", "a beats b", "note"]
+    rows = [(c["a"], c["b"], c["n"], c["mean_difference"], c["low"], c["high"], c["p_value"], c["verdict_a_beats_b"],
+             c["note"] or "") for c in summary["over_seeds"]["comparisons"]]
     return pd.DataFrame(rows, columns=columns).set_index(["a", "b"])
 
 
 def statistics_sentences(summary: Mapping[str, Any]) -> list[str]:
-    """Per pair on test: who is ahead, by how much (interval), McNemar's p and the verdict, for each seed; with
-    several seeds first the pair over seeds (paired t-test)."""
+    """Per seed and pair on test: who is ahead, by how much, McNemar's p, the verdict (first over seeds if several)."""
     several = len(summary["per_seed"]) > 1
     lines = [_seed_sentence(c) for c in summary["over_seeds"]["comparisons"]] if several else []
-    for seed, statistics in _per_seed(summary).items():
+    for seed, statistics in summary["per_seed"].items():
         for c in (statistics["splits"].get("test") or {}).get("comparisons", []):
             counts, sign = c["mcnemar"], 1 if c["difference"] >= 0 else -1
             better, worse = (c["a"], c["b"])[::sign]
@@ -265,12 +240,10 @@ def statistics_sentences(summary: Mapping[str, Any]) -> list[str]:
 
 def _seed_sentence(c: Mapping[str, Any]) -> str:
     """A pair compared over seeds, in words: mean difference, its t-interval, the paired t-test and the verdict."""
-    head = (f"{c['a']} vs {c['b']} over {c['n']} seeds: mean test accuracy {c['mean_a']:.3f} vs {c['mean_b']:.3f}, "
-            f"difference {c['mean_difference']:+.3f}")
-    if c["p_value"] is None:
-        return f"{head} ({c['note']}): \"{c['a']} is better\" is {c['verdict_a_beats_b']}."
-    return (f"{head} (95% t-interval {c['low']:+.3f} to {c['high']:+.3f}, paired t-test p = {c['p_value']:.2g}): "
-            f"\"{c['a']} is better\" is {c['verdict_a_beats_b']}.")
+    test = c["note"] if c["p_value"] is None else (f"95% t-interval {c['low']:+.3f} to {c['high']:+.3f}, "
+                                                  f"paired t-test p = {c['p_value']:.2g}")
+    return (f"{c['a']} vs {c['b']} over {c['n']} seeds: mean test accuracy {c['mean_a']:.3f} vs {c['mean_b']:.3f}, "
+            f"difference {c['mean_difference']:+.3f} ({test}): \"{c['a']} is better\" is {c['verdict_a_beats_b']}.")
 
 
 def curves_table(histories: Mapping[str, pd.DataFrame], seed: int = 0) -> pd.DataFrame:
@@ -290,6 +263,5 @@ def curves_table(histories: Mapping[str, pd.DataFrame], seed: int = 0) -> pd.Dat
 
 
 def training_curves(results: RunResults) -> pd.DataFrame:
-    """Every seed's training curves in one long table (see :func:`curves_table`): with several seeds the figures
-    draw each model's mean with a band of one standard deviation."""
+    """Every seed's training curves in one long table: the figures draw each model's mean ± 1 std over seeds."""
     return pd.concat([curves_table(r.histories, seed) for seed, r in results.by_seed.items()], ignore_index=True)

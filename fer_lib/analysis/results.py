@@ -1,8 +1,5 @@
-"""A finished run as the compare notebook, the reports and the views read it: every seed's metrics and histories.
-
-A run of one seed is read as a run of one seed: :class:`RunResults` always holds ``by_seed``, so nothing downstream
-has a second code path for it. Nothing here trains or imports Keras.
-"""
+"""A finished run as the notebooks, reports and views read it: every seed's metrics and histories, no Keras.
+:class:`RunResults` always holds ``by_seed`` (one seed too), so nothing downstream has a second code path."""
 
 from __future__ import annotations
 
@@ -30,8 +27,7 @@ class SeedResults:
         return records.model_dir(self.folder, model)
 
     def predictions(self, split: str) -> dict[str, dict[str, np.ndarray]]:
-        """The models' saved predictions on ``split`` (ids, labels, probabilities), all on the same images (checked:
-        a mismatch is an error, never a silently wrong comparison)."""
+        """The models' saved predictions on ``split``, checked to be on the same images (never a wrong comparison)."""
         files = {model: self.model_dir(model) / records.predictions_file(split) for model in self.summaries}
         found = {model: load_predictions(path) for model, path in files.items() if path.is_file()}
         first = next(iter(found), None)
@@ -83,8 +79,8 @@ def load_run_results(run_dir: str | Path | None = None) -> RunResults:
     if not models:
         raise FileNotFoundError(f"run folder '{run_dir}' has no trained model (no models/<model>/"
                                 f"{records.METRICS_FILE}); run the 02_train notebook or `fer-study run` first")
-    ordered = [m for m in params.get("models", []) if m in models] + [m for m in models
-                                                                      if m not in params.get("models", [])]
+    listed = params.get("models", [])
+    ordered = [m for m in listed if m in models] + [m for m in models if m not in listed]
     by_seed = {}
     for seed, folder in records.seed_folders(run_dir).items():
         folders = {model: records.model_dir(folder, model) for model in ordered}
@@ -99,8 +95,7 @@ SUMMARY_FORMAT = 2  # summary.json: {"format", "seeds", "per_seed": {seed: ...},
 
 
 def read_summary(run_dir: str | Path) -> dict[str, Any]:
-    """The run's summary.json ({} when it has none). One written by fer-study 0.1 for a run of one seed (no
-    ``per_seed``) is read in today's shape, as a run of that one seed."""
+    """The run's summary.json ({} when it has none); one of fer-study 0.1 (no ``per_seed``) in today's shape."""
     path = Path(run_dir) / records.SUMMARY_FILE
     if not path.is_file():
         return {}

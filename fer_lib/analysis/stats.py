@@ -1,16 +1,10 @@
-"""Statistics behind every "model A beats model B" in the study: intervals, paired tests, a verdict, and a run's.
-
-A difference of one or two points of test accuracy on FER2013 (3,589 PublicTest images) can be noise: of the test
-images the two models disagree on, or of the seed the models were trained with. The functions turn such a claim
-into numbers, each the reference implementation of scipy (no loop of our own), and :func:`verdict` into one word by
-a rule written down once; :func:`run_statistics` is all of them for a run (what summary.json holds).
-
-No Keras. Inputs are checked (a ``ValueError`` names the argument and what was expected) and results are
-JSON-ready Python types, so they go straight into a run's JSON.
-"""
+"""Statistics behind every "model A beats model B" of the study: a one-point gap on FER2013's test set can be noise.
+Intervals and paired tests are scipy's; :func:`verdict` turns them into one word by a rule written down once, and
+:func:`run_statistics` is what summary.json holds. No Keras; inputs are checked, results are JSON-ready."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import numbers
 from collections.abc import Mapping, Sequence
@@ -34,8 +28,6 @@ STATISTICS_SPLITS: tuple[str, ...] = ("test", "test_tta", "test_tta10")
 
 
 # --- input checks --------------------------------------------------------------------------------------------
-
-
 def _as_1d(values: Any, name: str, *, numeric: bool = False) -> np.ndarray:
     """``values`` as a non-empty 1-D array, or a ValueError naming ``name``."""
     array = np.asarray(values)
@@ -91,11 +83,8 @@ def _scored(labels: Any, predicted: dict[str, Any]) -> tuple[np.ndarray, dict[st
 
 def _bootstrap(samples: tuple[np.ndarray, ...], statistic: Any, *, confidence: float, resamples: int,
                seed: int, paired: bool = False) -> tuple[float, float, dict[str, Any]]:
-    """scipy.stats.bootstrap's percentile interval, with the study's checks on its settings and a record of them.
-
-    Percentile rather than scipy's default BCa, which is undefined (NaN) when every image is right or every image
-    wrong; for a mean of thousands of 0/1 values the two agree closely. Same seed, same interval.
-    """
+    """scipy.stats.bootstrap's percentile interval (same seed, same interval), its settings checked and recorded.
+    Not scipy's default BCa, which is NaN when every image is right or every image wrong."""
     if len(samples[0]) < 2:
         raise ValueError(f"labels: a bootstrap needs at least 2 test images, got {len(samples[0])}")
     level = _probability_level(confidence, "confidence")
@@ -103,25 +92,18 @@ def _bootstrap(samples: tuple[np.ndarray, ...], statistic: Any, *, confidence: f
         raise ValueError(f"resamples: expected an integer of at least {MIN_RESAMPLES}, got {resamples!r}")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
-    result = stats.bootstrap(samples, statistic, n_resamples=int(resamples), batch=BOOTSTRAP_BATCH, vectorized=True,
-                             paired=paired, confidence_level=level, method="percentile",
-                             rng=np.random.default_rng(int(seed)))
+    interval = stats.bootstrap(samples, statistic, n_resamples=int(resamples), batch=BOOTSTRAP_BATCH,
+                               vectorized=True, paired=paired, confidence_level=level, method="percentile",
+                               rng=np.random.default_rng(int(seed))).confidence_interval
     record = {"confidence": level, "resamples": int(resamples), "seed": int(seed)}
-    return float(result.confidence_interval.low), float(result.confidence_interval.high), record
+    return float(interval.low), float(interval.high), record
 
 
 # --- one accuracy, two models on the same images ---------------------------------------------------------------
-
-
 def bootstrap_accuracy_interval(labels: Sequence[int] | np.ndarray, predicted: Sequence[int] | np.ndarray, *,
                                 confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
-    """A seeded percentile-bootstrap interval of accuracy over the test images.
-
-    A test accuracy is an estimate from a finite test set; the interval says how far it could move with another
-    draw of test images of the same size, so two accuracies can be told apart from noise.
-    """
-    _, right = _scored(labels, {"predicted": predicted})
-    correct = right["predicted"]
+    """A seeded percentile-bootstrap interval of test accuracy: how far it could move with another test set."""
+    correct = _scored(labels, {"predicted": predicted})[1]["predicted"]
     low, high, record = _bootstrap((correct,), np.mean, confidence=confidence, resamples=resamples, seed=seed)
     return {"accuracy": float(correct.mean()), "low": low, "high": high, **record,
             "method": "percentile bootstrap over test images (scipy.stats.bootstrap)"}
@@ -129,13 +111,8 @@ def bootstrap_accuracy_interval(labels: Sequence[int] | np.ndarray, predicted: S
 
 def mcnemar_exact(labels: Sequence[int] | np.ndarray, predicted_a: Sequence[int] | np.ndarray,
                   predicted_b: Sequence[int] | np.ndarray) -> dict[str, Any]:
-    """McNemar's exact test: do models A and B, scored on the same test images, differ by more than chance?
-
-    Two accuracies on the same images are not independent; only the images where exactly one model is right carry
-    evidence. With b = images A gets right and B wrong and c = the reverse, under "no difference" b ~ Binomial(b + c,
-    1/2): the two-sided p-value is ``scipy.stats.binomtest`` (1.0 when b + c == 0). Exact rather than the chi-square
-    approximation, which is poor when b + c is small.
-    """
+    """McNemar's exact test of A vs B on the same images (only those exactly one model gets right count): binomial,
+    not the chi-square approximation, which is poor when few images differ."""
     labels_array, right = _scored(labels, {"predicted_a": predicted_a, "predicted_b": predicted_b})
     a_right, b_right = right["predicted_a"] == 1, right["predicted_b"] == 1
     b, c = int(np.count_nonzero(a_right & ~b_right)), int(np.count_nonzero(~a_right & b_right))
@@ -147,13 +124,9 @@ def mcnemar_exact(labels: Sequence[int] | np.ndarray, predicted_a: Sequence[int]
 def bootstrap_difference_interval(labels: Sequence[int] | np.ndarray, predicted_a: Sequence[int] | np.ndarray,
                                   predicted_b: Sequence[int] | np.ndarray, *, confidence: float = 0.95,
                                   resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
-    """A seeded paired percentile-bootstrap interval of accuracy(A) - accuracy(B) on the same test images.
-
-    McNemar's test says whether A and B differ; this says by how much. The images are resampled together for both
-    models (``paired=True``), keeping the pairing that makes the comparison sharper than two separate intervals.
-    """
-    _, right = _scored(labels, {"predicted_a": predicted_a, "predicted_b": predicted_b})
-    a, b = right["predicted_a"], right["predicted_b"]
+    """A seeded paired percentile-bootstrap interval of accuracy(A) - accuracy(B): McNemar says whether, this how much.
+    Resampling the images together for both models keeps the pairing, sharper than two separate intervals."""
+    a, b = _scored(labels, {"predicted_a": predicted_a, "predicted_b": predicted_b})[1].values()
     low, high, record = _bootstrap((a, b), lambda x, y, axis=-1: np.mean(x, axis=axis) - np.mean(y, axis=axis),
                                    confidence=confidence, resamples=resamples, seed=seed, paired=True)
     return {"difference": float(a.mean() - b.mean()), "low": low, "high": high, **record,
@@ -161,8 +134,6 @@ def bootstrap_difference_interval(labels: Sequence[int] | np.ndarray, predicted_
 
 
 # --- over seeds ----------------------------------------------------------------------------------------------
-
-
 def mean_std(values: Sequence[float] | np.ndarray) -> dict[str, Any]:
     """Mean, sample standard deviation (ddof=1; None for one value rather than a misleading 0) and count."""
     array = _as_1d(values, "values", numeric=True)
@@ -171,8 +142,7 @@ def mean_std(values: Sequence[float] | np.ndarray) -> dict[str, Any]:
 
 
 def mean_interval(values: Sequence[float] | np.ndarray, *, confidence: float = 0.95) -> dict[str, Any]:
-    """The t-interval of the mean of per-seed results (``scipy.stats.t.interval``): where the mean over seeds lies.
-    With one value (or no spread) the interval is None."""
+    """The t-interval of the mean of per-seed results; None with one value or no spread."""
     array = _as_1d(values, "values", numeric=True)
     level = _probability_level(confidence, "confidence")
     result: dict[str, Any] = {"mean": float(array.mean()), "low": None, "high": None, "n": int(len(array)),
@@ -185,14 +155,9 @@ def mean_interval(values: Sequence[float] | np.ndarray, *, confidence: float = 0
 
 def paired_seed_comparison(values_a: Sequence[float] | np.ndarray, values_b: Sequence[float] | np.ndarray, *,
                            confidence: float = 0.95) -> dict[str, Any]:
-    """Compare per-seed results of models A and B trained on the same seeds (entry i of both = seed i).
-
-    Training noise moves accuracy by about a point; pairing by seed removes what the two runs of a seed share. The
-    paired t-test (``scipy.stats.ttest_rel``) gives the p-value and the t-interval of the mean difference. With one
-    pair, or no spread of the differences, p-value and interval are None and ``note`` says why.
-    """
-    a = _as_1d(values_a, "values_a", numeric=True)
-    b = _as_1d(values_b, "values_b", numeric=True)
+    """Paired t-test of A vs B trained on the same seeds (entry i = seed i): pairing removes what a seed's runs share.
+    With one pair, or no spread of the differences, p-value and interval are None and ``note`` says why."""
+    a, b = _as_1d(values_a, "values_a", numeric=True), _as_1d(values_b, "values_b", numeric=True)
     if len(b) != len(a):
         raise ValueError(f"values_b: expected one value per entry of values_a ({len(a)}), got {len(b)}")
     level = _probability_level(confidence, "confidence")
@@ -215,18 +180,11 @@ def paired_seed_comparison(values_a: Sequence[float] | np.ndarray, values_b: Seq
 
 
 # --- the verdict ---------------------------------------------------------------------------------------------
-
-
 def verdict(difference: float, low: float | None, high: float | None, p_value: float | None, *,
             alpha: float = 0.05) -> str:
-    """One word for the claim "A > B", from the difference A - B, its interval [low, high] and a p-value:
-
-    * ``"supported"`` -- the whole interval lies above 0 (``low > 0``) and ``p_value < alpha``;
-    * ``"not supported"`` -- the interval lies at or below 0 (``high <= 0``), or the difference is at or below 0
-      and ``p_value < alpha`` (B is significantly at least as good);
-    * ``"inconclusive"`` -- anything else, e.g. the interval straddles 0. A missing interval or p-value (None, as
-      from one seed) cannot support the claim.
-    """
+    """One word for the claim "A > B" from the difference A - B, its interval and p-value: "supported" when low > 0
+    and p < alpha; "not supported" when high <= 0, or the difference is <= 0 and p < alpha; else "inconclusive".
+    A missing interval or p-value (None, as from one seed) never supports the claim."""
     diff = _real(difference, "difference")
     low_value = None if low is None else _real(low, "low")
     high_value = None if high is None else _real(high, "high")
@@ -244,36 +202,28 @@ def verdict(difference: float, low: float | None, high: float | None, p_value: f
 
 
 # --- a run's statistics (summary.json) ---------------------------------------------------------------------------
-
 ENSEMBLE_KEYS = ("n", "accuracy", "macro_f1", "weighted_f1", "top2_accuracy", "majority_class_accuracy",
                  "majority_class", "collapse_warning")
 
 
 def split_statistics(labels: np.ndarray, predicted: Mapping[str, np.ndarray], *, resamples: int,
                      seed: int) -> dict[str, Any]:
-    """One split of one seed: each model's accuracy with its bootstrap interval, and every pair compared (paired
-    bootstrap interval of the difference, McNemar's test, the verdict on "a beats b")."""
-    entry: dict[str, Any] = {"n": int(len(labels)), "majority_baseline": majority_class_accuracy(labels),
-                             "accuracy": {name: bootstrap_accuracy_interval(labels, values, resamples=resamples,
-                                                                            seed=seed)
-                                          for name, values in predicted.items()}, "comparisons": []}
-    names = list(predicted)
-    for index, a in enumerate(names):
-        for b in names[index + 1:]:
-            difference = bootstrap_difference_interval(labels, predicted[a], predicted[b], resamples=resamples,
-                                                       seed=seed)
-            mcnemar = mcnemar_exact(labels, predicted[a], predicted[b])
-            entry["comparisons"].append({
-                "a": a, "b": b, "difference": difference["difference"], "low": difference["low"],
-                "high": difference["high"], "mcnemar": mcnemar,
-                "verdict_a_beats_b": verdict(difference["difference"], difference["low"], difference["high"],
-                                             mcnemar["p_value"])})
-    return entry
+    """One split of one seed: each model's accuracy interval, and per pair the difference, McNemar and verdict."""
+    accuracy = {name: bootstrap_accuracy_interval(labels, values, resamples=resamples, seed=seed)
+                for name, values in predicted.items()}
+    comparisons = []
+    for a, b in itertools.combinations(predicted, 2):
+        gap = bootstrap_difference_interval(labels, predicted[a], predicted[b], resamples=resamples, seed=seed)
+        mcnemar = mcnemar_exact(labels, predicted[a], predicted[b])
+        comparisons.append({"a": a, "b": b, "difference": gap["difference"], "low": gap["low"], "high": gap["high"],
+                            "mcnemar": mcnemar, "verdict_a_beats_b": verdict(gap["difference"], gap["low"],
+                                                                             gap["high"], mcnemar["p_value"])})
+    return {"n": int(len(labels)), "majority_baseline": majority_class_accuracy(labels), "accuracy": accuracy,
+            "comparisons": comparisons}
 
 
 def seed_statistics(results_of_seed: Any, *, resamples: int, seed: int) -> dict[str, Any]:
-    """One seed of a run, from its saved predictions: :func:`split_statistics` of test (and test with TTA), the
-    models and their ensemble (averaged probabilities, two models or more; its metrics kept too)."""
+    """One seed's :func:`split_statistics` per split, of its models and (two or more) their ensemble's metrics."""
     summary: dict[str, Any] = {"splits": {}, "ensemble": {}}
     for split in STATISTICS_SPLITS:
         predictions = results_of_seed.predictions(split)
@@ -290,16 +240,14 @@ def seed_statistics(results_of_seed: Any, *, resamples: int, seed: int) -> dict[
     return summary
 
 
-SEED_METRICS: tuple[tuple[str, str, str], ...] = (("test_accuracy", "test", "accuracy"),
-                                                   ("test_accuracy_tta", "test_tta", "accuracy"),
-                                                   ("test_accuracy_tta10", "test_tta10", "accuracy"),
-                                                   ("macro_f1", "test", "macro_f1"))
-"""The per-seed numbers summarised over seeds: (name, split of metrics.json, key)."""
+# The per-seed numbers summarised over seeds: (name, split of metrics.json, key)
+SEED_METRICS: tuple[tuple[str, str, str], ...] = (
+    ("test_accuracy", "test", "accuracy"), ("test_accuracy_tta", "test_tta", "accuracy"),
+    ("test_accuracy_tta10", "test_tta10", "accuracy"), ("macro_f1", "test", "macro_f1"))
 
 
 def seed_values(results: RunResults, per_seed: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
-    """One row per seed and model (and the ensemble): the numbers of :data:`SEED_METRICS`, the long table behind the
-    mean ± std over seeds."""
+    """One row per seed and model (and the ensemble) of :data:`SEED_METRICS`: the table behind mean ± std."""
     rows = []
     for seed, seed_results in results.by_seed.items():
         for model, summary in seed_results.summaries.items():
@@ -313,34 +261,31 @@ def seed_values(results: RunResults, per_seed: Mapping[str, Mapping[str, Any]]) 
 
 
 def over_seeds(results: RunResults, per_seed: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """Per model (and the ensemble) mean, std, t-interval and values of :data:`SEED_METRICS` over the seeds, and
-    for each pair the paired comparison of test accuracy over seeds with its verdict (one seed: no test, a note)."""
+    """Per model (and the ensemble) :data:`SEED_METRICS` over seeds, and per pair the paired test with its verdict."""
     values = seed_values(results, per_seed)
     models: dict[str, Any] = {}
     for model, rows in values.groupby("model", sort=False):
-        models[model] = {"seeds": [int(s) for s in rows.sort_values("seed")["seed"]]}
+        rows = rows.sort_values("seed")
+        models[model] = {"seeds": [int(s) for s in rows["seed"]]}
         for name, _, _ in SEED_METRICS:
-            column = rows.sort_values("seed")[name].dropna().to_numpy(float)
+            column = rows[name].dropna().to_numpy(float)
             interval = mean_interval(column) if len(column) else None
             models[model][name] = None if interval is None else {
                 **mean_std(column), "low": interval["low"], "high": interval["high"], "values": column.tolist()}
-    names, comparisons = list(models), []
+    comparisons = []
     table = values.pivot(index="seed", columns="model", values="test_accuracy")
-    for index, a in enumerate(names):
-        for b in names[index + 1:]:
-            paired = table[[a, b]].dropna()
-            if len(paired):
-                result = paired_seed_comparison(paired[a].to_numpy(float), paired[b].to_numpy(float))
-                comparisons.append({"a": a, "b": b, "metric": "test_accuracy", **result,
-                                    "verdict_a_beats_b": verdict(result["mean_difference"], result["low"],
-                                                                 result["high"], result["p_value"])})
+    for a, b in itertools.combinations(models, 2):
+        paired = table[[a, b]].dropna()
+        if len(paired):
+            result = paired_seed_comparison(paired[a].to_numpy(float), paired[b].to_numpy(float))
+            comparisons.append({"a": a, "b": b, "metric": "test_accuracy", **result, "verdict_a_beats_b": verdict(
+                result["mean_difference"], result["low"], result["high"], result["p_value"])})
     return {"models": models, "comparisons": comparisons}
 
 
 def run_statistics(results: RunResults, *, seed: int = 0, resamples: int = 2000) -> dict[str, Any]:
-    """The numbers behind every comparison of a run, from its saved predictions: per seed :func:`seed_statistics`,
-    over seeds :func:`over_seeds`. ``seed`` seeds the bootstrap, not training. This is summary.json's shape for
-    every run (a run of one seed has one entry per seed, and over seeds no paired test)."""
+    """summary.json's numbers for every run, from its saved predictions: per seed and over seeds.
+    ``seed`` seeds the bootstrap, not training."""
     per_seed = {str(s): seed_statistics(r, resamples=resamples, seed=seed) for s, r in results.by_seed.items()}
     return {"format": SUMMARY_FORMAT, "seeds": results.seeds, "bootstrap": {"seed": seed, "resamples": resamples,
                                                                            "confidence": 0.95},
