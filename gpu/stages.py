@@ -72,39 +72,32 @@ def params_of(project: Path, stage: str, overrides: list[str], data: str | None)
     return resolve_params_files([project / params_file(stage)], overrides, {"data": data} if data else None)
 
 
-def estimate_seconds(params: dict[str, Any], bench: dict[str, dict[str, Any]] | None) -> float | None:
-    """Seconds a study stage should take, from the bench stage's timing of the same protocol (None: no timing)."""
-    if not bench or any(model not in bench for model in params["models"]):
+def estimate_seconds(params: dict[str, Any], bench: dict[str, Any] | None) -> float | None:
+    """Seconds a study stage should take: `fer-study estimate` of its params on the bench stage's timing of the same
+    protocol (whose compiles are in the persistent cache by then), and each notebook's start (None: no timing)."""
+    if not bench or any(model not in bench["models"] for model in params["models"]):
         return None
-    from fer_lib.app.params import seed_list
+    from fer_lib.app.estimate import CACHED_COMPILE_SHARE, estimate  # the project is on sys.path: params_of put it
 
-    seeds = len(seed_list(params))  # each model trains once per seed
-    total = NOTEBOOK_SECONDS * (seeds * len(params["models"]) + 2)
-    for model in params["models"] * seeds:
-        record, settings = bench[model], bench["_settings"]
-        images_per_epoch = record["images_per_epoch"]
-        predict = (settings["n_val"] * params["epochs"] + settings["n_val"] + 2 * settings["n_test"])
-        total += params["epochs"] * images_per_epoch / record["train_images_per_second"]
-        total += predict / record["inference_images_per_second"]
-        total += 0.25 * record["compile_seconds_estimate"]  # the bench's compiles are in the persistent cache
-    return SAFETY * total
+    result = estimate(params, bench, compile_share=CACHED_COMPILE_SHARE)
+    notebooks = sum(model["seeds"] for model in result["models"]) + 2  # 02_train per model and seed, 01 and 03
+    return SAFETY * (result["total_seconds"] + NOTEBOOK_SECONDS * notebooks)
 
 
-def estimate_tune(params: dict[str, Any], bench: dict[str, dict[str, Any]] | None,
+def estimate_tune(params: dict[str, Any], bench: dict[str, Any] | None,
                   options: dict[str, Any]) -> dict[str, float] | None:
     """Seconds the tune stage should take, from the bench stage's timing of its protocol (None: no timing):
     ``round``, ``workers`` trials side by side (they share the GPU and its host, so a round is ``workers`` times one
-    trial alone: its epochs of training, its validation every epoch and its own compile, since the searched values
-    are constants of the compiled step); ``least``, the workers' start, one round and the outputs (less time left
-    than that: the stage is skipped); ``search``, every trial in rounds. All three stretched by SAFETY."""
+    trial alone: `fer-study estimate`'s training, validation and whole compile of one seed, since the searched
+    values are constants of the compiled step); ``least``, the workers' start, one round and the outputs (less time
+    left than that: the stage is skipped); ``search``, every trial in rounds. All three stretched by SAFETY."""
     model = options["model"]
-    if not bench or model not in bench:
+    if not bench or model not in bench["models"]:
         return None
-    record, settings = bench[model], bench["_settings"]
-    epochs = params["epochs"]
-    trial = (epochs * record["images_per_epoch"] / record["train_images_per_second"]
-             + settings["n_val"] * epochs / record["inference_images_per_second"]
-             + record["compile_seconds_estimate"])
+    from fer_lib.app.estimate import model_estimate
+
+    one = model_estimate({**params, "seeds": None}, model, bench)  # a trial trains one seed, tests nothing
+    trial = one["train_seconds"] + one["validation_seconds"] + one["compile_seconds"]
     workers = min(options["workers"], options["trials"])
     one_round = workers * trial
     rounds = math.ceil(options["trials"] / workers)
@@ -237,15 +230,11 @@ def pack(sources: list[Path], archive: Path, root: Path) -> dict[str, Any]:
     return {"archive": archive.name, "bytes": archive.stat().st_size, "files": len(files), "dropped": dropped}
 
 
-def bench_records(folder: Path) -> dict[str, dict[str, dict[str, Any]]]:
-    """protocol -> model -> throughput record (plus '_settings'), from the bench stage's JSON files."""
-    records: dict[str, dict[str, dict[str, Any]]] = {}
-    for path in sorted(folder.glob("*.json")):
-        record = json.loads(path.read_text())
-        protocol = record["settings"]["params"]
-        records[protocol] = {row["model"]: row for row in record["throughput"]}
-        records[protocol]["_settings"] = record["settings"]
-    return records
+def bench_records(folder: Path) -> dict[str, dict[str, Any]]:
+    """protocol -> its benchmark record as `fer-study estimate` reads it, from the bench stage's JSON files."""
+    from fer_lib.app.estimate import read_bench  # the project is on sys.path: params_of put it there
+
+    return {bench["settings"]["params"]: bench for bench in map(read_bench, sorted(folder.glob("*.json")))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -335,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
             return stage_overrides[TUNE_STAGE]  # -p is among them already
         return args.overrides + stage_overrides.get(stage, [])
 
-    def bench_of(params: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
+    def bench_of(params: dict[str, Any]) -> dict[str, Any] | None:
         return bench_records(bench_dir).get(params["name"]) if bench_dir.exists() else None
 
     def estimate(stage: str) -> float | None:

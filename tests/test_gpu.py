@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from fer_lib.app import provenance, tune
+from fer_lib.app.params import resolve_params, resolve_params_files
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -66,21 +67,30 @@ def test_the_bundle_takes_its_versions_from_the_lock_for_the_target() -> None:
 
 
 def bench_record(train_ips: float, infer_ips: float, compile_s: float) -> dict:
-    return {"images_per_epoch": 25_600, "train_images_per_second": train_ips,
-            "inference_images_per_second": infer_ips, "compile_seconds_estimate": compile_s}
+    """A throughput row of benchmarks/bench.py at batch 64, float32, the models' default options."""
+    return {"train_images_per_second": train_ips, "inference_images_per_second": infer_ips,
+            "compile_seconds_estimate": compile_s, "batch_size": 64, "mixed_precision": False, "model_options": {}}
 
 
-def test_a_stage_is_estimated_from_the_bench_timing_of_its_protocol() -> None:
-    params = {"models": ["basic_cnn", "resnet50v2"], "epochs": 10}
-    bench = {"basic_cnn": bench_record(25_600, 51_200, 40), "resnet50v2": bench_record(12_800, 25_600, 80),
-             "_settings": {"n_val": 2_560, "n_test": 5_120}}
-    # per model: 10 epochs of training, validation every epoch + val and 2x test at the end, a quarter of compile
-    cnn = 10 * 1.0 + (2_560 * 11 + 10_240) / 51_200 + 10
-    resnet = 10 * 2.0 + (2_560 * 11 + 10_240) / 25_600 + 20
-    expected = stages.SAFETY * (cnn + resnet + 4 * stages.NOTEBOOK_SECONDS)
-    assert stages.estimate_seconds(params, bench) == pytest.approx(expected)
+def bench(models: dict[str, dict]) -> dict:
+    """A benchmark record as fer_lib.app.estimate.read_bench returns it: 25,600 training images (400 batches of 64)."""
+    return {"path": "bench.json", "device": "NVIDIA H200", "models": models,
+            "settings": {"n_train": 25_600, "n_val": 2_560, "n_test": 5_120}}
+
+
+def test_a_stage_is_estimated_as_fer_study_estimate_does_from_the_bench_timing_of_its_protocol() -> None:
+    params = resolve_params({"models": ["basic_cnn", "resnet50v2"], "epochs": 10, "batch_size": 64, "tta": True})
+    timing = bench({"basic_cnn": bench_record(25_600, 51_200, 40), "resnet50v2": bench_record(12_800, 25_600, 80)})
+    # per model: 10 epochs of training, validation every epoch and once more, the test in 3 views (tta: the image,
+    # then the image and its mirror), a quarter of the bench's compile (the persistent cache has it)
+    cnn = 10 * 1.0 + (2_560 * 11 + 5_120 * 3) / 51_200 + 10
+    resnet = 10 * 2.0 + (2_560 * 11 + 5_120 * 3) / 25_600 + 20
+    expected = stages.SAFETY * (cnn + resnet + 4 * stages.NOTEBOOK_SECONDS)  # 01, 02 per model, 03
+    assert stages.estimate_seconds(params, timing) == pytest.approx(expected)
+    assert stages.estimate_seconds({**params, "seeds": [0, 1]}, timing) == pytest.approx(
+        stages.SAFETY * (2 * (cnn + resnet) + 6 * stages.NOTEBOOK_SECONDS))  # two seeds: twice the work, 4 x 02
     assert stages.estimate_seconds(params, None) is None
-    assert stages.estimate_seconds({**params, "models": ["other"]}, bench) is None
+    assert stages.estimate_seconds({**params, "models": ["other"]}, timing) is None
 
 
 def test_archives_leave_out_weights_and_backups_and_shrink_to_fit(tmp_path: Path,
@@ -145,8 +155,8 @@ def test_summary_of_bench_records(tmp_path: Path) -> None:
               "throughput": [{"model": "basic_cnn", "x": 1}, {"model": "resnet50v2", "x": 2}]}
     (tmp_path / "2026-01-01-jax-NVIDIA-H200.json").write_text(json.dumps(record))
     records = stages.bench_records(tmp_path)
-    assert set(records) == {"strong"} and records["strong"]["resnet50v2"]["x"] == 2
-    assert records["strong"]["_settings"]["n_test"] == 2
+    assert set(records) == {"strong"} and records["strong"]["models"]["resnet50v2"]["x"] == 2
+    assert records["strong"]["settings"]["n_test"] == 2
 
 
 collect_results = load_script("collect_results")
@@ -247,28 +257,30 @@ def test_the_tune_stage_options_split_from_its_study_parameters() -> None:
 
 
 def test_the_search_is_estimated_from_the_bench_and_its_timeout_keeps_one_round_before_the_deadline() -> None:
-    bench = {"basic_cnn": bench_record(25_600, 51_200, 40), "_settings": {"n_val": 2_560, "n_test": 5_120}}
+    timing_of = bench({"basic_cnn": bench_record(25_600, 51_200, 40)})
+    params = resolve_params({"epochs": 20, "batch_size": 64, "seeds": [0, 1, 2]})
     options = {**stages.TUNE_OPTIONS, "trials": 7, "workers": 3}
-    # a trial alone: 20 epochs of 1 s, validation every epoch, its own compile; 3 of them side by side per round
-    trial = 20 * 1.0 + 2_560 * 20 / 51_200 + 40
-    timing = stages.estimate_tune({"epochs": 20}, bench, options)
+    # a trial alone: one seed, 20 epochs of 1 s, validation every epoch and once more, no test, its own compile;
+    # 3 of them side by side per round
+    trial = 20 * 1.0 + 2_560 * 21 / 51_200 + 40
+    timing = stages.estimate_tune(params, timing_of, options)
     assert timing["round"] == pytest.approx(stages.SAFETY * 3 * trial)
     assert timing["least"] == pytest.approx(stages.SAFETY * (stages.TUNE_START_SECONDS + 3 * trial
                                                              + stages.TUNE_OUTPUT_SECONDS))
     assert timing["search"] == pytest.approx(stages.SAFETY * (stages.TUNE_START_SECONDS + 3 * 3 * trial  # 3 rounds
                                                               + stages.TUNE_OUTPUT_SECONDS))
-    assert stages.estimate_tune({"epochs": 20}, bench, {**options, "trials": 2})["round"] == pytest.approx(
+    assert stages.estimate_tune(params, timing_of, {**options, "trials": 2})["round"] == pytest.approx(
         stages.SAFETY * 2 * trial)  # 2 trials: 2 workers' worth
     assert stages.tune_timeout(1000, timing) == pytest.approx(
         1000 - timing["round"] - stages.SAFETY * stages.TUNE_OUTPUT_SECONDS)
     assert stages.tune_timeout(1000, None) == 500  # no bench: half the time left
-    assert stages.estimate_tune({"epochs": 20}, None, options) is None
-    assert stages.estimate_tune({"epochs": 20}, bench, {**options, "model": "resnet50v2"}) is None
+    assert stages.estimate_tune(params, None, options) is None
+    assert stages.estimate_tune(params, timing_of, {**options, "model": "resnet50v2"}) is None
 
 
 def bench_file(folder: Path, train_ips: float, compile_s: float) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    record = {"settings": {"params": "strong", "n_val": 2_871, "n_test": 3_589},
+    record = {"settings": {"params": "strong", "n_train": 25_728, "n_val": 2_871, "n_test": 3_589},
               "throughput": [{"model": model, **bench_record(25_728, 143_000, compile_s),
                               "train_images_per_second": train_ips} for model in ("basic_cnn", "resnet50v2")]}
     (folder / "2026-01-01-jax-NVIDIA-H200.json").write_text(json.dumps(record))
@@ -318,7 +330,8 @@ def test_the_tune_stage_runs_fer_study_tune_with_its_options_overrides_and_a_tim
     assert options == {"--trials": "12", "--workers": "2", "--model": "basic_cnn", "--pruner": "successive_halving"}
     assert [command[i + 1] for i, part in enumerate(command) if part == "-p"] == ["epochs=20", "batch_size=64",
                                                                                   "epochs=30"]
-    timing = stages.estimate_tune({"epochs": 30}, stages.bench_records(tmp_path / "work" / "bench")["strong"],
+    tune_params = resolve_params_files([REPO_ROOT / "params" / "strong.yaml"], ["epochs=30", "batch_size=64"])
+    timing = stages.estimate_tune(tune_params, stages.bench_records(tmp_path / "work" / "bench")["strong"],
                                   {**stages.TUNE_OPTIONS, "workers": 2})
     timeout = float(command[command.index("--timeout") + 1])
     assert timeout == pytest.approx(stages.tune_timeout(600 - stages.PACK_SECONDS, timing), abs=3)

@@ -13,7 +13,8 @@ from fer_lib.app.params import seed_list
 from fer_lib.core import records
 from fer_lib.core.config import EvalConfig, model_options
 
-COMPILE_SHARE = 1.0  # a fresh machine compiles everything; with the bench's persistent cache, a quarter (gpu/stages)
+COMPILE_SHARE = 1.0  # a fresh machine compiles everything ...
+CACHED_COMPILE_SHARE = 0.25  # ... and after the bench, whose compiles are in the persistent cache, a quarter
 
 
 class EstimateError(ValueError):
@@ -63,14 +64,15 @@ def model_estimate(params: Mapping[str, Any], model: str, bench: Mapping[str, An
                      f"; here {', '.join(f'{k} {options[k]}' for k in differ)}): its images/s are taken as they are")
     scoring = EvalConfig.from_mapping(params, ignore_unknown=True)
     test_views = 1 + (2 if scoring.tta else 0) + (10 if scoring.tta_crop is not None else 0)
-    evaluated = settings["n_val"] * (params["epochs"] + 1) + settings["n_test"] * test_views
+    seconds_per_prediction = seeds * scale / row["inference_images_per_second"]
+    validation = settings["n_val"] * (params["epochs"] + 1) * seconds_per_prediction
+    test = settings["n_test"] * test_views * seconds_per_prediction
     train = seeds * params["epochs"] * images_per_epoch / row["train_images_per_second"] * scale
-    evaluation = seeds * evaluated / row["inference_images_per_second"] * scale
     compiles = seeds * row["compile_seconds_estimate"] * compile_share
     return {"model": model, "seeds": seeds, "epochs": params["epochs"], "images_per_epoch": images_per_epoch,
             "train_images_per_second": row["train_images_per_second"] / scale, "train_seconds": train,
-            "evaluation_seconds": evaluation, "compile_seconds": compiles,
-            "total_seconds": train + evaluation + compiles, "notes": notes}
+            "validation_seconds": validation, "test_seconds": test, "evaluation_seconds": validation + test,
+            "compile_seconds": compiles, "total_seconds": train + validation + test + compiles, "notes": notes}
 
 
 def estimate(params: Mapping[str, Any], bench: Mapping[str, Any], *,
