@@ -84,18 +84,18 @@ def run_benchmark(dataset: FerDataset, params: Mapping[str, Any], *, out_dir: st
     device = device_info()
     throughput, scaled = [], []
     for name in params["models"]:
-        first = benchmark_model(dataset, name, params, min_timed_steps=min_timed_steps)
-        throughput.append(first)
-        print(f"benchmark {name}: {first['train_images_per_second']:,.0f} training images/s, "
-              f"{first['inference_images_per_second']:,.0f} inference images/s, compile "
-              f"~{first['compile_seconds_estimate']:.1f} s ({first['devices']} device(s))", flush=True)
+        measured = benchmark_model(dataset, name, params, min_timed_steps=min_timed_steps)  # params' distribution
+        throughput.append(measured)
+        print(f"benchmark {name}: {measured['train_images_per_second']:,.0f} training images/s, "
+              f"{measured['inference_images_per_second']:,.0f} inference images/s, compile "
+              f"~{measured['compile_seconds_estimate']:.1f} s ({measured['devices']} device(s))", flush=True)
         for setting in scaling:
             row = benchmark_model(dataset, name, {**params, "distribution": setting}, min_timed_steps=min_timed_steps)
-            row["relative_to_throughput"] = row["train_images_per_second"] / first["train_images_per_second"]
+            row["relative_to_throughput"] = row["train_images_per_second"] / measured["train_images_per_second"]
             scaled.append(row)
             print(f"benchmark {name} on {row['devices']} device(s) (distribution {setting}): "
                   f"{row['train_images_per_second']:,.0f} training images/s, {row['relative_to_throughput']:.2f} x "
-                  f"the {first['devices']} device(s) above", flush=True)
+                  f"the {measured['devices']} device(s) above", flush=True)
     record: dict[str, Any] = {
         "date": _dt.datetime.now().isoformat(timespec="seconds"), "device": device["summary"],
         "device_details": device, "backend": keras.backend.backend(), "versions": package_versions(),

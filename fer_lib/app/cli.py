@@ -191,12 +191,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fer-study`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
     command_line = list(sys.argv[1:] if argv is None else argv)
-    given_argv = {"run": command_run, "resume": command_resume, "sweep": command_sweep, "tune": command_tune}
+    recording_their_command = {"run": command_run, "resume": command_resume, "sweep": command_sweep,
+                               "tune": command_tune}  # what they make keeps the command line that made it
     others = {"list": command_list, "results": command_results, "worker": command_worker,
               "compare": command_compare, "estimate": command_estimate, "predict": command_predict}
     try:
-        if args.command in given_argv:
-            return given_argv[args.command](args, argv=command_line)
+        if args.command in recording_their_command:
+            return recording_their_command[args.command](args, argv=command_line)
         return others[args.command](args)
     except UserError as error:
         print(f"{PROG}: error: {one_line(str(error))}", file=sys.stderr)

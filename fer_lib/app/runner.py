@@ -8,7 +8,6 @@ import contextlib
 import json
 import os
 import platform
-import signal
 import sys
 import textwrap
 import threading
@@ -19,7 +18,8 @@ from typing import Any
 
 from fer_lib import __version__
 from fer_lib.app import runs
-from fer_lib.app.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, PROG, UserError, one_line
+from fer_lib.app.errors import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, PROG, UserError, one_line,
+                                sigterm_as_interrupt)
 from fer_lib.app.lock import lock_status
 from fer_lib.app.params import ParamsError, resolve_params, resolve_params_files, seed_folder, seed_list
 from fer_lib.app.provenance import (BackendUnavailable, device_info, distribution_plan, git_info, keras_backend,
@@ -32,10 +32,6 @@ KERNEL_NAME = "python3"
 NOTEBOOKS = ("01_explore_data", "02_train", "03_compare")
 DEFAULT_NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 BANNER = "!" * 100
-
-
-def _terminated(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def prepare_run(params_files: Sequence[str | Path] = (), overrides: Sequence[str] = (), *, data: str | None = None,
@@ -181,6 +177,7 @@ def job_label(job: Mapping[str, Any]) -> str:
     return job["name"] + (f" ({', '.join(details)})" if details else "")
 
 
+@sigterm_as_interrupt()  # `kill` marks the run interrupted, like Ctrl-C
 def execute_jobs(plan: Mapping[str, Any], run_dir: Path, manifest: dict[str, Any], jobs: list[dict[str, Any]], *,
                  log_output: bool = False, skip: set[tuple[str, str | None, int | None]] = frozenset()) -> int:
     """Execute ``jobs`` into ``run_dir`` (all but those in ``skip``), keeping manifest.json up to date; then the
@@ -196,10 +193,6 @@ def execute_jobs(plan: Mapping[str, Any], run_dir: Path, manifest: dict[str, Any
     print(f"{PROG}: data: {data['how']}; backend: {manifest['backend']}; device: {manifest['device']['summary']}"
           f"{spread}", flush=True)
     started = time.time()
-    try:  # `kill` (SIGTERM) marks the run interrupted, like Ctrl-C
-        previous = signal.signal(signal.SIGTERM, _terminated)
-    except ValueError:  # not the main thread: leave signals alone
-        previous = None
     interactive = _is_terminal(sys.stderr)  # progress bars on a terminal; one line per notebook in logs
     index, current = 0, None
     try:
@@ -261,9 +254,6 @@ def execute_jobs(plan: Mapping[str, Any], run_dir: Path, manifest: dict[str, Any
         if data["synthetic"]:
             _shout(data["notice"])
         return EXIT_OK
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
 
 
 def format_progress(record: Mapping[str, Any]) -> str:

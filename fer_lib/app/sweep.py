@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from fer_lib.app import runs, trials
-from fer_lib.app.errors import EXIT_FAILED, EXIT_OK, PROG, UserError, one_line
+from fer_lib.app.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, PROG, UserError, one_line
 from fer_lib.app.params import load_yaml, override_text, seed_list
 from fer_lib.core import records
 
@@ -141,9 +141,8 @@ def enqueue_points(study: Any, points: Sequence[Mapping[str, str]]) -> int:
 def start_sweep(sweep: dict[str, Any], *, argv: Sequence[str], workers: str = "auto", storage: str | None = None,
                 launch: str = "local", dry_run: bool = False, log_output: bool = False) -> int:
     """Make (or find) the sweep folder and study, enqueue the points and run workers (or submit them to Slurm)."""
-    sweep_dir = (Path(sweep["out"]) if sweep["out"] else records.default_outputs_dir()) / sweep["folder"]
+    sweep_dir, storage_url = trials.job_location(sweep["out"], sweep["folder"], storage)
     devices = trials.worker_devices(workers) if launch == "local" or workers != "auto" else [None]
-    storage_url = storage or str(sweep_dir / trials.JOURNAL_FILE)
     again = is_sweep_dir(sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     job = {"kind": "sweep", **{key: sweep[key] for key in ("name", "params_files", "overrides", "data", "out",
@@ -172,7 +171,7 @@ def start_sweep(sweep: dict[str, Any], *, argv: Sequence[str], workers: str = "a
         record.update(status="interrupted", finished=records.now(), points=point_states(study, sweep["points"]))
         records.write_json(sweep_dir / SWEEP_FILE, record)
         print(f"{PROG}: sweep interrupted; the same command resumes it ({sweep_dir / SWEEP_FILE})", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     record["points"] = point_states(study, sweep["points"])
     failed = [p for p in record["points"] if p["status"] != "complete"]
     record.update(status="complete" if not failed else "failed", finished=records.now())
@@ -190,11 +189,9 @@ class PointFailed(RuntimeError):
 def work(study: Any, job: Mapping[str, Any]) -> None:
     """A worker of a sweep: run points until none is waiting (each a run folder made by the study's runner)."""
     trials.quiet_optuna()
-    from optuna.trial import TrialState
-
     while True:
         trials.retry_dead_trials(study)
-        if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        if not trials.trials_in(study, "WAITING"):
             return
         study.optimize(lambda trial: run_point(trial, job), n_trials=1, catch=(PointFailed,))
 
@@ -209,15 +206,16 @@ def run_point(trial: Any, job: Mapping[str, Any]) -> float:
         raise optuna.TrialPruned("no point was left for this trial")
     trials.mark_worker(trial)
     values, previous = trial.user_attrs["values"], trial.user_attrs.get("run_dir")
+    notebooks_dir = Path(job["notebooks_dir"])  # prepare_sweep always names one
     if previous and Path(previous).is_dir() and runs.run_summary(previous)["status"] != "complete":
         code = runner.resume_run(previous, argv=["resume", previous], log_output=job["log_output"],
-                                 notebooks_dir=Path(job["notebooks_dir"]))
+                                 notebooks_dir=notebooks_dir)
         run_dir = Path(previous)
     else:
         overrides = [*job["overrides"], *point_overrides(values)]
         plan = runner.prepare_run(job["params_files"], overrides, data=job["data"],
                                   name=point_name(job["name"], values), out=job["out"],
-                                  notebooks_dir=Path(job["notebooks_dir"]) if job["notebooks_dir"] else None)
+                                  notebooks_dir=notebooks_dir)
         command = ["run", *[x for f in job["params_files"] for x in ("--params", f)],
                    *[x for o in overrides for x in ("-p", o)]]
         code = runner.start_run(plan, argv=command, out=job["out"], log_output=job["log_output"],
@@ -257,5 +255,6 @@ def expand_run_dirs(paths: Sequence[str | Path]) -> tuple[list[Path], list[str]]
         elif records.is_run_dir(path):
             run_dirs.append(path)
         else:
-            raise UserError(f"'{path}' is neither a run folder ({records.PARAMS_FILE}) nor a sweep folder ({SWEEP_FILE})")
+            raise UserError(f"'{path}' is neither a run folder ({records.PARAMS_FILE}) nor a sweep folder "
+                            f"({SWEEP_FILE})")
     return run_dirs, keys

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fer_lib.app import runs
-from fer_lib.app.errors import PROG, UserError
+from fer_lib.app.errors import PROG, UserError, sigterm_as_interrupt
 from fer_lib.core import records
 
 JOURNAL_FILE = "trials.journal"
@@ -25,9 +25,12 @@ SLURM_FILE = "workers.sbatch"
 HEARTBEAT_SECONDS = 60  # a database's workers record a heartbeat this often ...
 GRACE_SECONDS = 180  # ... and a trial silent for this long is failed and retried
 MAX_RETRIES = 3
+FINISHED = ("COMPLETE", "PRUNED", "FAIL")  # trial states (TrialState names) of a trial that has ended
+COUNTED = (*FINISHED, "RUNNING")  # the trials a search's --trials counts: every one started
 
 
 def quiet_optuna() -> Any:
+    """Optuna, with its per-trial lines and its 'experimental' warnings silenced (process-wide)."""
     import warnings
 
     import optuna
@@ -36,6 +39,25 @@ def quiet_optuna() -> Any:
     # the heartbeat and its retry callback are "experimental" since Optuna 2.8: a note per use, not fer-study's
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     return optuna
+
+
+def trial_states(*names: str) -> tuple[Any, ...]:
+    """Optuna's TrialState members of these names (``"RUNNING"``, ...), imported only when needed."""
+    from optuna.trial import TrialState
+
+    return tuple(TrialState[name] for name in names)
+
+
+def trials_in(study: Any, *states: str) -> list[Any]:
+    """The study's trials in these states (TrialState names)."""
+    return study.get_trials(deepcopy=False, states=trial_states(*states))
+
+
+def job_location(out: str | None, folder_name: str, storage: str | None) -> tuple[Path, str]:
+    """A sweep's or a search's folder (under ``out``, default outputs/) and its storage (default: a journal file in
+    that folder)."""
+    folder = (Path(out) if out else records.default_outputs_dir()) / folder_name
+    return folder, storage or str(folder / JOURNAL_FILE)
 
 
 def retry_callback() -> Any:
@@ -96,19 +118,16 @@ def retry_dead_trials(study: Any) -> list[int]:
     """Fail and enqueue again the RUNNING trials whose worker was killed (returns their numbers): on this machine, a
     gone worker process (any storage); on a database also Optuna's heartbeat rule (``fail_stale_trials``)."""
     optuna = quiet_optuna()
-    from optuna.trial import TrialState
-
     retried = []
     if isinstance(study._storage, optuna.storages.RDBStorage):
-        before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        before = {t.number for t in trials_in(study, "RUNNING")}
         optuna.storages.fail_stale_trials(study)
-        after = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-        retried += sorted(before - after)
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        retried += sorted(before - {t.number for t in trials_in(study, "RUNNING")})
+    for trial in trials_in(study, "RUNNING"):
         worker = trial.user_attrs.get("worker") or {}
         pid = worker.get("pid")
         if worker.get("host") == platform.node() and not (isinstance(pid, int) and runs.process_alive(pid)):
-            if study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+            if study._storage.set_trial_state_values(trial._trial_id, state=optuna.trial.TrialState.FAIL):
                 retry_callback()(study, study.trials[trial.number])
                 retried.append(trial.number)
     return retried
@@ -134,35 +153,26 @@ def worker_command(storage_url: str, study_name: str) -> list[str]:
     return [sys.executable, "-m", "fer_lib.app.cli", "worker", "--storage", storage_url, "--study", study_name]
 
 
+@sigterm_as_interrupt()  # a scheduler's or a deadline's SIGTERM stops the workers as Ctrl-C does: none is orphaned
 def run_local_workers(storage_url: str, study_name: str, devices: Sequence[str | None],
                       launch: Callable[..., subprocess.Popen] = subprocess.Popen) -> list[int]:
     """Worker processes on this machine, one per device (CUDA_VISIBLE_DEVICES); their exit codes once all have ended."""
-    import signal
-    import threading
-
-    # SIGTERM (a scheduler, a deadline) as Ctrl-C (KeyboardInterrupt): no orphaned workers
-    on_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler) if on_main_thread else None
     processes, sharing = [], sum(device is None for device in devices)
+    for device in devices:
+        env = dict(os.environ)
+        if device is not None:
+            env["CUDA_VISIBLE_DEVICES"] = device
+        elif sharing > 1 and "XLA_PYTHON_CLIENT_MEM_FRACTION" not in env:  # JAX takes 75% of a GPU per process
+            env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{0.9 / sharing:.3f}"  # by default: N share 90% of it
+        processes.append(launch(worker_command(storage_url, study_name), env=env))
     try:
-        for device in devices:
-            env = dict(os.environ)
-            if device is not None:
-                env["CUDA_VISIBLE_DEVICES"] = device
-            elif sharing > 1 and "XLA_PYTHON_CLIENT_MEM_FRACTION" not in env:  # JAX takes 75% of a GPU per process
-                env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{0.9 / sharing:.3f}"  # by default: N share 90% of it
-            processes.append(launch(worker_command(storage_url, study_name), env=env))
-        try:
-            return [process.wait() for process in processes]
-        except KeyboardInterrupt:
-            for process in processes:
-                process.terminate()
-            for process in processes:
-                process.wait()
-            raise
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        return [process.wait() for process in processes]
+    except KeyboardInterrupt:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait()
+        raise
 
 
 SLURM_TEMPLATE = """#!/bin/bash

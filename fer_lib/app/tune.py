@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from fer_lib.app import runs, trials
-from fer_lib.app.errors import EXIT_OK, PROG, UserError
+from fer_lib.app.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, PROG, UserError
 from fer_lib.app.params import ParamsError, load_params_file, load_yaml, override_text, resolve_params_files
 from fer_lib.core import records
 
@@ -117,45 +117,30 @@ def start_tune(job: dict[str, Any], *, argv: Sequence[str], workers: str = "auto
     """Make (or find) the tune folder and its study, let workers run the trials, then write the outputs."""
     import optuna
 
-    folder = (Path(job["out"]) if job["out"] else records.default_outputs_dir()) / job["folder"]
+    devices = trials.worker_devices(workers)  # a wrong --workers is refused before the folder exists
+    folder, storage_url = trials.job_location(job["out"], job["folder"], storage)
     folder.mkdir(parents=True, exist_ok=True)
     job = {**job, "dir": str(folder.resolve())}
-    storage_url = storage or str(folder / trials.JOURNAL_FILE)
     study = trials.create_study(storage_url, job["folder"], job, sampler=optuna.samplers.TPESampler(seed=0),
                                 pruner=make_pruner(job["pruner"], job["epochs"]))
     # --timeout counts from this command's start; a worker reads it from the study (None: no deadline)
     study.set_user_attr("deadline", time.time() + job["timeout"] if job["timeout"] else None)
-    finished = len(trials_in(study, *FINISHED))
+    finished = len(trials.trials_in(study, *trials.FINISHED))
     print(f"{PROG}: tune folder {folder} ({job['trials']} trials of {job['model']} over "
           f"{', '.join(job['space'])}; {finished} finished already)", flush=True)
     if launch == "slurm":
-        tasks = len(trials.worker_devices(workers)) if workers != "auto" else 1
+        tasks = len(devices) if workers != "auto" else 1
         print(trials.launch_slurm(storage_url, job["folder"], tasks, folder, command=[PROG, *argv],
                                   dry_run=dry_run).rstrip())
         return EXIT_OK
     if finished < job["trials"]:
         try:
-            trials.run_local_workers(storage_url, job["folder"], trials.worker_devices(workers))
+            trials.run_local_workers(storage_url, job["folder"], devices)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the workers are stopped; what finished is written
             write_outputs(study, job, folder)
             print(f"{PROG}: tune interrupted; the same command resumes it ({folder})", file=sys.stderr)
-            return 130
+            return EXIT_INTERRUPTED
     return write_outputs(study, job, folder)
-
-
-FINISHED = ("COMPLETE", "PRUNED", "FAIL")
-COUNTED = (*FINISHED, "RUNNING")  # the trials --trials counts: every one started
-
-
-def trial_states(*names: str) -> tuple[Any, ...]:
-    from optuna.trial import TrialState
-
-    return tuple(TrialState[name] for name in names)
-
-
-def trials_in(study: Any, *states: str) -> list[Any]:
-    """The study's trials in these states (TrialState names)."""
-    return study.get_trials(deepcopy=False, states=trial_states(*states))
 
 
 def pruning_callback(trial: Any, epochs: int) -> Any:
@@ -213,7 +198,7 @@ def work(study: Any, job: Mapping[str, Any]) -> None:
     from optuna.study import MaxTrialsCallback
 
     trials.retry_dead_trials(study)
-    if len(trials_in(study, *COUNTED)) >= job["trials"]:
+    if len(trials.trials_in(study, *trials.COUNTED)) >= job["trials"]:
         return
     deadline = study.user_attrs.get("deadline")  # --timeout: no trial starts after it (running ones end as usual)
     timeout = None if deadline is None else deadline - time.time()
@@ -222,7 +207,7 @@ def work(study: Any, job: Mapping[str, Any]) -> None:
     datasets: dict[str, Any] = {}
     # the trials running on other workers count too: N workers never start more than --trials in all
     study.optimize(lambda trial: run_trial(trial, job, datasets), catch=(RuntimeError,), timeout=timeout,
-                   callbacks=[MaxTrialsCallback(job["trials"], states=trial_states(*COUNTED))])
+                   callbacks=[MaxTrialsCallback(job["trials"], states=trials.trial_states(*trials.COUNTED))])
 
 
 def write_outputs(study: Any, job: Mapping[str, Any], folder: Path) -> int:
@@ -234,10 +219,10 @@ def write_outputs(study: Any, job: Mapping[str, Any], folder: Path) -> int:
     from optuna.visualization import matplotlib as optuna_plots
 
     study.trials_dataframe().to_csv(folder / TRIALS_CSV, index=False)
-    complete = trials_in(study, "COMPLETE")
+    complete = trials.trials_in(study, "COMPLETE")
     if not complete:
-        print(f"{PROG}: error: no trial of {folder} completed (trials.csv says why)", file=sys.stderr)
-        return 1
+        print(f"{PROG}: error: no trial of {folder} completed ({TRIALS_CSV} says why)", file=sys.stderr)
+        return EXIT_FAILED
     for name, draw in ((HISTORY_PLOT, optuna_plots.plot_optimization_history),
                        (IMPORTANCES_PLOT, optuna_plots.plot_param_importances)):
         if name == IMPORTANCES_PLOT and len(complete) < 2:
@@ -254,9 +239,9 @@ def write_outputs(study: Any, job: Mapping[str, Any], folder: Path) -> int:
     params["name"] = f"{job['name']}-tuned"
     values = best.user_attrs["overrides"][len(job["overrides"]):]
     header = (f"# The best trial of `{PROG} tune` ({folder.name}): trial {best.number}, validation accuracy "
-              f"{best.value:.4f} ({job['model']}, {len(complete)} complete trials; the table: trials.csv).\n"
+              f"{best.value:.4f} ({job['model']}, {len(complete)} complete trials; the table: {TRIALS_CSV}).\n"
               f"# Its values: {', '.join(values)}. Run it as the study:\n"
-              f"#     {PROG} run --params {folder / 'best.yaml'}\n")
+              f"#     {PROG} run --params {folder / BEST_FILE}\n")
     (folder / BEST_FILE).write_text(header + yaml.safe_dump(params, sort_keys=True))
-    print(f"{PROG}: best trial {best.number}: val accuracy {best.value:.4f}; {folder / 'best.yaml'}", flush=True)
+    print(f"{PROG}: best trial {best.number}: val accuracy {best.value:.4f}; {folder / BEST_FILE}", flush=True)
     return EXIT_OK
