@@ -1,7 +1,8 @@
 """The paper's augmentation (ImageDataGenerator's) as one configurable Keras stage, XLA-compilable on every backend.
 
-Keras 3's RandomRotation/Translation/Zoom/Shear set ``supports_jit = False`` (the whole model then runs eagerly on JAX),
-so every geometric change, crops included, is one random affine matrix per image; erasing fills a mask. Training only."""
+Keras 3's RandomRotation/Translation/Zoom/Shear set ``supports_jit = False`` (the whole model then runs eagerly on
+JAX), so every geometric change, crops included, is one random affine matrix per image; erasing fills a mask.
+Training only."""
 
 from __future__ import annotations
 

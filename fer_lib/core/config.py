@@ -24,7 +24,6 @@ class _Invalid(Exception):
 
 
 Rule = Callable[[Any], Any]  # value -> checked (possibly normalised) value, or raises _Invalid(expected)
-# Each rule's __doc__ is what it accepts (its _Invalid message), so that optional() can say it too.
 
 
 def _is_number(value: Any) -> bool:
@@ -32,7 +31,8 @@ def _is_number(value: Any) -> bool:
 
 
 def _rule(expected: str, accepts: Callable[[Any], Any], convert: Callable[[Any], Any] = lambda value: value) -> Rule:
-    """A rule that returns ``convert(value)`` for a value that ``accepts``, else refuses it as ``expected``."""
+    """A rule that returns ``convert(value)`` for a value that ``accepts``, else refuses it as ``expected`` (also its
+    ``__doc__``: :func:`interval` names its ends' rule by it)."""
     def check(value: Any) -> Any:
         if not accepts(value):
             raise _Invalid(expected)
@@ -72,13 +72,19 @@ def either(literals: tuple[Any, ...], rule: Rule, expected: str) -> Rule:
             return rule(value)
         except _Invalid:
             raise _Invalid(expected) from None
-    check.__doc__ = expected
     return check
 
 
 def optional(rule: Rule) -> Rule:
     """``rule``, or null."""
-    return either((None,), rule, f"null or {rule.__doc__}")
+    def check(value: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            return rule(value)
+        except _Invalid as invalid:
+            raise _Invalid(f"null or {invalid}") from None
+    return check
 
 
 def numbers(count: int | None = None, *, positive: bool = False, integers: bool = False,
@@ -107,7 +113,6 @@ def interval(low: float, high: float = math.inf, *, open_low: bool = True, open_
         if lo > hi:
             raise _Invalid(expected)
         return lo, hi
-    check.__doc__ = expected
     return check
 
 
@@ -162,7 +167,7 @@ class Config:
                 for key, value in dataclasses.asdict(self).items()}
 
 
-# ---- Data, augmentation, training ----------------------------------------------------------------------------------
+# --- Data, augmentation, training ----------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class DataConfig(Config):
     """Which images a run uses and how its splits are drawn (fer_lib.core.data.load_study_data)."""
@@ -352,7 +357,7 @@ class EvalConfig(Config):
     tta_crop: int | None = spec(None, optional(integer(24, 47)))
 
 
-# ---- The models' options (fer_lib.core.models builds each from its own) --------------------------------------------
+# --- The models' options (fer_lib.core.models builds each from its own) --------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class BasicCnnOptions(Config):
     """The paper's basic CNN (Fig. 1a): per filter width ``convs_per_block`` conv-BN-ReLU and a max-pool, then dense

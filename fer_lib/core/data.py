@@ -107,7 +107,7 @@ def load_fer2013(path: str | os.PathLike[str], *, val_fraction: float = 0.1, see
 
 
 def detect_layout(path: Path) -> tuple[str, Path]:
-    """``(layout, csv file, folder or bundle)`` for ``path``, or a clear :class:`FerDataError`."""
+    """``(layout, path)`` for ``path``: the csv file, the folder or the bundle to read, or a clear FerDataError."""
     if not path.exists():
         raise FerDataError(f"FER2013 data not found at '{path}': the path does not exist. {ACCEPTED_LAYOUTS}. "
                            f"{FER2013_SOURCE_HINT}")
@@ -128,7 +128,8 @@ def summarize(dataset: FerDataset) -> DataSummary:
     """Counts per class per split, and the accuracy of always predicting each split's most frequent class."""
     counts = pd.DataFrame({name: np.bincount(split.labels, minlength=NUM_CLASSES)
                            for name, split in dataset.splits.items()}, index=pd.Index(EMOTIONS, name="class"))
-    majority = pd.DataFrame({"majority_class": counts.idxmax(), "majority_accuracy": counts.max() / counts.sum()})
+    majority = pd.DataFrame({"majority_class": counts.idxmax(), "majority_accuracy": [
+        majority_class_accuracy(split.labels) for split in dataset.splits.values()]})
     counts.loc["total"] = counts.sum()
     return DataSummary(counts=counts, majority=majority.rename_axis("split"))
 

@@ -19,8 +19,8 @@ import keras
 import numpy as np
 import pandas as pd
 
-from fer_lib.core.config import (MODEL_OPTIONS, AugmentConfig, Config, TrainConfig, launch_from_environment,
-                                 require_config)
+from fer_lib.core.config import AugmentConfig, Config, TrainConfig, launch_from_environment, require_config
+from fer_lib.core.config import model_options as default_options  # train_model's own argument is model_options
 from fer_lib.core.data import FerDataset, Split
 from fer_lib.core.evaluate import evaluation_batch_size, predict_proba, process_share
 from fer_lib.core.labels import NUM_CLASSES
@@ -457,7 +457,7 @@ def _train_in_scope(dataset: FerDataset, model_name: str, config: TrainConfig, o
                     extra_callbacks: Sequence[keras.callbacks.Callback]) -> TrainResult:
     """:func:`train_model` in the distribution's scope: the model's variables live on every device of its mesh."""
     require_config(augmentation, AugmentConfig, "train_model's augmentation", optional=True)
-    options = model_options if model_options is not None else MODEL_OPTIONS[model_name]()
+    options = model_options if model_options is not None else default_options(model_name)
     config.check_training_split(len(dataset.train))
     out_dir = Path(out_dir)
     history_file, backup_dir = out_dir / HISTORY_FILE, out_dir / BACKUP_DIR
