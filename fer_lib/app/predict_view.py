@@ -122,7 +122,7 @@ class PredictView(widgets.VBox):
                               .add_class("fer-predict-error"))
                 continue
             parts: list[widgets.Widget] = [widgets.HTML(f"<b>{html.escape(photo.source)}</b>: "
-                                                        f"{html.escape(predict.photo_line(photo).split(': ', 1)[1])}")]
+                                                        f"{html.escape(predict.photo_text(photo))}")]
             if photo.annotated is not None:
                 parts.append(widgets.Image(value=display_jpeg(photo.annotated), format="jpeg",
                                            layout=widgets.Layout(width="auto", max_width=f"{DISPLAY_WIDTH}px"))
