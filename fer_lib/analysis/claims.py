@@ -112,7 +112,7 @@ def claims_sentences(claims: list[Mapping[str, Any]], *, synthetic: bool = False
         if len(claim["seeds"]) > 1:
             numbers = [f"seed {s['seed']}: {text}" for s, text in zip(claim["seeds"], numbers)]
         over = claim.get("over_seeds")
-        if claim["claim"] != CLAIM_EARLY and over and over.get("p_value") is not None:
+        if over and over.get("p_value") is not None:  # the early claim has no over_seeds
             sign = 1.0 if over["a"] == RESNET else -1.0
             numbers.append(f"over seeds, paired t-test p = {over['p_value']:.2g}, "
                            f"mean {sign * over['mean_difference']:+.3f}")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,11 @@ def load_run_results(run_dir: str | Path | None = None) -> RunResults:
 
 
 SUMMARY_FORMAT = 2  # summary.json: {"format", "seeds", "per_seed": {seed: ...}, "over_seeds", "paper_claims"}
+
+
+def write_summary(run_dir: str | Path, statistics: Mapping[str, Any], paper_claims: Sequence[Any]) -> Path:
+    """The compare step's summary.json: the run's statistics (stats.run_statistics) and the paper's claims checked."""
+    return records.write_json(Path(run_dir) / records.SUMMARY_FILE, {**statistics, "paper_claims": list(paper_claims)})
 
 
 def read_summary(run_dir: str | Path) -> dict[str, Any]:

@@ -98,7 +98,7 @@ def read_manifest(run_dir: str | Path) -> dict[str, Any]:
         return {"status": "unreadable manifest"}
 
 
-# ---- One run at a glance, and the listing (`fer-study list`, the runner's closing summary) ------------------------
+# --- One run at a glance, and the listing (`fer-study list`, the runner's closing summary) ------------------------
 def model_headline(metrics_per_seed: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The few numbers a table of runs shows for one model: means over its seeds, collapsed only if every seed was."""
     def mean(values: list[Any]) -> float | None:
