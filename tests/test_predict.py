@@ -139,6 +139,17 @@ def test_top_k_and_face_record() -> None:
         top_k([0.5, 0.5])
 
 
+def test_a_photo_whose_name_holds_a_colon_is_described_by_its_own_result() -> None:
+    face = predict.Face(box=predict.Box(0, 0, 48, 48), probabilities=np.array([0.05, 0.0, 0.1, 0.6, 0.05, 0.15, 0.05]))
+    none = predict.PhotoResult(source="holiday: beach.png")
+    one = predict.PhotoResult(source="a: b.jpg", faces=[face])
+    skipped = predict.PhotoResult(source="c: d.png", error="cannot identify image file")
+    assert predict.photo_text(none) == "no face found"
+    assert predict.photo_line(none) == "holiday: beach.png: no face found"
+    assert predict.photo_text(one) == "1 face: #1 happy 0.60 (surprise 0.15, fear 0.10)"
+    assert predict.photo_line(skipped) == "c: d.png: skipped: cannot identify image file"
+
+
 def test_crop_face_pads_at_the_border_and_keeps_the_face_centred() -> None:
     gray = np.zeros((100, 120), dtype=np.uint8)
     gray[:, :60] = 200  # left half bright
