@@ -592,12 +592,20 @@ def test_smoke_study_end_to_end(tmp_path: Path) -> None:
 @pytest.mark.notebooks
 @pytest.mark.alone
 def test_a_run_killed_during_training_resumes_and_completes_with_every_epoch_once(tmp_path: Path) -> None:
-    """kill -9 of the runner (and its kernel) in a 02_train notebook; `fer-study resume` finishes the run."""
+    """kill -9 of the runner (and its kernel) in the real 02_train notebook; `fer-study resume` finishes the run with
+    the notebooks it was made with (stand-ins for 01 and 03, which the smoke test runs for real: a minute less)."""
     import psutil
 
     out = tmp_path / "outputs"
     env = {**os.environ, "FER_STUDY_CACHE": str(tmp_path / "cache")}
-    args = ["--params", str(SMOKE), "--out", str(out), "-p", "models=[basic_cnn]", "-p", "synthetic_train=64",
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    shutil.copy(REPO_ROOT / "notebooks" / "02_train.ipynb", notebooks)
+    for name in ("01_explore_data", "03_compare"):
+        nbformat.write(_notebook("run_dir = None\nparams_file = None\noverrides = {}", f"print({name!r})"),
+                       notebooks / f"{name}.ipynb")
+    args = ["--params", str(SMOKE), "--out", str(out), "--notebooks-dir", str(notebooks), "-p", "models=[basic_cnn]",
+            "-p", "synthetic_train=64",
             "-p", "synthetic_val=16", "-p", "synthetic_test=16", "-p", "epochs=12", "-p", "batch_size=16",
             "-p", "backup_every_seconds=0"]
     log = (tmp_path / "first-run.log").open("w")
@@ -631,6 +639,8 @@ def test_a_run_killed_during_training_resumes_and_completes_with_every_epoch_onc
     training = json.loads((history.parent / "training.json").read_text())
     assert training["resumed_from_epoch"] >= 1  # the last backup before the kill (the CSV row may be newer)
     assert all(n["status"] == "complete" for n in manifest["notebooks"])
+    assert manifest["notebooks_dir"] == str(notebooks.resolve())  # the resume ran the stand-ins, not notebooks/
+    assert "'03_compare'" in (run_dir / "notebooks" / "03_compare.ipynb").read_text()
     assert (run_dir / "report.html").is_file()
     again = subprocess.run([str(FER_STUDY), "resume", str(run_dir)], capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "already complete" in again.stderr

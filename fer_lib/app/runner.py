@@ -119,6 +119,7 @@ def start_run(plan: dict[str, Any], *, argv: Sequence[str], out: str | Path | No
         "fer_study_version": __version__, "status": "running", "started": records.now(), "finished": None,
         "seconds": None, "run_dir": str(run_dir.resolve()), "command": [PROG, *argv], "host": platform.node(),
         "pid": os.getpid(), "params_files": plan["params_files"], "overrides": plan["overrides"], **plan["context"],
+        "notebooks_dir": str(plan["notebooks_dir"]),  # what a resume runs again
         "notebooks": [{"notebook": job["name"], "model": job["model"], "seed": job["seed"],
                        "output": str(job["output"].relative_to(run_dir)), "status": "pending", "started": None,
                        "seconds": None} for job in jobs],
@@ -135,8 +136,8 @@ def start_run(plan: dict[str, Any], *, argv: Sequence[str], out: str | Path | No
 def resume_run(run_dir: str | Path, *, argv: Sequence[str], log_output: bool = False,
                notebooks_dir: Path | None = None) -> int:
     """Finish an interrupted or failed run in its own folder: completed notebooks are kept, the others run again (a
-    training notebook from its model's last backup); the manifest records each resume."""
-    notebooks_dir = notebooks_dir or DEFAULT_NOTEBOOKS_DIR
+    training notebook from its model's last backup) with the notebooks the run was made with; the manifest records
+    each resume."""
     run_dir = Path(run_dir)
     if not records.is_run_dir(run_dir):
         raise UserError(f"'{run_dir}' is not a run folder (no {records.PARAMS_FILE} or {records.MANIFEST_FILE})")
@@ -154,6 +155,7 @@ def resume_run(run_dir: str | Path, *, argv: Sequence[str], log_output: bool = F
         params = resolve_params(records.read_params(run_dir))
     except ParamsError as error:
         raise UserError(f"{run_dir / records.PARAMS_FILE}: {error}") from None
+    notebooks_dir = Path(notebooks_dir or manifest.get("notebooks_dir") or DEFAULT_NOTEBOOKS_DIR)
     plan: dict[str, Any] = {
         "params": params, "data": manifest["data"], "notebooks_dir": notebooks_dir,
         "params_files": manifest.get("params_files", []), "overrides": manifest.get("overrides", []),
